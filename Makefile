@@ -1,0 +1,43 @@
+# Lumos on Ray — set-up, demo, tests, benchmarks.
+PY      ?= python3
+VENV    ?= .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
+export DS_ACCELERATOR ?= cpu
+export RAY_USAGE_STATS_ENABLED=0
+
+.PHONY: setup demo test test-fast bench browser lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q torch==2.13.0
+	echo "torch==2.13.0" > $(VENV)/constraints.txt
+	$(VPY) -m pip install -q -c $(VENV)/constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+# Chromium for the playground browser test (Debian package; skipped by the test if absent).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) || echo "chromium not installed: the browser test will be skipped"
+
+demo: setup
+	$(VPY) -m workflows.demo $(DEMO_ARGS)
+
+test: setup browser
+	$(VPY) -m pytest -m "not gpu" -q $(PYTEST_ARGS)
+
+test-fast: setup
+	$(VPY) -m pytest -m "not gpu and not slow" -q -x $(PYTEST_ARGS)
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(VPY) $$b || exit 1; done
+
+lint: setup
+	$(VPY) -m ruff check lumos tokenize_jobs workflows tests bench
+
+clean:
+	rm -rf $(VENV) .cache runs .pytest_cache
