@@ -197,3 +197,37 @@ def latent_frames(num_rgb_frames: int, temporal_compression: int = 4) -> int:
     if num_rgb_frames < 1:
         raise ValueError("need at least one frame")
     return 1 + -(-(num_rgb_frames - 1) // temporal_compression)
+
+
+def collate_sequences(seqs: list[TokenSequence], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Right-pad sequences into the model's input tensors.
+
+    Padding gets ``pad_id``, frame id -1, visual False, coords 0, and a continuing 1D index.
+
+    Args:
+        seqs: B token sequences (lengths may differ).
+        pad_id: padding token id (``layout.pad``).
+
+    Returns:
+        dict with ``ids`` [B, L], ``frame_ids`` [B, L], ``coords`` [B, L, 3], ``visual`` [B, L] bool,
+        ``pos1d`` [B, L], ``p0`` [B] and ``lengths`` [B] (int64 unless noted), L = the longest sequence.
+    """
+    if not seqs:
+        raise ValueError("collate_sequences needs at least one sequence")
+    B, L = len(seqs), max(len(s) for s in seqs)
+    out = {
+        "ids": torch.full((B, L), pad_id, dtype=torch.long),
+        "frame_ids": torch.full((B, L), -1, dtype=torch.long),
+        "coords": torch.zeros(B, L, 3, dtype=torch.long),
+        "visual": torch.zeros(B, L, dtype=torch.bool),
+        "pos1d": torch.arange(L, dtype=torch.long).expand(B, L).clone(),
+        "p0": torch.tensor([s.p0 for s in seqs], dtype=torch.long),
+        "lengths": torch.tensor([len(s) for s in seqs], dtype=torch.long),
+    }
+    for b, s in enumerate(seqs):
+        n = len(s)
+        out["ids"][b, :n] = s.ids
+        out["frame_ids"][b, :n] = s.frame_ids
+        out["coords"][b, :n] = s.coords
+        out["visual"][b, :n] = s.visual
+    return out
