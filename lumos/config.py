@@ -36,6 +36,9 @@ class ModelConfig:
     norm_eps: float = 1e-5
     qk_norm: bool = True
     """Chameleon QK-norm: LayerNorm over head_dim with one weight/bias shared by all heads."""
+    qk_norm_per_head: bool = False
+    """QK-norm weight/bias per head ([n_heads | n_kv_heads, head_dim], the HF transformers Chameleon layout)
+    instead of one [head_dim] shared by all heads (Lumos-1, model_parallel_size 1). Set by the HF loader."""
     rope_theta: float = 10000.0
     rope_variant: str = "mm"
     """One of ``mm`` (MM-RoPE, default), ``1d``, ``3d``, ``mrope``, ``mm_noscale``, ``mm_nodist``."""

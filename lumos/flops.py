@@ -20,7 +20,8 @@ from lumos.config import ModelConfig
 def _config_params(cfg: ModelConfig) -> int:
     D, hd, V = cfg.dim, cfg.head_dim, cfg.vocab_size
     attn = D * cfg.n_heads * hd + 2 * D * cfg.n_kv_heads * hd + cfg.n_heads * hd * D
-    qk_norm = 4 * hd if cfg.qk_norm else 0  # weight + bias for q and for k
+    qk_heads = cfg.n_heads + cfg.n_kv_heads if cfg.qk_norm_per_head else 2
+    qk_norm = 2 * qk_heads * hd if cfg.qk_norm else 0  # weight + bias for q and for k (shared or per head)
     layer = attn + qk_norm + 3 * D * cfg.ffn_dim + 2 * D  # + two RMSNorm weights
     return V * D + cfg.n_layers * layer + D + V * D  # embedding, layers, final norm, lm_head
 

@@ -152,17 +152,21 @@ def attend_piece(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
 
 
 class QKNorm(nn.Module):
-    """Chameleon QK-norm: LayerNorm over head_dim with one weight+bias [head_dim] shared by all heads."""
+    """Chameleon QK-norm: LayerNorm over head_dim with one weight+bias [head_dim] shared by all heads, or, when
+    ``n_heads`` is given, one per head [n_heads, head_dim] (HF transformers' Chameleon layout)."""
 
-    def __init__(self, head_dim: int, eps: float):
+    def __init__(self, head_dim: int, eps: float, n_heads: int | None = None):
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(head_dim))
-        self.bias = nn.Parameter(torch.zeros(head_dim))
+        shape = (head_dim,) if n_heads is None else (n_heads, head_dim)
+        self.weight = nn.Parameter(torch.ones(shape))
+        self.bias = nn.Parameter(torch.zeros(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [..., head_dim] -> same shape."""
-        return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+        """x [..., heads, head_dim] -> same shape (statistics over head_dim only)."""
+        if self.weight.dim() == 1:
+            return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+        return F.layer_norm(x, (x.shape[-1],), None, None, self.eps) * self.weight + self.bias
 
 
 class Attention(nn.Module):
@@ -175,8 +179,11 @@ class Attention(nn.Module):
         self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
-        self.q_norm = QKNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else nn.Identity()
-        self.k_norm = QKNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else nn.Identity()
+        per_head = cfg.qk_norm_per_head
+        self.q_norm = QKNorm(cfg.head_dim, cfg.norm_eps, cfg.n_heads if per_head else None) if cfg.qk_norm \
+            else nn.Identity()
+        self.k_norm = QKNorm(cfg.head_dim, cfg.norm_eps, cfg.n_kv_heads if per_head else None) if cfg.qk_norm \
+            else nn.Identity()
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, plan: AttentionPlan,
                 cache=None, layer: int = 0) -> torch.Tensor:
