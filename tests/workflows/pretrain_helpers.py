@@ -1,0 +1,85 @@
+"""Test helper: a small token-shard dataset (DESIGN §4.4) from real shapes-world clips and a real video tokenizer.
+
+Clips are rendered by :mod:`lumos.shapes`, encoded by the committed debug tokenizer
+(``default_tokenizer_uri("debug")``; a freshly initialised debug conv tokenizer with a fixed seed when none is
+committed yet), captions by the byte tokenizer of the compact layout. Videos and 1-frame images are mixed, as in the
+joint stage. Written with pyarrow exactly in the shard schema, plus ``_errors/`` and ``_manifest.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lumos.config import model_preset
+from lumos.sequence import format_prompt
+from lumos.shapes.world import caption, render_clip, sample_scene, scene_rng
+from lumos.tokenizers import ByteTokenizer, build_video_tokenizer, default_tokenizer_uri, load_video_tokenizer
+from lumos.tokenizers.video import save_video_tokenizer
+
+
+def debug_tokenizer_dir(root: str) -> str:
+    """The committed debug tokenizer, or a seeded fresh one saved under ``root``."""
+    try:
+        return default_tokenizer_uri("debug")
+    except ValueError:
+        path = os.path.join(root, "tokenizer_debug")
+        if not os.path.exists(os.path.join(path, "config.json")):
+            save_video_tokenizer(path, build_video_tokenizer("debug", seed=0))
+        return path
+
+
+def write_shards(root: str, videos: int = 16, images: int = 8, size: int = 32, frames: int = 9, fps: int = 8,
+                 files: int = 2, seed: int = 0) -> str:
+    """Write ``root/shards`` and return its path.
+
+    Args:
+        videos, images: clips of ``frames`` RGB frames (→ 1 + (frames-1)/4 latent frames) and 1-frame images.
+        size: pixels per side (latent grid size/8).
+        files: Parquet files to spread the rows over.
+    """
+    tok_dir = debug_tokenizer_dir(root)
+    tok = load_video_tokenizer(tok_dir)
+    layout = model_preset("debug").layout
+    text = ByteTokenizer(layout)
+    scenes = [sample_scene(scene_rng(seed, i), max_objects=2) for i in range(videos + images)]
+    clips = [render_clip(s, size=size, fps=fps, num_frames=frames if i < videos else 1)  # (N, H, W, 3) uint8
+             for i, s in enumerate(scenes)]
+    codes_all = []
+    for group in (clips[:videos], clips[videos:]):  # one batched encode per clip length
+        if group:
+            codes_all.extend(tok.encode(np.stack(group)).numpy().astype(np.int32))  # (B, F, h, w)
+    rows = []
+    for i, (scene, codes) in enumerate(zip(scenes, codes_all)):
+        n = frames if i < videos else 1
+        cap = caption(scene)
+        prompt = format_prompt(layout, cap, width=size, height=size, frames=n, fps=fps if n > 1 else 1)
+        rows.append({
+            "clip_id": f"shape-{seed}-{i:04d}", "source": f"synthetic://shapes/{seed}/{i}", "caption": cap,
+            "text_ids": text.encode(prompt), "video_tokens": codes.reshape(-1).tolist(),
+            "grid_t": codes.shape[0], "grid_h": codes.shape[1], "grid_w": codes.shape[2],
+            "fps": float(fps if n > 1 else 1), "num_frames": n, "height": size, "width": size, "start_s": 0.0,
+        })
+    out = os.path.join(root, "shards")
+    os.makedirs(os.path.join(out, "_errors"), exist_ok=True)
+    schema = pa.schema([("clip_id", pa.string()), ("source", pa.string()), ("caption", pa.string()),
+                        ("text_ids", pa.list_(pa.int32())), ("video_tokens", pa.list_(pa.int32())),
+                        ("grid_t", pa.int16()), ("grid_h", pa.int16()), ("grid_w", pa.int16()),
+                        ("fps", pa.float32()), ("num_frames", pa.int32()), ("height", pa.int32()),
+                        ("width", pa.int32()), ("start_s", pa.float32())])
+    for k in range(files):
+        part = rows[k::files]
+        table = pa.Table.from_pylist(part, schema=schema)
+        pq.write_table(table, os.path.join(out, f"part-{k:05d}.parquet"))
+    errors = pa.table({"source": pa.array([], pa.string()), "stage": pa.array([], pa.string()),
+                       "error": pa.array([], pa.string())})
+    pq.write_table(errors, os.path.join(out, "_errors", "part-00000.parquet"))
+    manifest = {"tokenizer": {"uri": tok_dir, **tok.identity}, "counts": {"inputs": len(rows),
+                                                                          "clips": len(rows), "errors": 0}}
+    with open(os.path.join(out, "_manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    return out

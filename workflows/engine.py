@@ -1,0 +1,224 @@
+"""DeepSpeed wrapping: the one place where the single-device model becomes a data-parallel ZeRO engine.
+
+Builds the DeepSpeed config from :class:`workflows.train_config.PretrainConfig` (ZeRO stage 0–3, bf16 on GPU /
+fp32 on CPU, gradient clipping, gradient accumulation), the AdamW optimizer of the released recipes (LUMOS_SPEC
+§9.2: betas (0.9, 0.95), weight decay 0.1 on matrices only — norms, biases and embeddings are not decayed) and
+the LR schedule (linear warm-up, then constant or half-cosine to ``min_lr``, as xllmx ``lr_sched``).
+
+CPU facts this module works around (STACK_NOTES, DeepSpeed section):
+
+* DeepSpeed's default AdamW on CPU is FusedAdam and JIT-compiles for about a minute, so CPU runs pass a client
+  ``torch.optim.AdamW``; GPU runs pass torch's fused AdamW, or DeepSpeedCPUAdam with optimizer offload.
+* The first ``deepspeed.initialize`` JIT-builds a shared-memory op only used by inference all-reduce;
+  :func:`skip_shm_op_build` turns that build off on CPU.
+* Ray Train has already created the process group (gloo on CPU, NCCL on GPU); DeepSpeed reuses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+from typing import Any
+
+import torch
+
+from workflows.train_config import OptimSection, PretrainConfig
+
+
+class LRSchedule:
+    """LR multiplier per optimizer step: linear warm-up, then constant or half-cosine to ``min_lr``.
+
+    Args:
+        optim: the optimizer section (lr, min_lr, warmup_steps, max_steps, schedule).
+    """
+
+    def __init__(self, optim: OptimSection):
+        self.lr, self.min_lr = optim.lr, optim.min_lr
+        self.warmup, self.total, self.kind = optim.warmup_steps, optim.max_steps, optim.schedule
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        lr = self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + math.cos(math.pi * progress))
+        return lr / self.lr
+
+
+def precision(cfg: PretrainConfig, on_gpu: bool) -> str:
+    """``bf16`` or ``fp32``: ``auto`` means bf16 on GPU and fp32 on CPU (no fast bf16 matmuls on these CPUs)."""
+    if cfg.engine.precision == "auto":
+        return "bf16" if on_gpu else "fp32"
+    return cfg.engine.precision
+
+
+def build_ds_config(cfg: PretrainConfig, world_size: int, on_gpu: bool) -> dict[str, Any]:
+    """The DeepSpeed JSON config for this run.
+
+    Args:
+        cfg: the resolved pre-training config.
+        world_size: number of data-parallel workers.
+        on_gpu: whether the workers run on CUDA devices.
+
+    Returns:
+        A dict for ``deepspeed.initialize(config=...)``.
+    """
+    eng, opt = cfg.engine, cfg.optim
+    zero: dict[str, Any] = {"stage": eng.zero_stage}
+    if eng.zero_stage > 0:
+        zero.update(overlap_comm=eng.overlap_comm and on_gpu, contiguous_gradients=True,
+                    reduce_bucket_size=eng.reduce_bucket_size)
+    if eng.zero_stage in (1, 2):
+        zero["allgather_bucket_size"] = eng.allgather_bucket_size
+    if eng.zero_stage == 3:
+        zero.update(stage3_prefetch_bucket_size=eng.allgather_bucket_size, stage3_param_persistence_threshold=10_000,
+                    stage3_gather_16bit_weights_on_model_save=False)
+    if eng.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    ds: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": cfg.data.micro_batch_size,
+        "gradient_accumulation_steps": opt.grad_accum,
+        "train_batch_size": cfg.data.micro_batch_size * opt.grad_accum * world_size,
+        "gradient_clipping": opt.grad_clip,
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+        "bf16": {"enabled": precision(cfg, on_gpu) == "bf16"},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if eng.offload_optimizer:  # DeepSpeedCPUAdam is created by DeepSpeed from this section
+        ds["optimizer"] = {"type": "AdamW", "params": {"lr": opt.lr, "betas": list(opt.betas), "eps": opt.eps,
+                                                       "weight_decay": opt.weight_decay}}
+    return ds
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: decay on weight matrices, none on norms, biases and embedding tables.
+
+    Args:
+        model: the (unwrapped) model.
+        weight_decay: decay of the first group.
+
+    Returns:
+        ``[{"params": decayed, "weight_decay": wd}, {"params": others, "weight_decay": 0.0}]`` (empty groups
+        dropped).
+    """
+    no_decay = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    decay, other = [], []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        # ZeRO-3 partitions leave p.shape empty; ds_shape keeps the real one.
+        ndim = len(getattr(p, "ds_shape", p.shape))
+        (decay if ndim >= 2 and id(p) not in no_decay else other).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig, on_gpu: bool) -> torch.optim.Optimizer | None:
+    """Client optimizer: torch AdamW (fused on GPU); ``None`` when DeepSpeed builds CPU-Adam for offload."""
+    if cfg.engine.offload_optimizer:
+        return None
+    opt = cfg.optim
+    return torch.optim.AdamW(param_groups(model, opt.weight_decay), lr=opt.lr, betas=tuple(opt.betas),
+                             eps=opt.eps, fused=on_gpu)
+
+
+def skip_shm_op_build() -> None:
+    """Stop DeepSpeed from JIT-building its shared-memory inference all-reduce op (~45 s on CPU).
+
+    ``import deepspeed.comm.torch as m`` would bind the real ``torch`` module (``deepspeed.comm`` has a ``torch``
+    attribute), so the module is patched through ``sys.modules``.
+    """
+    import deepspeed.comm.torch  # noqa: F401  (registers the module)
+
+    sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
+
+
+def model_init_context(cfg: PretrainConfig, ds_config: dict, on_gpu: bool) -> contextlib.AbstractContextManager:
+    """``deepspeed.zero.Init`` for ZeRO-3 on GPU (the model is built already partitioned), else a no-op."""
+    if cfg.engine.zero_stage == 3 and cfg.engine.zero_init and on_gpu:
+        import deepspeed
+
+        return deepspeed.zero.Init(config_dict_or_path=ds_config)
+    return contextlib.nullcontext()
+
+
+class LossModule(torch.nn.Module):
+    """What the engine wraps: ``forward(batch) = loss_fn(model, batch)``.
+
+    Running the whole loss inside the engine's forward lets ZeRO-3 gather parameters that the loss touches outside
+    their own module's forward (the AR-DF loss multiplies hidden states by a slice of ``lm_head.weight`` only,
+    LUMOS_SPEC §9.3); those are registered as external parameters of this module.
+
+    Args:
+        model: the single-device model.
+        loss_fn: ``(model, batch) -> (loss, metrics)``, e.g. :func:`lumos.loss.ardf_loss`.
+    """
+
+    def __init__(self, model: torch.nn.Module, loss_fn):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        return self.loss_fn(self.model, batch)
+
+
+def external_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Parameters used outside their module's forward: the lm_head weight (sliced by ``visual_logits``)."""
+    head = getattr(model, "lm_head", None)
+    return [head.weight] if head is not None else []
+
+
+def build_engine(model: torch.nn.Module, loss_fn, cfg: PretrainConfig, world_size: int, on_gpu: bool):
+    """Wrap ``model`` and its loss in a DeepSpeed engine with our optimizer and LR schedule.
+
+    Args:
+        model: the single-device model (already on its device unless built under ZeRO-3 init).
+        loss_fn: ``(model, batch) -> (loss, metrics)``; ``engine(batch)`` runs it.
+        cfg: the resolved pre-training config.
+        world_size: data-parallel workers (Ray Train has initialised the process group).
+        on_gpu: CUDA workers.
+
+    Returns:
+        The ``DeepSpeedEngine`` around :class:`LossModule`; ``engine.module.model`` is the model, and
+        ``engine.optimizer`` / ``engine.lr_scheduler`` are attached.
+    """
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if on_gpu else "cpu")
+    if not on_gpu:
+        skip_shm_op_build()
+    import deepspeed
+
+    ds_config = build_ds_config(cfg, world_size, on_gpu)
+    schedule = LRSchedule(cfg.optim)
+    wrapper = LossModule(model, loss_fn)
+    if cfg.engine.zero_stage == 3:
+        for p in external_parameters(model):
+            deepspeed.zero.register_external_parameter(wrapper, p)
+    engine, _, _, _ = deepspeed.initialize(
+        model=wrapper,
+        model_parameters=param_groups(model, cfg.optim.weight_decay) if cfg.engine.offload_optimizer else None,
+        optimizer=build_optimizer(model, cfg, on_gpu),
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule),
+        config=ds_config,
+        dist_init_required=False,
+    )
+    return engine
+
+
+def gathered_params(engine) -> contextlib.AbstractContextManager:
+    """Context in which every rank sees full (un-partitioned) parameters: needed under ZeRO-3 to write the
+    consolidated weights; a no-op for stages 0–2."""
+    if engine.zero_optimization_stage() == 3:
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(list(engine.module.model.parameters()), modifier_rank=None)
+    return contextlib.nullcontext()
+
+
+__all__ = ["LRSchedule", "LossModule", "external_parameters", "build_ds_config", "build_engine", "build_optimizer", "gathered_params",
+           "model_init_context", "param_groups", "precision", "skip_shm_op_build"]

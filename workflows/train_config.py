@@ -1,0 +1,248 @@
+"""Pre-training configuration: nested dataclasses loaded from a YAML recipe plus dotted overrides.
+
+``python -m workflows.pretrain --config workflows/configs/pretrain_debug.yaml optim.lr=1e-3 model.preset=small``
+
+Sections follow DESIGN §4.2 and LUMOS_SPEC §7, §9 (AR-DF training, the released recipes: AdamW (0.9, 0.95),
+weight decay 0.1, gradient clipping 4.0, linear warm-up then constant or half-cosine LR). Loading goes through
+:func:`workflows.config_io.load_config`, so an unknown key is a one-line ``ConfigError`` naming it, and the
+resolved config is written next to every checkpoint (``train_config.yaml``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from lumos.config import ARDFConfig, ModelConfig, model_preset
+from workflows.config_io import ConfigError, load_config
+
+STAGES = ("image", "joint")
+SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("auto", "bf16", "fp32")
+ZERO_STAGES = (0, 1, 2, 3)
+
+
+@dataclass(kw_only=True)
+class ModelSection:
+    """Which model to train: a named preset of :mod:`lumos.config` plus field overrides."""
+
+    preset: str = "debug"
+    """``debug``, ``small``, ``1b`` or ``3b``."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """``ModelConfig`` fields to change, e.g. ``{n_layers: 4, activation_checkpointing: true}``."""
+
+    def __post_init__(self) -> None:
+        known = {f.name for f in dataclasses.fields(ModelConfig)}
+        for key in self.overrides:
+            if key not in known:
+                raise ConfigError(f"unknown key: model.overrides.{key}")
+        try:
+            self.build()
+        except ValueError as e:
+            raise ConfigError(f"model: {e}") from None
+
+    def build(self) -> ModelConfig:
+        """The resolved :class:`ModelConfig`."""
+        return model_preset(self.preset, **self.overrides)
+
+
+@dataclass(kw_only=True)
+class DataSection:
+    """Token shards (DESIGN §4.4) streamed through Ray Data."""
+
+    shards: str = ""
+    """URI (local or s3://) of a finished tokenization output (must hold ``_manifest.json``)."""
+    stage: str = "joint"
+    """``image``: one latent frame per sample (spec §9.1 stage 1); ``joint``: images and videos (stage 2)."""
+    video_first_frame_as_image: bool = True
+    """Image stage: also train on the first latent frame of videos. The video tokenizer is causal, so that frame
+    is exactly the encoding of the clip's first RGB frame alone (spec §3.1)."""
+    max_latent_frames: int | None = None
+    """Temporal crop: keep at most this many latent frames per clip (spec §7.1 step 4); ``None`` keeps all."""
+    micro_batch_size: int = 2
+    """Sequences per worker per forward/backward."""
+    bucket_window: int = 32
+    """Samples gathered, sorted by length and cut into micro-batches of similar length (little padding)."""
+    shuffle: bool = True
+    """Shuffle each bucket window's batches and the rows fed into it (seeded by seed, epoch, rank)."""
+    video_tokenizer: str | None = None
+    """Video tokenizer URI recorded in (and copied into) checkpoints; ``None`` = the one named in the shards'
+    ``_manifest.json``."""
+    text_tokenizer: str | None = None
+    """Text tokenizer URI recorded in checkpoints (``None`` = built-in byte tokenizer of the compact layout)."""
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ConfigError(f"data.stage={self.stage!r} not in {STAGES}")
+        if self.max_latent_frames is not None and self.max_latent_frames < 1:
+            raise ConfigError("data.max_latent_frames must be >= 1")
+        if self.micro_batch_size < 1:
+            raise ConfigError("data.micro_batch_size must be >= 1")
+        if self.bucket_window < self.micro_batch_size:
+            raise ConfigError("data.bucket_window must be >= data.micro_batch_size")
+
+
+@dataclass(kw_only=True)
+class OptimSection:
+    """AdamW + LR schedule (spec §9.2)."""
+
+    lr: float = 1e-3
+    min_lr: float = 0.0
+    """Final LR of the cosine schedule (ignored by ``constant``)."""
+    schedule: str = "constant"
+    """``constant`` (the released recipes: lr = min_lr) or ``cosine`` (half-cosine from lr to min_lr)."""
+    warmup_steps: int = 0
+    max_steps: int = 100
+    """Optimizer steps of the run."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    """Applied to matrices only; norms, biases and embeddings are not decayed."""
+    grad_clip: float = 4.0
+    grad_accum: int = 1
+    """Micro-batches per optimizer step (DeepSpeed ``gradient_accumulation_steps``)."""
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"optim.schedule={self.schedule!r} not in {SCHEDULES}")
+        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise ConfigError("optim.lr must be > 0 and optim.min_lr in [0, lr]")
+        if self.max_steps < 1 or self.warmup_steps < 0 or self.grad_accum < 1:
+            raise ConfigError("optim.max_steps and optim.grad_accum must be >= 1, optim.warmup_steps >= 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
+        if self.grad_clip < 0 or self.weight_decay < 0:
+            raise ConfigError("optim.grad_clip and optim.weight_decay must be >= 0")
+
+
+@dataclass(kw_only=True)
+class EngineSection:
+    """DeepSpeed settings (the only place parallel wrapping is configured; see :mod:`workflows.engine`)."""
+
+    zero_stage: int = 2
+    precision: str = "auto"
+    """``auto`` = bf16 on GPU, fp32 on CPU; or force ``bf16`` / ``fp32``."""
+    zero_init: bool = True
+    """ZeRO-3 on GPU: build the model partitioned (``deepspeed.zero.Init``) so no rank holds it whole."""
+    offload_optimizer: bool = False
+    """GPU only: keep optimizer states in CPU memory (DeepSpeedCPUAdam)."""
+    overlap_comm: bool = True
+    reduce_bucket_size: int = 50_000_000
+    allgather_bucket_size: int = 50_000_000
+
+    def __post_init__(self) -> None:
+        if self.zero_stage not in ZERO_STAGES:
+            raise ConfigError(f"engine.zero_stage={self.zero_stage} not in {ZERO_STAGES}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"engine.precision={self.precision!r} not in {PRECISIONS}")
+
+
+@dataclass(kw_only=True)
+class RaySection:
+    """Ray cluster and Ray Train scaling."""
+
+    address: str | None = None
+    """``None`` starts/joins a local Ray; ``auto`` joins a running cluster."""
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 0.5
+    """Logical CPUs per training worker. Below 1 on small machines so Ray Data read tasks still get a CPU
+    (STACK_NOTES: Ray Data + Ray Train can hang on 2 CPUs otherwise)."""
+    threads_per_worker: int = 1
+    """torch intra-op threads in each worker (CPU runs)."""
+    max_failures: int = 1
+    """Restarts of the whole worker group from the latest checkpoint after a worker is lost."""
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1 or self.threads_per_worker < 1 or self.cpus_per_worker <= 0:
+            raise ConfigError("ray.num_workers, ray.threads_per_worker, ray.cpus_per_worker must be positive")
+        if self.max_failures < -1:
+            raise ConfigError("ray.max_failures must be >= -1 (-1 = retry forever)")
+
+
+@dataclass(kw_only=True)
+class CheckpointSection:
+    """Where runs and checkpoints go (local path or s3://) and how often."""
+
+    storage: str = "runs"
+    """Ray ``RunConfig.storage_path``; the run lives under ``<storage>/<name>``."""
+    name: str = "pretrain"
+    """Run name. Launching again with the same storage + name resumes from the latest checkpoint."""
+    every_steps: int = 50
+    keep: int = 2
+    """Checkpoints kept (``CheckpointConfig.num_to_keep``)."""
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"checkpoint.name={self.name!r} must be a non-empty name without '/'")
+        if self.every_steps < 1 or self.keep < 1:
+            raise ConfigError("checkpoint.every_steps and checkpoint.keep must be >= 1")
+
+
+@dataclass(kw_only=True)
+class MetricsSection:
+    """Metrics written as the run goes (JSONL + TensorBoard) and plotted at the end."""
+
+    every_steps: int = 10
+    tensorboard: bool = True
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        if self.every_steps < 1:
+            raise ConfigError("metrics.every_steps must be >= 1")
+
+
+@dataclass(kw_only=True)
+class FaultSection:
+    """Fault injection for tests and drills: one worker exits hard once, at a given step."""
+
+    exit_at_step: int | None = None
+    exit_rank: int = 1
+    marker: str = ""
+    """Local file created before the exit; while it exists the fault does not fire again."""
+
+    def __post_init__(self) -> None:
+        if self.exit_at_step is not None and not self.marker:
+            raise ConfigError("fault.marker must be set when fault.exit_at_step is")
+
+
+@dataclass(kw_only=True)
+class PretrainConfig:
+    """Everything one pre-training run needs; workers rebuild it from a plain dict."""
+
+    seed: int = 0
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    ardf: ARDFConfig = field(default_factory=ARDFConfig)
+    optim: OptimSection = field(default_factory=OptimSection)
+    engine: EngineSection = field(default_factory=EngineSection)
+    ray: RaySection = field(default_factory=RaySection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    fault: FaultSection = field(default_factory=FaultSection)
+
+    def __post_init__(self) -> None:
+        if self.engine.offload_optimizer and not self.ray.use_gpu:
+            raise ConfigError("engine.offload_optimizer needs ray.use_gpu=true (CPU-Adam JIT-compiles on CPU)")
+        if self.fault.exit_at_step is not None and self.fault.exit_rank >= self.ray.num_workers:
+            raise ConfigError(f"fault.exit_rank={self.fault.exit_rank} >= ray.num_workers")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PretrainConfig:
+        """Inverse of :meth:`to_dict` (validates again)."""
+        from workflows.config_io import build_dataclass
+
+        return build_dataclass(cls, d)
+
+
+def load_pretrain_config(path: str | None, overrides: list[str] | None = None) -> PretrainConfig:
+    """Defaults ← YAML recipe ← ``key.sub=value`` overrides; raises ``ConfigError`` with one line."""
+    return load_config(PretrainConfig, path, overrides)
+
+
+__all__ = ["CheckpointSection", "DataSection", "EngineSection", "FaultSection", "MetricsSection",
+           "ModelSection", "OptimSection", "PretrainConfig", "RaySection", "load_pretrain_config"]
