@@ -1,0 +1,152 @@
+"""AR-DF batches and loss (LUMOS_SPEC §7, §14.3)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lumos.ardf import IGNORE_INDEX, make_batch
+from lumos.config import ARDFConfig, model_preset
+from lumos.loss import ardf_loss, visual_cross_entropy
+from lumos.model import INPUT_NAMES, LumosModel
+
+
+def samples(n=2, frames=3, h=3, w=4, seed=0, codebook=240):
+    g = torch.Generator().manual_seed(seed)
+    return [dict(text_ids=[300 + i, 301, 302], codes=torch.randint(0, codebook, (frames, h, w), generator=g),
+                 duration=1, fps=4) for i in range(n)]
+
+
+def batch_for(cfg, ardf=None, n=2, seed=0, **kw):
+    return make_batch(samples(n, seed=seed, **kw), cfg.layout, ardf or ARDFConfig(text_drop_prob=0.0),
+                      torch.Generator().manual_seed(seed))
+
+
+def test_make_batch_tube_mask_and_labels():
+    cfg = model_preset("debug")
+    layout = cfg.layout
+    raw = samples(3, frames=3, h=3, w=4)
+    batch = make_batch(raw, layout, ARDFConfig(text_drop_prob=0.0), torch.Generator().manual_seed(1))
+    for b, sample in enumerate(raw):
+        n = int(batch["lengths"][b])
+        ids, labels, vis = batch["ids"][b, :n], batch["labels"][b, :n], batch["visual"][b, :n]
+        masked = (ids == layout.mask).view(-1)
+        assert not masked[~vis].any()  # only content + newline positions are ever masked
+        per_frame = masked[vis].view(3, 3 * 5)  # (F, h*(w+1))
+        assert (per_frame == per_frame[0]).all()  # temporal tube
+        ratio = per_frame[0].float().mean()
+        assert 0.7 - 1 / 15 <= ratio <= 1.0
+        codes = sample["codes"].reshape(-1) + layout.visual_offset
+        newline = batch["coords"][b, :n, 2] == 4
+        # labels: original code at masked content positions, -100 elsewhere (incl. masked newlines)
+        assert torch.equal(labels[masked & vis & ~newline], codes[per_frame.view(3, 3, 5)[..., :4].reshape(-1)])
+        assert (labels[~(masked & vis & ~newline)] == IGNORE_INDEX).all()
+        assert (labels[labels != IGNORE_INDEX] >= layout.visual_offset).all()
+    pad = batch["ids"][0, int(batch["lengths"][0]):]
+    assert (pad == layout.pad).all()
+
+
+def test_make_batch_text_drop_starts_at_video_begin():
+    cfg = model_preset("debug")
+    batch = make_batch(samples(40), cfg.layout, ARDFConfig(text_drop_prob=0.5), torch.Generator().manual_seed(0))
+    first = batch["ids"][:, 0]
+    dropped = first == cfg.layout.video_begin
+    assert 5 < int(dropped.sum()) < 35
+    assert (first[~dropped] == cfg.layout.bos).all()
+    assert (batch["p0"][dropped] == 3 + 3).all()  # VIDEO_BEGIN, duration, fps, BOI, grid h, grid w
+
+
+@pytest.mark.parametrize("mask_type", ["random", "diffusion_forcing"])
+def test_make_batch_other_mask_types(mask_type):
+    cfg = model_preset("debug")
+    batch = make_batch(samples(1, frames=4, h=4, w=4), cfg.layout, ARDFConfig(mask_type=mask_type, text_drop_prob=0.0),
+                       torch.Generator().manual_seed(0))
+    masked = (batch["ids"][0] == cfg.layout.mask)[batch["visual"][0]].view(4, 20)
+    assert masked.any() and not (masked == masked[0]).all()
+
+
+def test_make_batch_rejects_bad_samples():
+    cfg = model_preset("debug")
+    with pytest.raises(ValueError, match="codes"):
+        make_batch([dict(text_ids=[1], codes=torch.zeros(2, 2), duration=1, fps=1)], cfg.layout, ARDFConfig(),
+                   torch.Generator())
+    with pytest.raises(ValueError, match="fps"):
+        make_batch([dict(text_ids=[1], codes=torch.zeros(1, 2, 2), duration=1)], cfg.layout, ARDFConfig(),
+                   torch.Generator())
+
+
+def naive_loss(model, batch):
+    logits = model(**{k: batch[k] for k in INPUT_NAMES})
+    sel = batch["labels"] != IGNORE_INDEX
+    lo = model.layout.visual_offset
+    return F.cross_entropy(logits[sel][:, lo:], batch["labels"][sel] - lo)
+
+
+def test_loss_equals_full_vocab_reference():
+    cfg = model_preset("debug")
+    model = LumosModel(cfg)
+    batch = batch_for(cfg)
+    loss, metrics = ardf_loss(model, batch)
+    torch.testing.assert_close(loss, naive_loss(model, batch))
+    assert metrics["num_tokens"] == int((batch["labels"] != IGNORE_INDEX).sum())
+    assert metrics["frame_loss"].shape == (3,)
+    torch.testing.assert_close(metrics["frame_loss_sum"].sum() / metrics["num_tokens"], loss.detach())
+
+
+def test_chunked_ce_matches_unchunked_with_grads():
+    cfg = model_preset("debug")
+    model = LumosModel(cfg)
+    h = torch.randn(50, cfg.dim, requires_grad=True)
+    t = torch.randint(0, cfg.codebook_size, (50,))
+    a = visual_cross_entropy(model, h, t, chunk=7)
+    ga = torch.autograd.grad(a.sum(), h)[0]
+    b = visual_cross_entropy(model, h, t, chunk=1000)
+    gb = torch.autograd.grad(b.sum(), h)[0]
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(ga, gb)
+
+
+class NoisyOutside(torch.nn.Module):
+    """Wraps a model and adds noise to the hidden states of positions without a label."""
+
+    def __init__(self, model, labels):
+        super().__init__()
+        self.model, self.labels = model, labels
+        self.layout = model.layout
+
+    def forward(self, **kw):
+        h = self.model(**kw)
+        noise = torch.randn_like(h) * 10 * (self.labels == IGNORE_INDEX)[..., None]
+        return h + noise
+
+    def visual_logits(self, h):
+        return self.model.visual_logits(h)
+
+
+def test_loss_ignores_unmasked_and_non_visual_positions():
+    cfg = model_preset("debug")
+    model = LumosModel(cfg)
+    batch = batch_for(cfg)
+    loss, _ = ardf_loss(model, batch)
+    noisy, _ = ardf_loss(NoisyOutside(model, batch["labels"]), batch)
+    torch.testing.assert_close(loss, noisy)
+    # and the per-frame losses follow the labelled frame of each token
+    _, m = ardf_loss(model, batch)
+    assert torch.isfinite(m["frame_loss"]).all()
+
+
+def test_debug_model_overfits_one_batch():
+    torch.manual_seed(0)
+    cfg = model_preset("debug")
+    model = LumosModel(cfg).train()
+    batch = batch_for(cfg, n=2, frames=2, h=2, w=4)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    first = None
+    for _ in range(250):
+        loss, _ = ardf_loss(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first if first is not None else loss.item()
+    assert loss.item() < 0.1 * first, (first, loss.item())
