@@ -1,0 +1,272 @@
+"""Read shapes-world frames back and score generations against ground truth (GenEval-like and VBench-like).
+
+Detection: every pixel within ``COLOR_TOL`` (RGB distance) of a palette colour gets that colour; 4-connected
+components per colour above a minimum area are objects. Shape comes from the component's bounding box: a triangle
+(apex up) fills its lower half about 3× more than its upper half; a square fills its box including its corner
+pixels, a circle (≈0.79 of its box) never reaches the corners.
+Size from the area (as the side of the implied bounding square), region from the box centre, motion from the displacement of each colour's object between
+the first and last frames.
+
+Scores (each 0..1, averaged over the gt objects where that makes sense; keys appear only when applicable):
+
+* :func:`geneval_scores` (one image vs a :class:`~lumos.shapes.world.Scene`): ``single_object``, ``two_object``,
+  ``counting``, ``colors``, ``position``, ``color_attr`` — in the spirit of GenEval's six task categories.
+* :func:`vbench_scores` (a clip vs a scene): ``motion_direction``, ``subject_consistency``,
+  ``background_stability`` — in the spirit of the VBench dimensions of the same names.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from lumos.shapes.world import BACKGROUND, COLORS, MOTIONS, SIZES, Scene, region_of
+
+COLOR_TOL = 70.0
+"""Max RGB distance from a palette colour for a pixel to count as that colour."""
+MIN_AREA = 0.004
+"""Minimum component area as a fraction of the frame area (a small triangle covers ~0.016)."""
+SIZE_SPLIT = (SIZES["small"] + SIZES["large"])
+"""Bounding-square side (frame fractions) separating small from large objects (mean of the two diameters)."""
+SHAPE_FILL = {"circle": np.pi / 4, "square": 1.0, "triangle": 0.5}
+"""Area of each shape relative to its bounding square."""
+STILL_TOL = 0.03
+"""Displacements below this (frame fractions) count as ``still``."""
+BACKGROUND_TOL = 12
+"""Max per-channel change of a background pixel between frames that still counts as stable."""
+
+_PALETTE_NAMES = list(COLORS)
+_PALETTE = np.array([COLORS[c] for c in _PALETTE_NAMES], dtype=np.float32)
+
+
+@dataclass
+class Detection:
+    """One detected object; coordinates are frame fractions (x right, y down)."""
+
+    color: str
+    shape: str
+    size: str
+    region: str
+    x: float
+    y: float
+    area: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_frame(frame) -> np.ndarray:
+    f = np.asarray(frame)
+    if f.dtype != np.uint8 or f.ndim != 3 or f.shape[-1] != 3:
+        raise ValueError(f"frame must be uint8 [H,W,3], got {f.dtype} {f.shape}")
+    return f
+
+
+def _check_frames(frames) -> np.ndarray:
+    f = np.asarray(frames)
+    if f.dtype != np.uint8 or f.ndim != 4 or f.shape[-1] != 3 or len(f) == 0:
+        raise ValueError(f"frames must be uint8 [N,H,W,3] with N >= 1, got {f.dtype} {f.shape}")
+    return f
+
+
+def color_labels(frame: np.ndarray) -> np.ndarray:
+    """Palette index per pixel, −1 where no colour is within ``COLOR_TOL``. int [H, W]."""
+    diff = frame[..., None, :].astype(np.float32) - _PALETTE  # (H, W, C, 3)
+    d = np.sqrt(np.einsum("hwck,hwck->hwc", diff, diff))
+    best = d.argmin(axis=-1)
+    return np.where(d.min(axis=-1) <= COLOR_TOL, best, -1)
+
+
+def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """4-connected components of a boolean mask by min-label propagation (numpy only).
+
+    Returns:
+        (labels int [H, W] with −1 outside the mask and 0..n−1 inside, n).
+    """
+    h, w = mask.shape
+    big = h * w
+    lab = np.where(mask, np.arange(big).reshape(h, w), big)
+    while True:
+        pad = np.pad(lab, 1, constant_values=big)
+        nb = np.minimum.reduce([pad[1:-1, 1:-1], pad[:-2, 1:-1], pad[2:, 1:-1], pad[1:-1, :-2], pad[1:-1, 2:]])
+        flat = np.append(np.where(mask, nb, big).reshape(-1), big)
+        nb = flat[flat][:-1].reshape(h, w)  # pointer jumping: adopt the label of the pixel the label names
+        if np.array_equal(nb, lab):
+            break
+        lab = nb
+    roots, dense = np.unique(lab[mask], return_inverse=True)
+    out = np.full((h, w), -1, dtype=np.int64)
+    out[mask] = dense
+    return out, len(roots)
+
+
+def classify_shape(component: np.ndarray) -> str:
+    """``circle``/``square``/``triangle`` from a boolean mask cropped to the component's bounding box."""
+    h = component.shape[0]
+    top, bottom = component[: h // 2].mean(), component[h - h // 2:].mean()
+    if bottom > 1.8 * max(top, 1e-6):
+        return "triangle"
+    corners = component[[0, 0, -1, -1], [0, -1, 0, -1]].mean()  # a circle never reaches its box's corners
+    return "square" if corners >= 0.75 and component.mean() > 0.8 else "circle"
+
+
+def _detection(comp: np.ndarray, color: str, size: int) -> Detection:
+    ys, xs = np.nonzero(comp)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    cx, cy = (x0 + x1) / 2 / size, (y0 + y1) / 2 / size
+    shape = classify_shape(comp[y0:y1, x0:x1])
+    # Side of the shape's bounding square implied by its area (edge pixels lost to blending shrink boxes more).
+    side = np.sqrt(comp.sum() / SHAPE_FILL[shape]) / size
+    return Detection(color=color, shape=shape, size="large" if side > SIZE_SPLIT else "small", region=region_of(cx, cy),
+                     x=float(cx), y=float(cy), area=float(comp.sum()) / size / size)
+
+
+def detect_objects(frame, min_area: float = MIN_AREA) -> list[Detection]:
+    """Objects in one frame, largest first.
+
+    Args:
+        frame: uint8 [H, W, 3] (square; non-square frames use the width for normalization).
+        min_area: smallest component kept, as a fraction of the frame area.
+    """
+    f = _check_frame(frame)
+    labels = color_labels(f)
+    size = f.shape[1]
+    out = []
+    min_pixels = min_area * f.shape[0] * f.shape[1]
+    for ci in np.unique(labels[labels >= 0]):
+        mask = labels == ci
+        if mask.sum() < min_pixels:
+            continue
+        ys, xs = np.nonzero(mask)
+        y0, x0 = ys.min(), xs.min()
+        comp_lab, n = connected_components(mask[y0:ys.max() + 1, x0:xs.max() + 1])  # crop: fewer iterations
+        for k in range(n):
+            comp = np.zeros_like(mask)
+            comp[y0:y0 + comp_lab.shape[0], x0:x0 + comp_lab.shape[1]] = comp_lab == k
+            if comp.sum() >= min_pixels:
+                out.append(_detection(comp, _PALETTE_NAMES[ci], size))
+    return sorted(out, key=lambda d: -d.area)
+
+
+def motion_direction(start: Detection, end: Detection, still_tol: float = STILL_TOL) -> str:
+    """``left``/``right``/``up``/``down``/``still`` from the displacement of one object."""
+    dx, dy = end.x - start.x, end.y - start.y
+    if max(abs(dx), abs(dy)) < still_tol:
+        return "still"
+    if abs(dx) >= abs(dy):
+        return "right" if dx > 0 else "left"
+    return "down" if dy > 0 else "up"
+
+
+def recover_scene(frames) -> list[dict]:
+    """What can be read back from a clip: per colour (largest object in the first frame) its shape, size, start
+    region and motion. Returns a list of dicts with the keys of :class:`~lumos.shapes.world.ShapeObject`'s
+    attributes (``shape``, ``color``, ``size``, ``region``, ``motion``)."""
+    f = _check_frames(frames)
+    first = {}
+    for d in detect_objects(f[0]):
+        first.setdefault(d.color, d)
+    last = {}
+    for d in detect_objects(f[-1]):
+        last.setdefault(d.color, d)
+    out = []
+    for color, d in first.items():
+        motion = motion_direction(d, last[color]) if color in last else "still"
+        out.append({"shape": d.shape, "color": color, "size": d.size, "region": d.region, "motion": motion})
+    return out
+
+
+def _find(dets: list[Detection], shape: str, color: str | None = None) -> Detection | None:
+    for d in dets:
+        if d.shape == shape and (color is None or d.color == color):
+            return d
+    return None
+
+
+def geneval_scores(image, scene: Scene) -> dict[str, float]:
+    """GenEval-like scores of one generated image (or frame) against a scene's objects.
+
+    Args:
+        image: uint8 [H, W, 3].
+        scene: the ground truth the image was generated from (its caption was the prompt).
+
+    Returns:
+        dict with ``counting``, ``position`` always; ``single_object`` and ``colors`` for 1-object scenes;
+        ``two_object`` and ``color_attr`` for multi-object scenes; ``overall`` = mean of the present ones.
+    """
+    dets = detect_objects(image)
+    gt = scene.objects
+    gt_shapes = Counter(o.shape for o in gt)
+    det_shapes = Counter(d.shape for d in dets)
+    bound = [_find(dets, o.shape, o.color) for o in gt]
+    scores = {
+        "counting": float(len(dets) == len(gt) and det_shapes == gt_shapes),
+        "position": float(np.mean([b is not None and b.region == o.region for b, o in zip(bound, gt)])),
+    }
+    present = all(det_shapes[s] >= n for s, n in gt_shapes.items())
+    if len(gt) == 1:
+        scores["single_object"] = float(present)
+        scores["colors"] = float(bound[0] is not None)
+    else:
+        scores["two_object"] = float(present)
+        scores["color_attr"] = float(all(b is not None for b in bound))
+    scores["overall"] = float(np.mean(list(scores.values())))
+    return scores
+
+
+def _subject_consistency(frames: np.ndarray) -> float:
+    ref = {(d.color, d.shape) for d in detect_objects(frames[0])}
+    if not ref:
+        return 0.0
+    if len(frames) == 1:
+        return 1.0
+    kept = [len(ref & {(d.color, d.shape) for d in detect_objects(f)}) / len(ref) for f in frames[1:]]
+    return float(np.mean(kept))
+
+
+def _background_stability(frames: np.ndarray) -> float:
+    if len(frames) == 1:
+        return 1.0
+    # Background = pixels near the background colour in both frames of a pair; objects and their edges excluded.
+    near_bg = np.abs(frames.astype(np.int16) - np.array(BACKGROUND, dtype=np.int16)).max(-1) <= 3 * BACKGROUND_TOL
+    scores = []
+    no_object = np.stack([color_labels(f) < 0 for f in frames])
+    change = np.abs(np.diff(frames.astype(np.int16), axis=0)).max(-1)  # (N-1, H, W)
+    for i in range(len(frames) - 1):
+        region = no_object[i] & no_object[i + 1]
+        stable = (change[i] <= BACKGROUND_TOL) & near_bg[i] & near_bg[i + 1]
+        scores.append(stable[region].mean() if region.any() else 0.0)
+    return float(np.mean(scores))
+
+
+def vbench_scores(frames, scene: Scene | None = None) -> dict[str, float]:
+    """VBench-like scores of a generated clip.
+
+    Args:
+        frames: uint8 [N, H, W, 3].
+        scene: ground truth (needed for ``motion_direction``; the other two are reference-free).
+
+    Returns:
+        ``subject_consistency`` (share of first-frame objects, by colour and shape, found again in each later
+        frame), ``background_stability`` (share of background pixels that change by ≤ ``BACKGROUND_TOL``
+        between consecutive frames) and, with a scene, ``motion_direction`` (share of gt objects found in the
+        first frame with their colour and shape whose motion matches).
+    """
+    f = _check_frames(frames)
+    scores = {"subject_consistency": _subject_consistency(f), "background_stability": _background_stability(f)}
+    if scene is not None:
+        got = {(o["color"], o["shape"]): o["motion"] for o in recover_scene(f)}
+        scores["motion_direction"] = float(np.mean([got.get((o.color, o.shape)) == o.motion
+                                                    for o in scene.objects]))
+    return scores
+
+
+def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each key over the rows that have it."""
+    keys = sorted({k for r in rows for k in r})
+    return {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+
+
+MOTION_CHANCE = 1.0 / len(MOTIONS)
