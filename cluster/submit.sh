@@ -29,11 +29,12 @@ environment:
   LUMOS_ROOT    storage root of the run (default s3://$BUCKET/lumos); BUCKET or LUMOS_ROOT is required
   CORPUS        corpus name under raw/ and shards/ (default corpus)
   VIDEOS, SEED  synth corpus size and seed (default 2000, 0)
-  TOKENIZER     video tokenizer URI (default $LUMOS_ROOT/checkpoints/video_tokenizer)
+  TOKENIZER     video tokenizer URI (default $LUMOS_ROOT/checkpoints/video_tokenizer; empty: the job's default)
   RUN           pre-training run name (default lumos-1b-48gpu / lumos-3b-48gpu)
   CHECKPOINT    checkpoint URI for eval / generate / serve
   PROMPT, OUT   generate: the prompt and the output file (default $LUMOS_ROOT/samples/sample.gif)
   PORT          serve: HTTP port on the head node (default 8000)
+  SUBMISSION_ID the job's id (default lumos-JOB-DATE-PID; Ray refuses a second job with the same id)
   RAY           the ray CLI (default ray)
 EOF
 }
@@ -66,7 +67,7 @@ LUMOS_ROOT="${LUMOS_ROOT%/}"
 CORPUS="${CORPUS:-corpus}"
 RAW="$LUMOS_ROOT/raw/$CORPUS"
 SHARDS="$LUMOS_ROOT/shards/$CORPUS"
-TOKENIZER="${TOKENIZER:-$LUMOS_ROOT/checkpoints/video_tokenizer}"
+TOKENIZER="${TOKENIZER-$LUMOS_ROOT/checkpoints/video_tokenizer}"
 CHECKPOINTS="$LUMOS_ROOT/checkpoints"
 
 need_checkpoint() {
@@ -80,7 +81,9 @@ case "$JOB" in
     CMD=(python -m workflows.train_tokenizer --config workflows/configs/tokenizer_cluster.yaml
          "data.manifest=$RAW/manifest.jsonl" "out=$TOKENIZER") ;;
   tokenize)
-    CMD=(python -m tokenize_jobs.video --manifest "$RAW/manifest.jsonl" --out "$SHARDS" --tokenizer "$TOKENIZER") ;;
+    CMD=(python -m tokenize_jobs.video --manifest "$RAW/manifest.jsonl" --out "$SHARDS")
+    # TOKENIZER= (empty) leaves the choice to the job's default tokenizer.
+    [[ -z "$TOKENIZER" ]] || CMD+=(--tokenizer "$TOKENIZER") ;;
   pretrain-1b|pretrain-3b)
     SIZE="${JOB#pretrain-}"
     RUN="${RUN:-lumos-${SIZE}-48gpu}"
@@ -105,7 +108,7 @@ CMD+=("$@")
 
 SUBMIT=("${RAY:-ray}" job submit
         --address "${RAY_ADDRESS:-http://127.0.0.1:8265}"
-        --submission-id "lumos-${JOB}-$(date +%Y%m%d-%H%M%S)-$$"
+        --submission-id "${SUBMISSION_ID:-lumos-${JOB}-$(date +%Y%m%d-%H%M%S)-$$}"
         --working-dir "$REPO"
         --runtime-env "$REPO/cluster/runtime_env.yaml")
 [[ "$WAIT" == 1 ]] || SUBMIT+=(--no-wait)
