@@ -1,0 +1,135 @@
+"""Multi-aspect resolution buckets (LUMOS_SPEC §4, "Resolutions are multi-aspect buckets").
+
+Upstream (``data/item_processor.py``, after Lumina-mGPT) trains on a fixed family of frame sizes per target
+resolution: candidate (W, H) are multiples of a patch (32 px upstream) with ``(W/p)·(H/p) <= (target // p)²``
+and aspect ratio at most 4; each video takes the bucket that keeps the largest fraction of its area (the closest
+aspect ratio), is box-downsampled by halving while it is at least twice the bucket size, bicubic-resized so that
+it covers the bucket, and CENTER-cropped (deterministic for video). ``target=352`` gives the 256p family (default
+448×256), ``528`` the 384p one (672×384), ``656`` gives 768×480.
+
+The patch is a parameter so that tiny CPU sizes work (``target=64, patch=16`` gives 64×64, 80×48, ...). Used by the
+tokenization job and by generation/serving for image-to-video inputs. Pure numpy/torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Frames resized per interpolate call: bounds the float32 working set (720p × 8 frames ≈ 88 MB).
+_CHUNK = 8
+
+
+def bucket_sizes(target: int, patch: int = 32, max_aspect: float = 4.0) -> list[tuple[int, int]]:
+    """Candidate bucket sizes for a target resolution.
+
+    Args:
+        target: target size in pixels (352 → 256p family, 528 → 384p family).
+        patch: every side is a multiple of ``patch`` pixels.
+        max_aspect: largest allowed long-side / short-side ratio.
+
+    Returns:
+        ``[(W, H), ...]`` in pixels, walking from the widest to the tallest bucket; for each patch width the
+        tallest height that fits the patch budget (plus the intermediate heights upstream also lists).
+    """
+    if patch <= 0:
+        raise ValueError(f"patch must be a positive number of pixels, got {patch}")
+    if target < patch:
+        raise ValueError(f"target must be at least one patch ({patch} px), got {target}")
+    if max_aspect < 1.0:
+        raise ValueError(f"max_aspect must be >= 1, got {max_aspect}")
+    budget = (target // patch) ** 2
+    sizes = []
+    wp, hp = budget, 1
+    while wp > 0:
+        if max(wp, hp) / min(wp, hp) <= max_aspect:
+            sizes.append((wp * patch, hp * patch))
+        if (hp + 1) * wp <= budget:
+            hp += 1
+        else:
+            wp -= 1
+    return sizes
+
+
+def area_kept(width: int, height: int, bucket: tuple[int, int]) -> float:
+    """Fraction of a ``width``×``height`` frame that survives resize-to-cover + centre crop into ``bucket``."""
+    sw, sh = bucket[0] / width, bucket[1] / height
+    return min(sw, sh) / max(sw, sh)
+
+
+def choose_bucket(width: int, height: int, target: int, patch: int = 32,
+                  max_aspect: float = 4.0) -> tuple[int, int]:
+    """The bucket (W, H) for a frame of ``width``×``height``: the one that keeps the most area (closest aspect).
+
+    Ties go to the larger bucket, as upstream (sorted descending).
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"frame size must be positive, got {width}x{height}")
+    sizes = bucket_sizes(target, patch, max_aspect)
+    return max(sizes, key=lambda s: (area_kept(width, height, s), s))
+
+
+def cover_size(width: int, height: int, bucket: tuple[int, int]) -> tuple[int, int]:
+    """Size (W, H) after halving + bicubic resize: the smallest scaled frame that covers ``bucket``."""
+    while width >= 2 * bucket[0] and height >= 2 * bucket[1]:
+        width, height = width // 2, height // 2
+    scale = max(bucket[0] / width, bucket[1] / height)
+    return max(bucket[0], round(width * scale)), max(bucket[1], round(height * scale))
+
+
+def _resize_chunk(x: torch.Tensor, bucket: tuple[int, int]) -> torch.Tensor:
+    """Halve (box), bicubic-resize to cover and centre-crop.
+
+    Args:
+        x: float32 (n, 3, H, W) in [0, 255].
+        bucket: (W, H) of the output.
+
+    Returns:
+        float32 (n, 3, bucket H, bucket W).
+    """
+    bw, bh = bucket
+    while x.shape[-1] >= 2 * bw and x.shape[-2] >= 2 * bh:
+        x = F.avg_pool2d(x, 2)  # box filter, floor size like PIL's size // 2
+    nw, nh = cover_size(x.shape[-1], x.shape[-2], bucket)
+    if (nw, nh) != (x.shape[-1], x.shape[-2]):
+        x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
+    top, left = (nh - bh) // 2, (nw - bw) // 2
+    return x[..., top:top + bh, left:left + bw]
+
+
+def resize_center_crop(frames: np.ndarray, bucket: tuple[int, int]) -> np.ndarray:
+    """Resize frames to cover ``bucket`` and centre-crop them to it.
+
+    Args:
+        frames: uint8 (N, H, W, 3) or (H, W, 3) RGB.
+        bucket: (W, H) of the output.
+
+    Returns:
+        uint8 (N, bucket H, bucket W, 3) (or (bucket H, bucket W, 3) for a single frame).
+    """
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 (N, H, W, 3) or (H, W, 3), got {frames.dtype} {frames.shape}")
+    single = frames.ndim == 3
+    video = frames[None] if single else frames
+    bw, bh = bucket
+    out = np.empty((video.shape[0], bh, bw, 3), dtype=np.uint8)
+    for i in range(0, video.shape[0], _CHUNK):
+        x = torch.from_numpy(np.ascontiguousarray(video[i:i + _CHUNK])).permute(0, 3, 1, 2).float()  # (n, 3, H, W)
+        y = _resize_chunk(x, bucket).round_().clamp_(0, 255).to(torch.uint8)  # (n, 3, bh, bw)
+        out[i:i + _CHUNK] = y.permute(0, 2, 3, 1).numpy()  # (n, bh, bw, 3)
+    return out[0] if single else out
+
+
+def fit_to_bucket(frames: np.ndarray, target: int, patch: int = 32, max_aspect: float = 4.0) -> np.ndarray:
+    """Choose the bucket for ``frames`` and resize + centre-crop into it (e.g. an i2v input image).
+
+    Args:
+        frames: uint8 (N, H, W, 3) or (H, W, 3).
+
+    Returns:
+        uint8 frames of the chosen bucket size, same rank as the input.
+    """
+    h, w = np.asarray(frames).shape[-3:-1]
+    return resize_center_crop(frames, choose_bucket(w, h, target, patch, max_aspect))

@@ -1,0 +1,228 @@
+"""Token-shard layout, clip ids, and what an output directory already holds (DESIGN §4.4; docs/internals.md).
+
+An output directory (local or s3://) looks like::
+
+    part-<run>-<task>-<rand>.parquet   one row per clip (SHARD_SCHEMA + carried manifest columns)
+    _errors/part-<run>-....parquet     one row per failed input or clip (ERROR_SCHEMA)
+    _settings.json                     the settings the shards were made with (checked when a run resumes)
+    _manifest.json                     written LAST, atomically: settings, tokenizer identity, counts, file list
+    _tmp/                              local only: files being written (renamed into place when complete)
+
+Readers take the ``*.parquet`` files outside ``_``/``.``-prefixed entries, and only once ``_manifest.json``
+exists. A run starts by deleting ``_manifest.json``, so an interrupted run never looks finished.
+
+Resume: :func:`scan_outputs` reads the ``source``/``clip_id`` columns of every finished part file. An input is done
+when it has a whole-input error row, or when its written clips plus its per-clip error rows cover all
+``source_clips`` clips it yields; otherwise the clips already written are passed to the next run as a skip list,
+so a rerun neither duplicates nor loses a clip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from lumos import storage
+
+MANIFEST = "_manifest.json"
+SETTINGS = "_settings.json"
+ERRORS_DIR = "_errors"
+TMP_DIR = "_tmp"
+FORMAT = "lumos-token-shards/1"
+
+SHARD_SCHEMA = pa.schema([
+    ("clip_id", pa.string()),
+    ("source", pa.string()),
+    ("caption", pa.string()),
+    ("text_ids", pa.list_(pa.int32())),
+    ("video_tokens", pa.list_(pa.int32())),
+    ("grid_t", pa.int16()),
+    ("grid_h", pa.int16()),
+    ("grid_w", pa.int16()),
+    ("fps", pa.float32()),
+    ("num_frames", pa.int32()),
+    ("height", pa.int32()),
+    ("width", pa.int32()),
+    ("start_s", pa.float64()),
+    ("clip_index", pa.int32()),
+    ("source_clips", pa.int32()),
+])
+"""Columns of a shard row. ``clip_index``/``source_clips`` (this clip's position among the clips of its source)
+are bookkeeping for resume; carried-through manifest columns follow these."""
+
+ERROR_SCHEMA = pa.schema([
+    ("source", pa.string()),
+    ("stage", pa.string()),
+    ("error", pa.string()),
+    ("clip_id", pa.string()),
+    ("source_clips", pa.int32()),
+])
+"""An error row: ``clip_id``/``source_clips`` are null when the whole input failed (read, open, sample stages)."""
+
+
+def clip_id(source: str, clip_index: int, id_key: str) -> str:
+    """Stable id of a clip: a hash of the source URI, the clip index and the settings key (same input + settings
+    → same id)."""
+    h = hashlib.sha256(f"{source}\n{clip_index}\n{id_key}".encode())
+    return h.hexdigest()[:24]
+
+
+def settings_key(clip_key: str, tokenizer_identity: dict, layout_name: str, text_tokenizer: str | None) -> str:
+    """Everything that changes a shard row's content, as one string (hashed into every clip id)."""
+    blob = json.dumps({"clip": json.loads(clip_key), "tokenizer": tokenizer_identity, "layout": layout_name,
+                       "text_tokenizer": text_tokenizer}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _rel(root: str, uri: str) -> str:
+    return uri[len(root.rstrip("/")):].lstrip("/")
+
+
+def list_parts(out_uri: str) -> tuple[list[str], list[str]]:
+    """Finished part files: ``(shard files, error files)`` as URIs, sorted (temp and hidden files excluded)."""
+    shards, errors = [], []
+    for f in storage.list_files(out_uri):
+        rel = _rel(out_uri, f)
+        parts = rel.split("/")
+        if not rel.endswith(".parquet") or any(p.startswith(".") for p in parts):
+            continue
+        if parts[0] == ERRORS_DIR and len(parts) == 2:
+            errors.append(f)
+        elif not any(p.startswith("_") for p in parts):
+            shards.append(f)
+    return shards, errors
+
+
+def _read_columns(uri: str, columns: list[str]) -> pa.Table:
+    fs, path = storage.resolve(uri)
+    return pq.read_table(path, filesystem=fs, columns=columns)
+
+
+@dataclass
+class DoneState:
+    """What earlier runs wrote into an output directory."""
+
+    shard_files: list[str] = field(default_factory=list)
+    error_files: list[str] = field(default_factory=list)
+    clips: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    """source → clip ids written to shards."""
+    clip_errors: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    """source → clip ids with a per-clip error row."""
+    expected: dict[str, int] = field(default_factory=dict)
+    """source → number of clips the source yields (from ``source_clips``)."""
+    failed: set[str] = field(default_factory=set)
+    """Sources with a whole-input error row (any stage except manifest)."""
+    error_keys: set[tuple[str, str, str]] = field(default_factory=set)
+    """(source, stage, error) of every error row (to avoid writing manifest errors twice)."""
+    num_clips: int = 0
+    num_errors: int = 0
+
+    def is_done(self, source: str) -> bool:
+        if source in self.failed:
+            return True
+        n = self.expected.get(source)
+        return n is not None and len(self.clips[source] | self.clip_errors[source]) >= n
+
+    def skip_ids(self, source: str) -> list[str]:
+        """Clip ids of ``source`` that must not be produced again."""
+        return sorted(self.clips.get(source, set()) | self.clip_errors.get(source, set()))
+
+    def accounted_sources(self) -> set[str]:
+        """Sources that produced at least one clip or an error row."""
+        return {s for s, ids in self.clips.items() if ids} | {s for s, _, _ in self.error_keys}
+
+
+def scan_outputs(out_uri: str) -> DoneState:
+    """Read the bookkeeping columns of every finished part file under ``out_uri``."""
+    state = DoneState()
+    state.shard_files, state.error_files = list_parts(out_uri)
+    for f in state.shard_files:
+        t = _read_columns(f, ["source", "clip_id", "source_clips"]).to_pydict()
+        for src, cid, n in zip(t["source"], t["clip_id"], t["source_clips"]):
+            state.clips[src].add(cid)
+            state.expected[src] = int(n)
+        state.num_clips += len(t["source"])
+    for f in state.error_files:
+        t = _read_columns(f, ["source", "stage", "error", "clip_id", "source_clips"]).to_pydict()
+        for src, stage, err, cid, n in zip(t["source"], t["stage"], t["error"], t["clip_id"], t["source_clips"]):
+            state.error_keys.add((src, stage, err))
+            if cid:
+                state.clip_errors[src].add(cid)
+                if n is not None:
+                    state.expected[src] = int(n)
+            elif stage != "manifest":
+                state.failed.add(src)
+        state.num_errors += len(t["source"])
+    return state
+
+
+def prepare_output(out_uri: str, settings: dict) -> None:
+    """Start a run in ``out_uri``: refuse shards made with other settings, remove the completion marker and any
+    leftover temp files, record the settings.
+
+    Raises:
+        ValueError: ``out_uri`` holds shards whose recorded settings differ.
+    """
+    settings_uri = storage.join(out_uri, SETTINGS)
+    if storage.exists(settings_uri):
+        old = json.loads(storage.read_text(settings_uri))
+        if old.get("id_key") != settings.get("id_key"):
+            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k) and k != "id_key")
+            raise ValueError(f"--out {out_uri} holds shards made with other settings (differs in: "
+                             f"{', '.join(diff) or 'tokenizer'}); use a new --out or the same settings")
+    elif list_parts(out_uri)[0]:
+        raise ValueError(f"--out {out_uri} holds Parquet files but no {SETTINGS}; use an empty --out")
+    manifest_uri = storage.join(out_uri, MANIFEST)
+    if storage.exists(manifest_uri):
+        fs, path = storage.resolve(manifest_uri)
+        fs.delete_file(path)
+    if not storage.is_s3(out_uri):
+        storage.delete_dir(storage.join(out_uri, TMP_DIR))
+    storage.makedirs(out_uri)
+    storage.write_text(settings_uri, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def write_table(table: pa.Table, uri: str, row_group_bytes: int = 32 << 20) -> int:
+    """Write one Parquet file so that it appears complete or not at all; returns its size in bytes.
+
+    Local files are written under ``_tmp/`` and renamed into place; S3 objects appear atomically when the upload
+    completes. Row groups hold about ``row_group_bytes`` of data (at least one row).
+    """
+    fs, path = storage.resolve(uri)
+    rows_per_group = max(1, int(table.num_rows * row_group_bytes / max(1, table.nbytes)))
+    if isinstance(fs, pafs.LocalFileSystem):
+        root = posixpath.dirname(path)
+        while posixpath.basename(root) == ERRORS_DIR:
+            root = posixpath.dirname(root)
+        tmp = posixpath.join(root, TMP_DIR, posixpath.basename(path) + ".tmp")
+        fs.create_dir(posixpath.dirname(tmp), recursive=True)
+        fs.create_dir(posixpath.dirname(path), recursive=True)
+        pq.write_table(table, tmp, filesystem=fs, row_group_size=rows_per_group, compression="zstd")
+        fs.move(tmp, path)
+    else:
+        pq.write_table(table, path, filesystem=fs, row_group_size=rows_per_group, compression="zstd")
+    return fs.get_file_info(path).size
+
+
+def write_manifest(out_uri: str, doc: dict) -> None:
+    """Write ``_manifest.json`` (atomic: temp + rename locally, one PUT on S3). Call it last."""
+    storage.write_text(storage.join(out_uri, MANIFEST), json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def read_manifest_json(out_uri: str) -> dict:
+    """The ``_manifest.json`` of a finished output directory.
+
+    Raises:
+        ValueError: the directory has no ``_manifest.json`` (unfinished, or not token shards).
+    """
+    uri = storage.join(out_uri, MANIFEST)
+    if not storage.exists(uri):
+        raise ValueError(f"{out_uri}: no {MANIFEST} (tokenization unfinished or not a shard directory)")
+    return json.loads(storage.read_text(uri))

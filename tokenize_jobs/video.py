@@ -1,0 +1,297 @@
+"""The tokenization job: videos + captions → Parquet token shards, on Ray Data (DESIGN §4.1, §4.3, §4.4).
+
+Launch recipes::
+
+    # local Ray (starts one on this machine), local files
+    python -m tokenize_jobs.video --manifest data/manifest.jsonl --out runs/shards
+    # a running cluster, S3 through the standard AWS environment
+    ray job submit --working-dir . -- python -m tokenize_jobs.video \\
+        --manifest s3://bucket/raw/manifest.jsonl --out s3://bucket/shards/v1 --tokenizer s3://bucket/tok
+
+Pipeline: manifest (driver: validate, resolve paths, drop inputs already done in ``--out``) → ``map_batches(
+DecodeClips)`` on an autoscaling pool of CPU actors (decord in a child process per actor, per-step timeout) →
+``map_batches(TokenizeClips)`` on an autoscaling actor pool, one GPU per actor when the cluster has GPUs →
+``write_datasink(ShardSink)`` (shards + ``_errors/``) → ``_manifest.json``, written last. Rerunning with the same
+``--out`` resumes: finished inputs are skipped, partially written ones continue with the clips still missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+import uuid
+from dataclasses import asdict
+
+import pyarrow as pa
+
+from lumos import storage
+from tokenize_jobs.decode import CLIP_POLICIES, ClipSettings
+from tokenize_jobs.manifest import Manifest, read_manifest
+from tokenize_jobs.shards import (
+    ERRORS_DIR,
+    FORMAT,
+    DoneState,
+    prepare_output,
+    scan_outputs,
+    settings_key,
+    write_manifest,
+    write_table,
+)
+
+log = logging.getLogger("tokenize_jobs.video")
+
+
+def _pair(text: str) -> tuple[int, int | None]:
+    """``"2"`` → (2, 2); ``"1,4"`` → (1, 4); ``"1,auto"`` → (1, None)."""
+    lo, _, hi = text.partition(",")
+    lo_n = int(lo)
+    hi_n = None if hi.strip() == "auto" else int(hi or lo)
+    if lo_n < 1 or (hi_n is not None and hi_n < lo_n):
+        raise ValueError
+    return lo_n, hi_n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tokenize_jobs.video", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--manifest", required=True, help="JSONL/CSV/Parquet manifest URI (columns path, caption, ...)")
+    p.add_argument("--out", required=True, help="output directory URI (local path or s3://)")
+    p.add_argument("--tokenizer", default=None,
+                   help="video tokenizer directory URI (default: the committed 'small' tokenizer)")
+    p.add_argument("--layout", default="compact", choices=["compact", "chameleon"], help="vocabulary layout")
+    p.add_argument("--text-tokenizer", default=None, help="HF tokenizer JSON URI (required for chameleon)")
+    p.add_argument("--fps", type=int, default=12, help="clip sampling rate (frames per second)")
+    p.add_argument("--seconds", type=float, default=2.0, help="clip length; frames = fps*seconds+1 → 1+4k")
+    p.add_argument("--clip-policy", default="center", choices=CLIP_POLICIES, help="which clips of a video")
+    p.add_argument("--max-clips", type=int, default=0, help="with --clip-policy all: clips per video (0 = all)")
+    p.add_argument("--target-size", type=int, default=352, help="bucket family (352 → 448x256, 528 → 672x384)")
+    p.add_argument("--patch", type=int, default=32, help="bucket sides are multiples of this (pixels)")
+    p.add_argument("--max-resolution", type=int, default=4096, help="reject inputs whose longer side is larger")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per decode step (open a file, read a clip)")
+    p.add_argument("--max-text-tokens", type=int, default=1024, help="truncate longer prompts (0 = no limit)")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per tokenizer call")
+    p.add_argument("--decode-concurrency", default="1,auto", help="decode actor pool MIN,MAX (auto: CPUs/2)")
+    p.add_argument("--tokenize-concurrency", default="1,auto",
+                   help="tokenizer actor pool MIN,MAX (auto: number of GPUs, or CPUs/4 without GPUs)")
+    p.add_argument("--decode-cpus", type=float, default=1.0, help="CPUs per decode actor")
+    p.add_argument("--tokenize-cpus", type=float, default=1.0, help="CPUs per tokenizer actor")
+    p.add_argument("--num-gpus", default="auto", help="GPUs per tokenizer actor: auto (1 if the cluster has GPUs), 0, 1")
+    p.add_argument("--rows-per-file", type=int, default=1024, help="clips per shard file")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and validate the command line (bad values exit with one clear line)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("decode_concurrency", "tokenize_concurrency"):
+        try:
+            setattr(args, name, _pair(getattr(args, name)))
+        except ValueError:
+            parser.error(f"--{name.replace('_', '-')} must be MIN or MIN,MAX (MAX >= MIN >= 1, or auto)")
+    if args.num_gpus not in ("auto", "0", "1"):
+        parser.error("--num-gpus must be auto, 0 or 1")
+    for name in ("batch_size", "rows_per_file"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.max_text_tokens < 0:
+        parser.error("--max-text-tokens must be >= 0")
+    try:
+        args.settings = clip_settings(args)
+    except ValueError as e:
+        parser.error(str(e))
+    return args
+
+
+def clip_settings(args: argparse.Namespace) -> ClipSettings:
+    return ClipSettings(fps=args.fps, seconds=args.seconds, clip_policy=args.clip_policy, max_clips=args.max_clips,
+                        target_size=args.target_size, patch=args.patch, max_resolution=args.max_resolution,
+                        timeout_s=args.timeout, threads=max(1, int(args.decode_cpus)))
+
+
+def tokenizer_info(uri: str, layout_name: str, patch: int) -> dict:
+    """Identity and geometry of the video tokenizer (loaded once on the driver), checked against the patch."""
+    from lumos.tokenizers import load_video_tokenizer
+    from lumos.vocab import build_layout
+
+    tok = load_video_tokenizer(uri)
+    layout = build_layout(layout_name, tok.codebook_size)
+    unit = tok.spatial_compression * layout.grid_unit
+    if patch % unit:
+        raise ValueError(f"--patch {patch} must be a multiple of {unit} (tokenizer spatial compression "
+                         f"{tok.spatial_compression} x layout grid unit {layout.grid_unit})")
+    return {"uri": uri, "identity": tok.identity, "codebook_size": tok.codebook_size,
+            "temporal_compression": tok.temporal_compression, "spatial_compression": tok.spatial_compression,
+            "layout": layout.to_dict()}
+
+
+def init_ray():
+    """Connect to the cluster (``RAY_ADDRESS``/``ray job submit``) or start a local one; reuse an existing one."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=True)
+    return ray
+
+
+def pool_sizes(args: argparse.Namespace, cpus: float, gpus: int) -> dict:
+    """Actor pool bounds and per-actor resources from the options and the cluster's resources."""
+    d_lo, d_hi = args.decode_concurrency
+    t_lo, t_hi = args.tokenize_concurrency
+    use_gpu = gpus > 0 if args.num_gpus == "auto" else args.num_gpus == "1"
+    d_hi = d_hi or max(d_lo, int(cpus // 2))
+    t_hi = t_hi or max(t_lo, gpus if use_gpu else int(cpus // 4))
+    return {"decode": (d_lo, d_hi), "tokenize": (t_lo, t_hi), "num_gpus": 1 if use_gpu else 0,
+            "device": "cuda" if use_gpu else "cpu"}
+
+
+def pending_inputs(inputs: pa.Table, done: DoneState) -> tuple[pa.Table, int]:
+    """Inputs still to process, with a ``skip`` list of clip ids already written; and the number skipped."""
+    keep, skips = [], []
+    for i, src in enumerate(inputs.column("source").to_pylist()):
+        if done.is_done(src):
+            continue
+        keep.append(i)
+        skips.append(done.skip_ids(src))
+    table = inputs.select(["source", "caption", "input_index"]).take(pa.array(keep, pa.int64()))
+    table = table.append_column("skip", pa.array(skips, pa.list_(pa.string())))
+    return table, inputs.num_rows - len(keep)
+
+
+def input_blocks(table: pa.Table, parallelism: int) -> list[pa.Table]:
+    """Split the inputs into blocks small enough to spread over the decode pool (≤ 16 inputs each)."""
+    n = table.num_rows
+    size = max(1, min(16, math.ceil(n / max(1, 4 * parallelism))))
+    return [table.slice(i, size) for i in range(0, n, size)] or [table]
+
+
+def write_manifest_errors(out: str, errors: pa.Table, done: DoneState, run_id: str) -> int:
+    """Write this manifest's validation errors not already recorded; returns how many were written."""
+    from tokenize_jobs.shards import ERROR_SCHEMA
+
+    rows = [r for r in errors.to_pylist() if (r["source"], r["stage"], r["error"]) not in done.error_keys]
+    if rows:
+        table = pa.Table.from_pylist([dict(r, clip_id=None, source_clips=None) for r in rows], schema=ERROR_SCHEMA)
+        write_table(table, storage.join(out, ERRORS_DIR, f"err-part-{run_id}-manifest.parquet"))
+    return len(rows)
+
+
+def build_dataset(ray, todo: pa.Table, args, tok: dict, id_key: str, pools: dict):
+    """The Ray Data pipeline: inputs → decode actors → tokenizer actors (not yet executed)."""
+    from tokenize_jobs.udfs import DecodeClips, TokenizeClips
+
+    ds = ray.data.from_arrow(input_blocks(todo, pools["decode"][1]))
+    ds = ds.map_batches(DecodeClips, batch_size=1, batch_format="pyarrow", num_cpus=args.decode_cpus,
+                        fn_constructor_kwargs={"settings": asdict(args.settings), "id_key": id_key},
+                        compute=ray.data.ActorPoolStrategy(min_size=pools["decode"][0], max_size=pools["decode"][1]))
+    return ds.map_batches(
+        TokenizeClips, batch_size=args.batch_size, batch_format="pyarrow", num_cpus=args.tokenize_cpus,
+        num_gpus=pools["num_gpus"],
+        fn_constructor_kwargs={"tokenizer": tok["uri"], "layout": args.layout, "text_tokenizer": args.text_tokenizer,
+                               "device": pools["device"], "threads": args.tokenize_cpus,
+                               "max_text_tokens": args.max_text_tokens},
+        compute=ray.data.ActorPoolStrategy(min_size=pools["tokenize"][0], max_size=pools["tokenize"][1]))
+
+
+def job_settings(args, tok: dict) -> dict:
+    """What the shards were made with (``_settings.json``; the ``id_key`` hashes everything that changes rows)."""
+    clip = args.settings
+    return {"clip": asdict(clip), "frames_per_clip": clip.frames_per_clip, "layout": args.layout,
+            "text_tokenizer": args.text_tokenizer, "max_text_tokens": args.max_text_tokens,
+            "tokenizer": {"uri": tok["uri"], "sha256": tok["identity"].get("sha256")},
+            "id_key": settings_key(clip.key(), tok["identity"], args.layout, args.text_tokenizer)}
+
+
+def final_manifest(args, tok: dict, settings: dict, manifest: Manifest, stats: dict, run: dict) -> dict:
+    """The ``_manifest.json`` document, with counts over everything in ``--out`` (all runs)."""
+    final = scan_outputs(args.out)
+    sources = set(manifest.inputs.column("source").to_pylist())
+    root = args.out.rstrip("/")
+    return {
+        "format": FORMAT, "settings": settings, "tokenizer": tok, "layout": args.layout,
+        "manifest": args.manifest,
+        "counts": {"inputs": manifest.num_rows, "clips": final.num_clips, "errors": final.num_errors,
+                   "inputs_with_clips": sum(1 for s in final.clips if final.clips[s]),
+                   "unaccounted_inputs": len(sources - final.accounted_sources())},
+        "shards": [f[len(root):].lstrip("/") for f in final.shard_files],
+        "error_files": [f[len(root):].lstrip("/") for f in final.error_files],
+        "last_run": dict(run, **stats),
+    }
+
+
+class JobError(ValueError):
+    """The job cannot start (bad manifest, tokenizer, settings or output directory); one line."""
+
+
+def setup(args: argparse.Namespace) -> tuple[Manifest, dict, dict]:
+    """Validate the manifest, load the tokenizer identity and claim ``--out``, before any Ray work."""
+    from lumos.tokenizers import default_tokenizer_uri
+
+    try:
+        manifest = read_manifest(args.manifest)
+        if args.layout == "chameleon" and not args.text_tokenizer:
+            raise ValueError("--layout chameleon needs --text-tokenizer (the merged Chameleon tokenizer JSON)")
+        tok = tokenizer_info(args.tokenizer or default_tokenizer_uri("small"), args.layout, args.patch)
+        settings = job_settings(args, tok)
+        prepare_output(args.out, settings)
+    except (ValueError, FileNotFoundError) as e:
+        raise JobError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+    return manifest, tok, settings
+
+
+def run_job(args: argparse.Namespace) -> dict:
+    """Run the job (see the module docstring); returns the ``_manifest.json`` document.
+
+    Raises:
+        JobError: the job cannot start (nothing in ``--out`` is touched except ``_settings.json``).
+    """
+    from tokenize_jobs.writer import ShardSink, merge_stats
+
+    t0 = time.time()
+    manifest, tok, settings = setup(args)
+    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    done = scan_outputs(args.out)
+    todo, skipped = pending_inputs(manifest.inputs, done)
+    new_manifest_errors = write_manifest_errors(args.out, manifest.errors, done, run_id)
+    ray = init_ray()
+    res = ray.cluster_resources()
+    pools = pool_sizes(args, res.get("CPU", 1), int(res.get("GPU", 0)))
+    extras = manifest.inputs.select(manifest.extra_columns) if manifest.extra_columns else None
+    sink = ShardSink(args.out, run_id, ray.put(extras) if extras is not None else None, args.rows_per_file)
+    if todo.num_rows:
+        build_dataset(ray, todo, args, tok, settings["id_key"], pools).write_datasink(sink)
+    stats = merge_stats(sink.results)
+    wall = time.time() - t0
+    run = {"run_id": run_id, "inputs_processed": todo.num_rows, "inputs_skipped": skipped,
+           "manifest_errors_written": new_manifest_errors, "wall_s": round(wall, 3),
+           "clips_per_s": round(stats["clips"] / wall, 3) if wall > 0 else 0.0, "pools": pools}
+    doc = final_manifest(args, tok, settings, manifest, stats, run)
+    write_manifest(args.out, doc)
+    log.info("wrote %s", storage.join(args.out, "_manifest.json"))
+    return doc
+
+
+def summary_line(doc: dict, out: str) -> str:
+    c, r = doc["counts"], doc["last_run"]
+    return (f"tokenize: {c['inputs']} inputs, {c['clips']} clips, {c['errors']} errors "
+            f"({r['clips']} clips, {r['errors']} errors this run; {r['inputs_skipped']} inputs already done), "
+            f"{r['clips_per_s']:.2f} clips/s, {r['wall_s']:.1f} s -> {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        doc = run_job(args)
+    except JobError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary_line(doc, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
