@@ -4,8 +4,10 @@ This is NOT how Lumos-1 was trained (AR-DF predicts masked tokens in place, LUMO
 latency table compares it with next-token decoding, spec §8.2: 960 s NTP vs 77.8 s AR-DF + KV): it exists to
 measure what token-by-token decoding costs with the same model, cache, guidance and batching. Every visual code
 is one forward of the previous token(s) on top of the cache; the hidden state of the last fed token is read
-through the visual head as the distribution of the next code (the usual causal shift). Newlines, EOI and the next
-frame's header are fed together with the token before them, so a frame of N codes costs N forwards per branch.
+through the visual head as the distribution of the next code (the usual causal shift). Attention is plain causal
+(no intra-frame bidirectionality: a raster decoder cannot see later tokens). Newlines, EOI and the next frame's
+header are fed together with the token before them (causally, so this equals feeding them one by one), so a frame
+of N codes costs N forwards per branch.
 No history masking (every token enters the cache as it is generated); sampling is multinomial with the same
 guidance, temperature and top-k as :mod:`lumos.sampler`.
 """
@@ -45,7 +47,7 @@ class NTPRun:
                 for p in prompts]
         uncond = [prompt_sequence(self.layout, None, duration=plan.duration, fps=plan.fps)] * self.B
         self.branches = Branches(model, cond, uncond if cfg.use_cfg else None, use_cache=True,
-                                 fuse=cfg.fuse_branches)
+                                 fuse=cfg.fuse_branches, causal=True)
         h, w = plan.grid
         self.bar = tqdm(total=(plan.num_frames - plan.given) * h * w, disable=not progress, unit="tok",
                         desc="next-token", leave=False)

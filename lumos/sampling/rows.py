@@ -16,7 +16,7 @@ hidden states the sampler asks for go through the head.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -112,10 +112,13 @@ class PaddedPlan:
         frame_ids: int64 [Lk] frame ids of all keys (cached + new); identical for every row.
         pad: int64 [R] pad length of every row.
         q_offset: index of the first query (= cached length).
+        causal: make every piece causal (plain causal LM attention, for next-token decoding).
     """
 
-    def __init__(self, frame_ids: torch.Tensor, pad: torch.Tensor, q_offset: int):
+    def __init__(self, frame_ids: torch.Tensor, pad: torch.Tensor, q_offset: int, causal: bool = False):
         self.pieces = plan_pieces(frame_ids.cpu(), q_offset)
+        if causal:
+            self.pieces = tuple(replace(p, causal=True) for p in self.pieces)
         self.q_offset = q_offset
         by_pad: dict[int, list[int]] = {}
         for r, p in enumerate(pad.tolist()):
@@ -162,10 +165,13 @@ class RowBatch:
         model: the backbone (its modules are called directly; run under ``torch.inference_mode``).
         prefixes: R prompt sequences (possibly of different lengths, no frames of their own).
         use_cache: keep keys/values of committed tokens.
+        causal: plain causal attention everywhere (next-token decoding) instead of causal ∪ same-frame.
     """
 
-    def __init__(self, model: LumosModel, prefixes: list[TokenSequence], use_cache: bool = True):
+    def __init__(self, model: LumosModel, prefixes: list[TokenSequence], use_cache: bool = True,
+                 causal: bool = False):
         self.model = model
+        self.causal = causal
         self.device = model.lm_head.weight.device
         lengths = torch.tensor([len(s) for s in prefixes])
         width = int(lengths.max())
@@ -207,7 +213,7 @@ class RowBatch:
             inp = self._inputs(seg, start)
             cos, sin = self.model.rope(inp["pos1d"], inp["coords"], inp["visual"], inp["p0"])
             keys = seg.frame_ids if start == 0 else torch.cat([self.committed.frame_ids, seg.frame_ids])
-            self._tables[key] = (cos, sin, PaddedPlan(keys, self.pad, start), inp["frame_ids"])
+            self._tables[key] = (cos, sin, PaddedPlan(keys, self.pad, start, self.causal), inp["frame_ids"])
         return self._tables[key]
 
     def _run(self, seg: Segment, start: int) -> torch.Tensor:
@@ -271,19 +277,20 @@ class Branches:
         uncond: B text-free prefixes (from VIDEO_BEGIN), or ``None`` for no guidance.
         use_cache: KV caching (see :class:`RowBatch`).
         fuse: run cond and uncond as one batch of 2B rows (one forward per step instead of two).
+        causal: plain causal attention (see :class:`RowBatch`).
     """
 
     def __init__(self, model: LumosModel, cond: list[TokenSequence], uncond: list[TokenSequence] | None,
-                 use_cache: bool = True, fuse: bool = True):
+                 use_cache: bool = True, fuse: bool = True, causal: bool = False):
         self.B = len(cond)
         self.guided = uncond is not None
         self.fused = fuse and self.guided
         if self.fused:
-            self.batches = [RowBatch(model, [*cond, *uncond], use_cache)]
+            self.batches = [RowBatch(model, [*cond, *uncond], use_cache, causal)]
         else:
-            self.batches = [RowBatch(model, cond, use_cache)]
+            self.batches = [RowBatch(model, cond, use_cache, causal)]
             if self.guided:
-                self.batches.append(RowBatch(model, uncond, use_cache))
+                self.batches.append(RowBatch(model, uncond, use_cache, causal))
         self.passes: Counter = Counter()
         self.tokens: Counter = Counter()
 
