@@ -198,9 +198,9 @@ def read_video_frames(source) -> np.ndarray:
         return _read_gif(data)
     if data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff":
         return read_image(data)[None]
+    import av
+
     try:
         return _read_av(data)
-    except ValueError:
-        raise
-    except Exception as e:  # PyAV raises its own error hierarchy
+    except (av.error.FFmpegError, EOFError) as e:  # some FFmpeg errors subclass ValueError: catch them first
         raise ValueError(f"not a decodable video ({type(e).__name__})") from None
