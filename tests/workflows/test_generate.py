@@ -1,0 +1,173 @@
+"""``python -m workflows.generate``: GIF/PNG/MP4/NPY outputs from a debug checkpoint, I2V, batches, S3, bad args."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lumos import storage
+from lumos.checkpoint import read_config, save_checkpoint
+from lumos.config import model_preset
+from lumos.media import read_image, read_video_frames, write_video
+from lumos.model import LumosModel
+from lumos.tokenizers import (
+    build_video_tokenizer,
+    default_tokenizer_uri,
+    load_video_tokenizer,
+    save_video_tokenizer,
+)
+from workflows.generate import main, tokenizer_uri
+
+REPO = Path(__file__).resolve().parents[2]
+SIZE = ["--width", "32", "--height", "32"]
+FAST = ["--steps", "2", "--cfg", "3", "--quiet"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _debug_tokenizer(out_dir: Path) -> str:
+    """The committed debug tokenizer, else a debug tokenizer trained for a few steps on shapes-world clips."""
+    try:
+        return default_tokenizer_uri("debug")
+    except ValueError:
+        pass
+    from lumos.tokenizers.train import build_optimizer, shapes_clips, train_step
+
+    tok = build_video_tokenizer("debug", seed=0)
+    opt = build_optimizer(tok.model, lr=2e-3)
+    clips = torch.from_numpy(shapes_clips(np.random.default_rng(0), 4, 5, 32))
+    tok.model.train()
+    for _ in range(3):
+        train_step(tok.model, opt, clips)
+    tok.model.eval()
+    tok.refresh_identity()
+    save_video_tokenizer(str(out_dir), tok)
+    return str(out_dir)
+
+
+def _save(ckpt_uri: str, tokenizer_ref: str) -> str:
+    torch.manual_seed(0)
+    model = LumosModel(model_preset("debug", init_std=0.3))
+    save_checkpoint(ckpt_uri, model, model.cfg, extra={"video_tokenizer": tokenizer_ref, "text_tokenizer": None})
+    return ckpt_uri
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("gen")
+    tok = _debug_tokenizer(root / "ckpt" / "tokenizer")
+    ref = "tokenizer" if Path(tok) == root / "ckpt" / "tokenizer" else tok  # relative = the copy inside
+    return _save(str(root / "ckpt"), ref)
+
+
+def test_t2v_writes_a_gif_with_the_right_frames_and_size(checkpoint, tmp_path, capsys):
+    out = tmp_path / "v.gif"
+    rc = main(["--checkpoint", checkpoint, "--prompt", "a red circle moving right", "--frames", "2", *SIZE, *FAST,
+               "--out", str(out)])
+    assert rc == 0 and capsys.readouterr().out.strip() == str(out)
+    frames = read_video_frames(str(out))
+    assert frames.shape == (1 + 4 * (2 - 1), 32, 32, 3)
+
+
+def test_t2i_png_and_t2v_mp4(checkpoint, tmp_path):
+    png, mp4 = tmp_path / "i.png", tmp_path / "v.mp4"
+    assert main(["--checkpoint", checkpoint, "--mode", "t2i", "--prompt", "a blue square", *SIZE, *FAST,
+                 "--out", str(png)]) == 0
+    assert read_image(str(png)).shape == (32, 32, 3)
+    assert main(["--checkpoint", checkpoint, "--prompt", "a blue square", "--frames", "2", "--width", "48",
+                 "--height", "32", *FAST, "--out", str(mp4)]) == 0
+    assert read_video_frames(str(mp4)).shape == (5, 32, 48, 3)
+
+
+def test_i2v_keeps_the_encoded_image_as_frame_zero(checkpoint, tmp_path, clip_small):
+    first = read_video_frames(str(clip_small))[0]  # real footage, 176x144
+    image = tmp_path / "first.png"
+    write_video(str(image), first[None], format="png")
+    out = tmp_path / "codes.npy"
+    assert main(["--checkpoint", checkpoint, "--mode", "i2v", "--image", str(image), "--prompt", "a man talking",
+                 "--frames", "3", *SIZE, *FAST, "--out", str(out)]) == 0
+    codes = np.load(out)
+    assert codes.shape == (3, 4, 4) and codes.dtype == np.int64
+    from lumos.buckets import resize_center_crop
+
+    tok = load_video_tokenizer(tokenizer_uri(checkpoint, read_config(checkpoint)[1]))
+    expected = tok.encode(resize_center_crop(read_image(str(image)), (32, 32))[None])
+    assert np.array_equal(codes[0], expected[0].numpy())
+
+
+def test_batch_of_prompts_equals_single_runs_with_shifted_seeds(checkpoint, tmp_path):
+    out = tmp_path / "c.npy"
+    assert main(["--checkpoint", checkpoint, "--prompt", "a red circle", "--prompt", "two green triangles",
+                 "--frames", "2", "--seed", "4", *SIZE, *FAST, "--out", str(out)]) == 0
+    batch = [np.load(tmp_path / "c-0.npy"), np.load(tmp_path / "c-1.npy")]
+    single = tmp_path / "s.npy"
+    assert main(["--checkpoint", checkpoint, "--prompt", "two green triangles", "--frames", "2", "--seed", "5",
+                 *SIZE, *FAST, "--out", str(single)]) == 0
+    assert np.array_equal(batch[1], np.load(single))
+    assert not np.array_equal(batch[0], batch[1])
+
+
+def test_checkpoint_and_output_on_s3(s3_bucket, tmp_path):
+    tok = build_video_tokenizer("debug", seed=0)
+    save_video_tokenizer(f"{s3_bucket}/ckpt/tokenizer", tok)
+    ckpt = _save(f"{s3_bucket}/ckpt", "tokenizer")
+    out = f"{s3_bucket}/out/codes.npy"
+    assert main(["--checkpoint", ckpt, "--mode", "t2i", "--prompt", "a circle", *SIZE, *FAST, "--out", out]) == 0
+    import io
+
+    codes = np.load(io.BytesIO(storage.read_bytes(out)))
+    assert codes.shape == (1, 4, 4)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--mode", "i2v", "--out", "x.gif"], "--image"),
+    (["--out", "x.webm"], "extension"),
+    (["--frames", "0", "--out", "x.gif"], "--frames"),
+    (["--steps", "0", "--out", "x.gif"], "--steps"),
+    (["--history-ratio", "1.5", "--out", "x.gif"], "history_ratio"),
+    (["--width", "30", "--out", "x.gif"], "--width"),
+    (["--mode", "i2v", "--image", "/nonexistent.png", "--out", "x.gif"], "/nonexistent.png"),
+    (["--mode", "t2v", "--frames", "1", "--out", "x.gif", "--checkpoint-override"], "unrecognized"),
+])
+def test_bad_arguments_exit_2_with_one_line(checkpoint, tmp_path, capsys, args, needle):
+    argv = ["--checkpoint", checkpoint, "--prompt", "p", *args]
+    argv = [a if a not in ("x.gif", "x.webm") else str(tmp_path / a) for a in argv]
+    with pytest.raises(SystemExit) as e:
+        sys.exit(main(argv))
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_unreadable_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    rc = main(["--checkpoint", str(tmp_path / "nope"), "--prompt", "p", "--out", str(tmp_path / "x.gif")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "cannot read checkpoint" in err
+
+
+def test_module_entry_point_help_and_exit_status(tmp_path):
+    env_cmd = [sys.executable, "-m", "workflows.generate"]
+    ok = subprocess.run([*env_cmd, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "--checkpoint" in ok.stdout and "--history-ratio" in ok.stdout
+    bad = subprocess.run([*env_cmd, "--checkpoint", str(tmp_path), "--prompt", "p", "--out", "x.bmp"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_cli_modes_match_the_sampler():
+    from lumos.sampler import MODES
+    from workflows import generate as cli
+
+    assert cli.MODES == MODES

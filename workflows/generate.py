@@ -1,0 +1,306 @@
+"""One-off generation from a checkpoint: text-to-image, text-to-video, image-to-video (DESIGN §4.2; LUMOS_SPEC §8).
+
+Launch recipes::
+
+    # text-to-video, 3 latent frames (= 9 RGB frames) at 64x64, written as a GIF
+    python -m workflows.generate --checkpoint runs/demo/final --prompt "a red circle moving right" \\
+        --frames 3 --width 64 --height 64 --steps 16 --cfg 3 --out out.gif
+    # text-to-image (one frame, duration 1, fps 1)
+    python -m workflows.generate --checkpoint s3://bucket/run/final --mode t2i --prompt "..." --out img.png
+    # image-to-video: the image becomes latent frame 0 (kept exactly), the rest is generated
+    python -m workflows.generate --checkpoint ckpt --mode i2v --image first.png --prompt "..." --out vid.mp4
+    # the codes only (int64 [F, h, w] codebook indices)
+    python -m workflows.generate --checkpoint ckpt --prompt "..." --out codes.npy
+
+The checkpoint is a DESIGN §4.5 directory (``config.json`` + ``model.safetensors``); its ``video_tokenizer``
+entry (a URI, or a path relative to the checkpoint such as its ``tokenizer/`` copy) decodes the codes — all latent
+frames jointly — into pixels. Several ``--prompt`` run as one batch; output ``i`` goes to ``<out stem>-<i>.<ext>``
+and equals a single-prompt run with ``--seed <seed + i>``. Bad arguments exit with status 2 and one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lumos import storage
+
+if TYPE_CHECKING:  # torch and the model load lazily: --help and argument errors answer at once
+    import torch
+
+    from lumos.sampler import SamplerConfig
+
+log = logging.getLogger("workflows.generate")
+OUT_FORMATS = ("gif", "mp4", "png", "npy")
+MODES = ("t2i", "t2v", "i2v")
+"""Same as :data:`lumos.sampler.MODES`."""
+
+
+class UsageError(ValueError):
+    """A bad command-line argument (exit status 2)."""
+
+
+@dataclass
+class GenerationBundle:
+    """Everything generation needs from a checkpoint: model, vocabulary, tokenizers."""
+
+    model: torch.nn.Module  # LumosModel
+    model_cfg: object
+    meta: dict
+    video_tokenizer: object
+    text_tokenizer: object
+    device: torch.device
+
+    @property
+    def layout(self):
+        return self.model.layout
+
+    @property
+    def spatial(self) -> int:
+        return int(getattr(self.video_tokenizer, "spatial_compression", 8))
+
+
+def tokenizer_uri(checkpoint: str, meta: dict, override: str | None = None) -> str:
+    """The video tokenizer of a checkpoint: ``override``, else config.json's ``video_tokenizer`` (relative paths
+    are relative to the checkpoint directory)."""
+    uri = override or meta.get("video_tokenizer")
+    if not uri:
+        raise UsageError(f"checkpoint {checkpoint} names no video tokenizer in config.json; pass --tokenizer URI")
+    uri = str(uri)
+    if storage.is_s3(uri) or uri.startswith("file://") or Path(uri).is_absolute():
+        return uri
+    return storage.join(checkpoint, uri)
+
+
+def load_generator(checkpoint: str, device: str | torch.device | None = None,
+                   tokenizer: str | None = None) -> GenerationBundle:
+    """Load model + video/text tokenizers of a checkpoint directory (local or s3://).
+
+    Raises:
+        UsageError: the checkpoint or its tokenizer cannot be read (one line).
+    """
+    import torch
+
+    from lumos.checkpoint import load_checkpoint
+    from lumos.tokenizers import load_text_tokenizer, load_video_tokenizer
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        model, cfg, meta = load_checkpoint(checkpoint, device)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"cannot read checkpoint {checkpoint}: {_one_line(e)}") from None
+    uri = tokenizer_uri(checkpoint, meta, tokenizer)
+    try:
+        video_tok = load_video_tokenizer(uri, device)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"cannot read video tokenizer {uri}: {_one_line(e)}") from None
+    if video_tok.codebook_size != cfg.codebook_size:
+        raise UsageError(f"video tokenizer {uri} has {video_tok.codebook_size} codes, the model expects "
+                         f"{cfg.codebook_size}")
+    try:
+        text_tok = load_text_tokenizer(meta.get("text_tokenizer"), model.layout)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read text tokenizer of {checkpoint}: {_one_line(e)}") from None
+    return GenerationBundle(model, cfg, meta, video_tok, text_tok, device)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def latent_grid(gen: GenerationBundle, width: int, height: int) -> tuple[int, int]:
+    """Latent (h, w) for a pixel size; sizes must be multiples of spatial compression × grid unit."""
+    unit = gen.spatial * gen.layout.grid_unit
+    if width < unit or height < unit or width % unit or height % unit:
+        raise UsageError(f"--width/--height must be positive multiples of {unit} pixels for this checkpoint, "
+                         f"got {width}x{height}")
+    return height // gen.spatial, width // gen.spatial
+
+
+def image_codes(gen: GenerationBundle, images: list[str], width: int, height: int) -> torch.Tensor:
+    """Read I2V images, resize + centre-crop to width×height, encode as one clip: int64 [G, h, w]."""
+    import numpy as np
+    import torch
+
+    from lumos.buckets import resize_center_crop
+    from lumos.media import read_image
+
+    frames = []
+    for path in images:
+        try:
+            frames.append(resize_center_crop(read_image(path), (width, height)))
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--image {path}: {_one_line(e)}") from None
+    with torch.inference_mode():
+        return gen.video_tokenizer.encode(np.stack(frames)).long()  # (G, h, w)
+
+
+def write_output(gen: GenerationBundle, path: str, codes: torch.Tensor, fps: int) -> str:
+    """Write codes int64 [F, h, w] as ``.npy``, or decode all latent frames jointly and write GIF/MP4/PNG.
+
+    Returns:
+        a short description of what was written.
+    """
+    import numpy as np
+    import torch
+
+    ext = Path(path).suffix.lower().lstrip(".")
+    if ext == "npy":
+        buf = io.BytesIO()
+        np.save(buf, codes.cpu().numpy())
+        storage.write_bytes(path, buf.getvalue())
+        return f"codes {tuple(codes.shape)}"
+    from lumos.media import write_video
+
+    with torch.inference_mode():
+        frames = gen.video_tokenizer.decode(codes)  # (N, H, W, 3) uint8
+    write_video(path, frames, fps=fps, format=ext, png_strip=frames.shape[0] > 1)
+    return f"{frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]}"
+
+
+def output_paths(out: str, n: int) -> list[str]:
+    """``out`` for one prompt; ``<stem>-<i><suffix>`` for several."""
+    if n == 1:
+        return [out]
+    p = Path(out)
+    if storage.is_s3(out):
+        stem = out[: -len(p.suffix)] if p.suffix else out
+        return [f"{stem}-{i}{p.suffix}" for i in range(n)]
+    return [str(p.with_name(f"{p.stem}-{i}{p.suffix}")) for i in range(n)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python -m workflows.generate", description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory URI (local or s3://)")
+    p.add_argument("--prompt", required=True, action="append", help="text prompt (repeat for a batch)")
+    p.add_argument("--mode", choices=MODES, default="t2v", help="t2i, t2v (default) or i2v")
+    p.add_argument("--image", action="append", default=[], help="i2v: input image file (repeat: a clip)")
+    p.add_argument("--frames", type=int, help="latent frames in total (default 1 + ceil((fps*duration-1)/4))")
+    p.add_argument("--fps", type=int, help="video fps token and playback rate (default 12; t2i: 1)")
+    p.add_argument("--duration", type=int, help="video duration token in seconds (default 2; t2i: 1)")
+    p.add_argument("--width", type=int, default=None, help="pixels (default: checkpoint 'resolution' or 64)")
+    p.add_argument("--height", type=int, default=None, help="pixels (default: checkpoint 'resolution' or 64)")
+    p.add_argument("--steps", type=int, default=50, help="unmasking steps per latent frame (default 50)")
+    p.add_argument("--cfg", type=float, default=None,
+                   help="guidance scale (default 15 video / 16 image as upstream; small models prefer 2-5)")
+    p.add_argument("--no-cfg", action="store_true", help="conditional branch only (no unconditional pass)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (prompt i uses seed + i)")
+    p.add_argument("--temperature", type=float, default=1.0, help="logit temperature (default 1)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the top-k codes only")
+    p.add_argument("--gumbel-tau", type=float, default=1.0, help="confidence noise temperature (default 1)")
+    p.add_argument("--upstream-tau-decay", action="store_true", help="upstream's tau decay without reset")
+    p.add_argument("--history-ratio", type=float, default=0.7, help="history mask ratio (default 0.7)")
+    p.add_argument("--history-mode", choices=("even", "random"), default="even")
+    p.add_argument("--no-kv-cache", action="store_true", help="recompute the whole sequence every step")
+    p.add_argument("--tokenizer", default=None, help="video tokenizer URI (default: the checkpoint's)")
+    p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
+    p.add_argument("--out", required=True, help="output file: .gif, .mp4, .png or .npy (local or s3://)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line errors (``<prog>: error: ...``, status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Argument checks that need no checkpoint (raise :class:`UsageError`)."""
+    ext = Path(args.out).suffix.lower().lstrip(".")
+    if ext not in OUT_FORMATS:
+        raise UsageError(f"--out {args.out}: unknown extension {Path(args.out).suffix!r} (use .gif, .mp4, .png, .npy)")
+    for name in ("frames", "steps", "fps", "duration"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise UsageError(f"--{name} must be >= 1, got {v}")
+    if args.mode == "i2v" and not args.image:
+        raise UsageError("--mode i2v needs --image FILE")
+    if args.mode != "i2v" and args.image:
+        raise UsageError(f"--image is only used with --mode i2v (got --mode {args.mode})")
+    for path in args.image:
+        if not storage.exists(path):
+            raise UsageError(f"--image {path}: no such file")
+    if args.mode == "t2i" and ext == "mp4":
+        raise UsageError("--mode t2i makes one image: use .png, .gif or .npy")
+    if any(not p.strip() for p in args.prompt):
+        raise UsageError("--prompt must not be empty")
+    try:
+        sampler_config(args)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def sampler_config(args: argparse.Namespace) -> SamplerConfig:
+    from lumos.sampler import SamplerConfig
+
+    return SamplerConfig(steps=args.steps, cfg_scale=args.cfg, use_cfg=not args.no_cfg,
+                         temperature=args.temperature, top_k=args.top_k, gumbel_tau=args.gumbel_tau,
+                         upstream_tau_decay=args.upstream_tau_decay, history_ratio=args.history_ratio,
+                         history_mode=args.history_mode, use_kv_cache=not args.no_kv_cache)
+
+
+def resolution(args: argparse.Namespace, meta: dict) -> tuple[int, int]:
+    """(width, height): the flags, else the checkpoint's ``resolution`` [W, H] entry, else 64×64."""
+    default = meta.get("resolution") or [64, 64]
+    return int(args.width or default[0]), int(args.height or default[1])
+
+
+def run(args: argparse.Namespace) -> list[str]:
+    """Load, generate, write; returns the written paths."""
+    import torch
+
+    from lumos.sampler import encode_prompt, generate, plan_video
+    gen = load_generator(args.checkpoint, args.device, args.tokenizer)
+    width, height = resolution(args, gen.meta)
+    grid = latent_grid(gen, width, height)
+    given = image_codes(gen, args.image, width, height) if args.mode == "i2v" else None
+    try:
+        plan = plan_video(args.mode, grid, frames=args.frames, fps=args.fps, duration=args.duration,
+                                     given=0 if given is None else given.shape[0])
+        if max(plan.fps, plan.duration) > gen.layout.num_max:
+            raise ValueError(f"--fps/--duration must be <= {gen.layout.num_max} for layout {gen.layout.name}")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    prompts = [encode_prompt(gen.text_tokenizer, gen.layout, p, plan, gen.spatial) for p in args.prompt]
+    generators = [torch.Generator(gen.device).manual_seed(args.seed + i) for i in range(len(prompts))]
+    t0 = time.perf_counter()
+    res = generate(gen.model, prompts, plan, sampler_config(args), given_codes=given, generator=generators,
+                   progress=not args.quiet)
+    seconds = time.perf_counter() - t0
+    paths = output_paths(args.out, len(prompts))
+    for path, codes in zip(paths, res.codes):
+        what = write_output(gen, path, codes, fps=plan.fps)
+        log.info("wrote %s (%s, %d latent frames)", path, what, plan.num_frames)
+    passes = res.stats["forward_passes"]
+    log.info("generated %d x %d latent frames of %dx%d in %.1f s (forward passes per branch: %s)",
+             len(prompts), plan.num_frames, *grid, seconds, passes)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_args(args)
+        paths = run(args)
+    except UsageError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
