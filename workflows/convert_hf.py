@@ -41,8 +41,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "chameleon, which needs vocab_size 129536)")
     p.add_argument("--rope-variant", choices=ROPE_VARIANTS, default=None, help="override the RoPE variant "
                    "(default: mm unless config.json says mm_rope: false)")
+    p.add_argument("--resolution", default=None, help="default WxH for generate/serve, multiples of 32 (default: "
+                   "672x384 for a *384p* checkpoint, else 448x256)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
+
+
+def parse_resolution(text: str | None) -> tuple[int, int] | None:
+    """``"672x384"`` → (672, 384)."""
+    if text is None:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--resolution {text!r} must look like 672x384") from None
+    return w, h
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = convert_hf_checkpoint(
             args.hf, args.out, video_tokenizer=args.cosmos, text_tokenizer=args.text_tokenizer, vocab=args.vocab,
-            rope_variant=args.rope_variant, dtype=args.dtype, copy_video_tokenizer=args.copy_cosmos,
+            rope_variant=args.rope_variant, dtype=args.dtype, resolution=parse_resolution(args.resolution),
+            copy_video_tokenizer=args.copy_cosmos,
             check_video_tokenizer=not args.no_check_cosmos, progress=not args.quiet)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

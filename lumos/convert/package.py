@@ -4,7 +4,7 @@ Output (local or s3://), usable unchanged by generate / serve / fine-tuning:
 
 * ``model.safetensors`` — the decoder weights under our names (source dtype unless ``dtype`` is given);
 * ``config.json`` — ``{"model": ModelConfig, "layout": VocabLayout, "video_tokenizer": URI, "text_tokenizer": URI,
-  "source": {...}}``; written last, so a directory without it is an unfinished conversion;
+  "resolution": [W, H], "source": {...}}``; written last, so a directory without it is an unfinished conversion;
 * ``text_tokenizer.json`` — the merged Lumos-1 tokenizer, sanitized to load with HF ``tokenizers``
   (:mod:`lumos.convert.chameleon_text`); ``config.json`` points at it;
 * ``tokenizer/`` — optional copy of the Cosmos DV4x8x8 TorchScript directory (``copy_video_tokenizer``);
@@ -32,6 +32,23 @@ TEXT_TOKENIZER_NAME = "text_tokenizer.json"
 VIDEO_TOKENIZER_DIR = "tokenizer"
 COSMOS_FILES = ("encoder.jit", "decoder.jit")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+RESOLUTIONS = {"256p": (448, 256), "384p": (672, 384)}
+"""Default (width, height) of the released stages (upstream inference scripts); ``-384p`` folders are 384p."""
+
+
+def default_resolution(hf: str) -> tuple[int, int]:
+    """(width, height) recorded as ``resolution`` in config.json: 672×384 for a ``*384p*`` checkpoint, else
+    448×256 (the 256p stages)."""
+    return RESOLUTIONS["384p"] if "384p" in str(hf) else RESOLUTIONS["256p"]
+
+
+def check_resolution(resolution: tuple[int, int], cfg: ModelConfig) -> tuple[int, int]:
+    """Validate (width, height): both multiples of spatial_compression × grid_unit (32 px for Lumos-1)."""
+    unit = cfg.spatial_compression * cfg.layout.grid_unit
+    w, h = (int(v) for v in resolution)
+    if w <= 0 or h <= 0 or w % unit or h % unit:
+        raise ValueError(f"resolution {w}x{h} must be positive multiples of {unit} pixels")
+    return w, h
 
 
 def absolute_uri(uri: str) -> str:
@@ -109,8 +126,8 @@ def _meta_model(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> LumosModel:
 def convert_hf_checkpoint(hf: str, out: str, *, video_tokenizer: str | None = None,
                           text_tokenizer: str | None = None, vocab: str | None = None,
                           rope_variant: str | None = None, dtype: str | None = None,
-                          copy_video_tokenizer: bool = False, check_video_tokenizer: bool = True,
-                          progress: bool = True) -> str:
+                          resolution: tuple[int, int] | None = None, copy_video_tokenizer: bool = False,
+                          check_video_tokenizer: bool = True, progress: bool = True) -> str:
     """Convert a HF Lumos-1 / Chameleon checkpoint into our checkpoint directory.
 
     Args:
@@ -120,6 +137,7 @@ def convert_hf_checkpoint(hf: str, out: str, *, video_tokenizer: str | None = No
         text_tokenizer: merged ``text_tokenizer.json`` (chameleon vocabulary only).
         vocab, rope_variant: see :func:`lumos.convert.hf_model.model_config_from_hf`.
         dtype: ``bf16`` / ``fp16`` / ``fp32`` for the written weights (default: as stored).
+        resolution: default (width, height) for generate/serve (default: :func:`default_resolution`).
         copy_video_tokenizer: copy the Cosmos files into ``out/tokenizer`` (a self-contained checkpoint).
         check_video_tokenizer: open the Cosmos tokenizer and check its codebook and strides.
         progress: progress bar over weight shards.
@@ -133,15 +151,17 @@ def convert_hf_checkpoint(hf: str, out: str, *, video_tokenizer: str | None = No
     if storage.exists(storage.join(out, "config.json")):
         raise ValueError(f"--out {out} already holds a checkpoint (config.json); choose a new directory")
     state, cfg, hf_cfg = load_hf_state(hf, vocab=vocab, rope_variant=rope_variant, progress=progress)
+    width, height = check_resolution(resolution or default_resolution(hf), cfg)
     refs = write_tokenizers(out, cfg, video_tokenizer, text_tokenizer, copy_video_tokenizer=copy_video_tokenizer,
                             check_video_tokenizer=check_video_tokenizer)
     source = {"kind": "hf", "uri": absolute_uri(hf), "architectures": hf_cfg.get("architectures"),
               "qk_norm": "per_head" if cfg.qk_norm_per_head else "shared"}
-    save_checkpoint(out, _meta_model(cfg, state), cfg, extra={**refs, "source": source},
+    save_checkpoint(out, _meta_model(cfg, state), cfg, extra={**refs, "source": source, "resolution": [width, height]},
                     dtype=DTYPES[dtype] if dtype else None)
     log.info("wrote %s (%d layers, dim %d, vocab %s)", out, cfg.n_layers, cfg.dim, cfg.vocab)
     return out
 
 
-__all__ = ["COSMOS_FILES", "DTYPES", "TEXT_TOKENIZER_NAME", "VIDEO_TOKENIZER_DIR", "absolute_uri",
-           "check_cosmos_dir", "convert_hf_checkpoint", "write_tokenizers"]
+__all__ = ["COSMOS_FILES", "DTYPES", "RESOLUTIONS", "TEXT_TOKENIZER_NAME", "VIDEO_TOKENIZER_DIR", "absolute_uri",
+           "check_cosmos_dir", "check_resolution", "convert_hf_checkpoint", "default_resolution",
+           "write_tokenizers"]

@@ -255,6 +255,7 @@ def test_convert_upstream_checkpoint_from_s3_and_build_the_spec_prompt(s3_bucket
     assert convert_hf.main(["--hf", hf_uri, "--text-tokenizer", tokenizer_json, "--out", out, "--quiet"]) == 0
     model, mcfg, meta = load_checkpoint(out)
     assert (mcfg.vocab, mcfg.rope_variant, mcfg.qk_norm_per_head, mcfg.head_dim) == ("chameleon", "mm", False, 32)
+    assert meta["resolution"] == [448, 256]  # a 256p stage; generate/serve default to it
     layout, tok = mcfg.layout, chameleon_tok
     assert storage.read_text(meta["text_tokenizer"]) == tok.json  # the sanitized tokenizer, loadable as is
 
@@ -338,3 +339,5 @@ def test_cli_help_and_bad_input(tmp_path, capsys):
     assert convert_hf.main(["--hf", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --hf") and "config.json" in err[0]
+    assert convert_hf.main(["--hf", str(tmp_path), "--out", str(tmp_path / "o"), "--resolution", "big"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --resolution 'big' must look like 672x384"
