@@ -8,17 +8,14 @@ it covers the bucket, and CENTER-cropped (deterministic for video). ``target=352
 448×256), ``528`` the 384p one (672×384), ``656`` gives 768×480.
 
 The patch is a parameter so that tiny CPU sizes work (``target=64, patch=16`` gives 64×64, 80×48, ...). Used by the
-tokenization job and by generation/serving for image-to-video inputs. Pure numpy/torch.
+tokenization job and by generation/serving for image-to-video inputs. numpy + Pillow (upstream resizes with
+Pillow too); no torch, so the decode processes that use it start fast.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-
-# Frames resized per interpolate call: bounds the float32 working set (720p × 8 frames ≈ 88 MB).
-_CHUNK = 8
+from PIL import Image
 
 
 def bucket_sizes(target: int, patch: int = 32, max_aspect: float = 4.0) -> list[tuple[int, int]]:
@@ -78,28 +75,30 @@ def cover_size(width: int, height: int, bucket: tuple[int, int]) -> tuple[int, i
     return max(bucket[0], round(width * scale)), max(bucket[1], round(height * scale))
 
 
-def _resize_chunk(x: torch.Tensor, bucket: tuple[int, int]) -> torch.Tensor:
-    """Halve (box), bicubic-resize to cover and centre-crop.
+def resize_frame(frame: np.ndarray, bucket: tuple[int, int]) -> np.ndarray:
+    """Halve (box filter) while at least twice the bucket, bicubic-resize to cover it, centre-crop — upstream's
+    Pillow recipe.
 
     Args:
-        x: float32 (n, 3, H, W) in [0, 255].
+        frame: uint8 (H, W, 3).
         bucket: (W, H) of the output.
 
     Returns:
-        float32 (n, 3, bucket H, bucket W).
+        uint8 (bucket H, bucket W, 3).
     """
+    img = Image.fromarray(np.ascontiguousarray(frame))
     bw, bh = bucket
-    while x.shape[-1] >= 2 * bw and x.shape[-2] >= 2 * bh:
-        x = F.avg_pool2d(x, 2)  # box filter, floor size like PIL's size // 2
-    nw, nh = cover_size(x.shape[-1], x.shape[-2], bucket)
-    if (nw, nh) != (x.shape[-1], x.shape[-2]):
-        x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
-    top, left = (nh - bh) // 2, (nw - bw) // 2
-    return x[..., top:top + bh, left:left + bw]
+    while img.width >= 2 * bw and img.height >= 2 * bh:
+        img = img.resize((img.width // 2, img.height // 2), resample=Image.BOX)
+    size = cover_size(img.width, img.height, bucket)
+    if size != img.size:
+        img = img.resize(size, resample=Image.BICUBIC)
+    left, top = (size[0] - bw) // 2, (size[1] - bh) // 2
+    return np.asarray(img.crop((left, top, left + bw, top + bh)))
 
 
 def resize_center_crop(frames: np.ndarray, bucket: tuple[int, int]) -> np.ndarray:
-    """Resize frames to cover ``bucket`` and centre-crop them to it.
+    """Resize frames to cover ``bucket`` and centre-crop them to it (:func:`resize_frame` on every frame).
 
     Args:
         frames: uint8 (N, H, W, 3) or (H, W, 3) RGB.
@@ -111,15 +110,13 @@ def resize_center_crop(frames: np.ndarray, bucket: tuple[int, int]) -> np.ndarra
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 (N, H, W, 3) or (H, W, 3), got {frames.dtype} {frames.shape}")
-    single = frames.ndim == 3
-    video = frames[None] if single else frames
+    if frames.ndim == 3:
+        return resize_frame(frames, bucket)
     bw, bh = bucket
-    out = np.empty((video.shape[0], bh, bw, 3), dtype=np.uint8)
-    for i in range(0, video.shape[0], _CHUNK):
-        x = torch.from_numpy(np.ascontiguousarray(video[i:i + _CHUNK])).permute(0, 3, 1, 2).float()  # (n, 3, H, W)
-        y = _resize_chunk(x, bucket).round_().clamp_(0, 255).to(torch.uint8)  # (n, 3, bh, bw)
-        out[i:i + _CHUNK] = y.permute(0, 2, 3, 1).numpy()  # (n, bh, bw, 3)
-    return out[0] if single else out
+    out = np.empty((frames.shape[0], bh, bw, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        out[i] = resize_frame(frame, bucket)
+    return out
 
 
 def fit_to_bucket(frames: np.ndarray, target: int, patch: int = 32, max_aspect: float = 4.0) -> np.ndarray:

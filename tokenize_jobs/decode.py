@@ -547,7 +547,7 @@ def child_main(fd: int) -> None:
     import decord  # noqa: F401
     import PIL.Image  # noqa: F401
 
-    import lumos.buckets  # noqa: F401
+    import lumos.buckets  # noqa: F401 - numpy + Pillow only: no torch in the child
 
     conn = Connection(fd)
     state = _ChildState()
