@@ -175,32 +175,40 @@ def _read_gif(data: bytes) -> np.ndarray:
     return np.stack([f for f, r in zip(frames, repeats) for _ in range(r)])
 
 
-def _read_av(data: bytes) -> np.ndarray:
+def _read_av(data: bytes, max_frames: int | None) -> np.ndarray:
     import av
 
+    frames = []
     with av.open(io.BytesIO(data)) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        for f in container.decode(video=0):
+            frames.append(f.to_ndarray(format="rgb24"))
+            if max_frames and len(frames) >= max_frames:
+                break
     if not frames:
         raise ValueError("video has no decodable frames")
     return np.stack(frames)
 
 
-def read_video_frames(source) -> np.ndarray:
-    """Decode all frames of a GIF / MP4 (any FFmpeg container) / still image.
+def read_video_frames(source, max_frames: int | None = None) -> np.ndarray:
+    """Decode the frames of a GIF / MP4 (any FFmpeg container) / still image.
 
     GIF frames that Pillow merged (identical consecutive frames) are expanded back using their durations.
+
+    Args:
+        source: bytes, a path/URI or a binary file object.
+        max_frames: stop after this many frames (``None`` = all).
 
     Returns:
         uint8 [N, H, W, 3].
     """
     data = _load_bytes(source)
     if data[:6] in (b"GIF87a", b"GIF89a"):
-        return _read_gif(data)
+        return _read_gif(data)[:max_frames]
     if data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff":
         return read_image(data)[None]
     import av
 
     try:
-        return _read_av(data)
+        return _read_av(data, max_frames)
     except (av.error.FFmpegError, EOFError) as e:  # some FFmpeg errors subclass ValueError: catch them first
         raise ValueError(f"not a decodable video ({type(e).__name__})") from None

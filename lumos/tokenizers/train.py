@@ -89,3 +89,34 @@ def lr_at(step: int, total: int, lr: float, warmup: int) -> float:
         return lr * (step + 1) / warmup
     p = (step - warmup) / max(1, total - warmup)
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
+
+
+def fit_clip(frames: np.ndarray, size: int) -> np.ndarray:
+    """Resize (shorter side → ``size``, antialiased) and centre-crop a clip to a square.
+
+    Args:
+        frames: uint8 [N, H, W, 3].
+
+    Returns:
+        uint8 [N, size, size, 3].
+    """
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (N, 3, H, W)
+    h, w = x.shape[-2:]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    x = x[:, :, top:top + size, left:left + size]
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (N, size, size, 3)
+
+
+def real_clips_batch(rng: np.random.Generator, clips: list[np.ndarray], count: int, num_frames: int) -> np.ndarray:
+    """``count`` random windows of ``num_frames`` consecutive frames from fitted clips (short clips repeat their
+    last frame). Returns uint8 [count, num_frames, S, S, 3]."""
+    out = []
+    for _ in range(count):
+        clip = clips[int(rng.integers(len(clips)))]
+        start = int(rng.integers(max(1, len(clip) - num_frames + 1)))
+        idx = np.minimum(np.arange(start, start + num_frames), len(clip) - 1)
+        out.append(clip[idx])
+    return np.stack(out)
