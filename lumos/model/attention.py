@@ -193,7 +193,8 @@ class Attention(nn.Module):
         k = self.k_norm(self.wk(x).view(B, L, self.n_kv_heads, self.head_dim))  # (B, L, nkv, hd)
         v = self.wv(x).view(B, L, self.n_kv_heads, self.head_dim)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, L, hd)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        # QK-norm may run in fp32 under autocast: bring q/k back to v's dtype (one dtype for SDPA / flash-attn)
+        q, k = apply_rotary(q, cos, sin).to(v.dtype), apply_rotary(k, cos, sin).to(v.dtype)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nkv, Lc + L, hd)
         out = plan.attend(q, k, v)  # (B, nh, L, hd)

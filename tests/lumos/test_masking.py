@@ -7,8 +7,14 @@ import math
 import pytest
 import torch
 
-from lumos.masking import (attention_mask, diffusion_forcing_mask, history_indices, random_mask, sample_mask_ratio,
-                           tube_mask)
+from lumos.masking import (
+    attention_mask,
+    diffusion_forcing_mask,
+    history_indices,
+    random_mask,
+    sample_mask_ratio,
+    tube_mask,
+)
 
 
 def gen(seed=0):

@@ -6,8 +6,16 @@ import pytest
 import torch
 
 from lumos.config import model_preset
-from lumos.rope import (RotaryEmbedding, apply_rotary, axis_table, cos_sin, inv_freq, mm_rope_axes, rope_angles,
-                        rope_positions)
+from lumos.rope import (
+    RotaryEmbedding,
+    apply_rotary,
+    axis_table,
+    cos_sin,
+    inv_freq,
+    mm_rope_axes,
+    rope_angles,
+    rope_positions,
+)
 from lumos.sequence import build_sequence, collate_sequences
 
 BLOCK = "t t t t h h w w h h w w h h w w".split()  # spec §5.1, one block of 16 frequencies

@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lumos.sequence import (build_sequence, collate_sequences, frame_content_positions, frame_sequence,
-                            latent_frames, parse_sequence, prompt_sequence)
+from lumos.sequence import (
+    build_sequence,
+    collate_sequences,
+    frame_content_positions,
+    frame_sequence,
+    latent_frames,
+    parse_sequence,
+    prompt_sequence,
+)
 from lumos.vocab import chameleon_layout, compact_layout
 
 
