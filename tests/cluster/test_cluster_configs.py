@@ -227,6 +227,79 @@ def test_launcher_placeholders_are_documented():
         assert f"`{token}`" in readme, f"placeholder {token} is not explained in cluster/README.md"
 
 
+def run_aws_setup(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(CLUSTER / "aws_setup.py"), *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def _load_aws_setup():
+    """cluster/aws_setup.py as a module (cluster/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lumos_cluster_aws_setup", CLUSTER / "aws_setup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--admin-cidr", "0.0.0.0/0"], "must not be the whole internet"),
+    (["--admin-cidr", "office"], "is not a CIDR block"),
+    (["--ami", "ubuntu"], "is not an AMI id"),
+])
+def test_aws_setup_rejects_bad_arguments(args, message):
+    base = {"--region": "us-west-2", "--subnet-id": "subnet-1", "--admin-cidr": "203.0.113.0/24",
+            "--bucket": "my-bucket", "--ami": "ami-0123456789abcdef0"}
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    r = run_aws_setup(*[x for kv in base.items() for x in kv])
+    assert r.returncode == 2 and message in r.stderr.strip().splitlines()[-1], r.stderr
+
+
+@pytest.mark.slow
+def test_aws_setup_then_ray_bootstrap_on_moto(s3_server, tmp_path, monkeypatch):
+    """cluster/aws_setup.py against an EC2/IAM API (moto on 127.0.0.1), then the AWS bootstrap step of
+    ``ray up`` (``bootstrap_aws``) on the filled config: the subnet/zone/security group/instance profiles it
+    names exist and fit together, and Ray adds no inbound rule (no SSH from 0.0.0.0/0)."""
+    import boto3
+    from ray.autoscaler._private.aws.config import bootstrap_aws
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    ec2 = boto3.client("ec2", region_name="us-west-2")
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.20.1.0/24", AvailabilityZone="us-west-2b")["Subnet"]["SubnetId"]
+    ec2.modify_subnet_attribute(SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
+    out = tmp_path / "aws-48gpu.local.yaml"
+    args = ["--region", "us-west-2", "--subnet-id", subnet, "--admin-cidr", "203.0.113.0/24", "--bucket", "my-bucket",
+            "--ami", "ami-0123456789abcdef0", "--placement-group", "none", "--out", str(out)]
+    aws_setup = _load_aws_setup()
+    for _ in range(2):  # the second run reuses everything
+        assert aws_setup.main(args) == 0
+
+    text = out.read_text()
+    assert "REPLACE_ME" not in json.dumps(yaml.safe_load(text)) and "Placement:" not in text
+    full = prepare_config(yaml.safe_load(text))
+    validate_config(full)
+    assert full["provider"]["availability_zone"] == "us-west-2b"
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # Ray writes the generated SSH key under ~/.ssh
+    booted = bootstrap_aws(full)
+    (sg_id,) = {g for t in booted["available_node_types"].values() for g in t["node_config"]["SecurityGroupIds"]}
+    assert {s for t in booted["available_node_types"].values() for s in t["node_config"]["SubnetIds"]} == {subnet}
+    (sg,) = ec2.describe_security_groups(GroupIds=[sg_id])["SecurityGroups"]
+    assert sg["VpcId"] == vpc
+    rules = {(p["IpProtocol"], p.get("FromPort"), tuple(r["CidrIp"] for r in p["IpRanges"]),
+              tuple(g["GroupId"] for g in p["UserIdGroupPairs"])) for p in sg["IpPermissions"]}
+    assert rules == {("tcp", 22, ("203.0.113.0/24",), ()), ("-1", None, (), (sg_id,))}
+
+    iam = boto3.client("iam", region_name="us-west-2")
+    for t in booted["available_node_types"].values():
+        arn = t["node_config"]["IamInstanceProfile"]["Arn"]
+        profile = iam.get_instance_profile(InstanceProfileName=arn.rsplit("/", 1)[1])["InstanceProfile"]
+        assert profile["Arn"] == arn and profile["Roles"]
+    head_policy = iam.get_role_policy(RoleName="lumos-ray-head", PolicyName="lumos")["PolicyDocument"]
+    assert "arn:aws:s3:::my-bucket/lumos/*" in json.dumps(head_policy)
+
+
 # --------------------------------------------------------------------------------------------------------
 # runtime_env.yaml
 # --------------------------------------------------------------------------------------------------------
@@ -400,14 +473,24 @@ def test_kuberay_rayservice_serve_config():
     schema = ServeDeploySchema.model_validate(serve_cfg)
     apps = serve_cfg["applications"]
     assert [a["import_path"] for a in apps] == ["workflows.serve:build_app"]
-    assert set(apps[0]["args"]) == {"checkpoint"}
+    assert apps[0]["args"]["checkpoint"].startswith("s3://")
     assert schema.http_options.port == 8000
     from ray.runtime_env import RuntimeEnv
 
     RuntimeEnv(**apps[0].get("runtime_env", {}))
+    # The builder's own config (workflows/serving/config.py) accepts the args: unknown keys are errors there.
+    from workflows.serving.config import serve_config_from_args
+
+    serve = serve_config_from_args(apps[0]["args"])
+    max_gpus = sum(g["maxReplicas"] * sum(_gpus(c) for c in _containers(g))
+                   for g in svc["spec"]["rayClusterConfig"]["workerGroupSpecs"])
+    assert serve.scaling.max_replicas * (serve.scaling.num_gpus or 1) <= max_gpus
     gpu_groups = [g for g in svc["spec"]["rayClusterConfig"]["workerGroupSpecs"]
                   if any(_gpus(c) for c in _containers(g))]
     assert gpu_groups and all(g["minReplicas"] >= 1 for g in gpu_groups), "keep one sampler warm"
+    for g in [svc["spec"]["rayClusterConfig"]["headGroupSpec"], *gpu_groups]:
+        env = {e["name"]: e for c in _containers(g) for e in c.get("env", [])}
+        assert "secretKeyRef" in env["LUMOS_API_TOKEN"]["valueFrom"], "the API token comes from a Secret"
 
 
 def test_kuberay_serve_config_has_no_unknown_fields():
