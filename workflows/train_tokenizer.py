@@ -261,6 +261,9 @@ def run_ray(cfg: TrainTokenizerConfig) -> dict:
     import ray.train
 
     from workflows.pretrain import trainer_class
+    # Import the worker function by module name: when this file runs as __main__, cloudpickle would otherwise
+    # ship it (and the config dataclasses) by value, without the module globals it needs.
+    from workflows.train_tokenizer import train_loop_per_worker
 
     if not ray.is_initialized():
         ray.init(address=cfg.ray.address, include_dashboard=False, log_to_driver=True)
