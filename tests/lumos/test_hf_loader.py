@@ -8,6 +8,10 @@ import json
 import pytest
 import torch
 from safetensors.torch import save as save_safetensors
+from test_cosmos_adapter import (  # scripted modules with the released .jit signatures
+    TinyDVDecoder,
+    TinyDVEncoder,
+)
 
 from lumos import storage
 from lumos.checkpoint import load_checkpoint
@@ -20,8 +24,10 @@ from lumos.convert.chameleon_text import (
     visual_token_name,
 )
 from lumos.convert.hf_model import load_hf_model, load_hf_state, model_config_from_hf
+from lumos.convert.package import convert_hf_checkpoint
 from lumos.sequence import build_sequence, format_prompt
 from workflows import convert_hf
+from workflows.generate import load_generator
 
 CAPTION = "A red ball rolls over 3 green boxes."
 
@@ -145,6 +151,16 @@ def chameleon_tok(tokenizer_json) -> ChameleonTextTokenizer:
 
 
 @pytest.fixture(scope="module")
+def cosmos_dir(tmp_path_factory) -> str:
+    """A directory with encoder.jit / decoder.jit of the Cosmos DV4x8x8 call signatures (64,000 codes)."""
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("Cosmos-Tokenizer-DV4x8x8")
+    torch.jit.script(TinyDVEncoder()).save(str(d / "encoder.jit"))
+    torch.jit.script(TinyDVDecoder()).save(str(d / "decoder.jit"))
+    return str(d)
+
+
+@pytest.fixture(scope="module")
 def hf_tiny(tmp_path_factory):
     """A tiny random transformers ChameleonForConditionalGeneration (GQA, head_dim 64, per-head QK-norms with
     random distinct values), saved with save_pretrained."""
@@ -233,6 +249,15 @@ def test_mismatched_checkpoint_names_the_first_bad_tensor(tmp_path, edit, messag
         load_hf_state(str(tmp_path), vocab="compact", progress=False)
 
 
+def test_convert_rejects_a_directory_without_cosmos_files(tmp_path):
+    cfg = upstream_config(vocab_size=600)
+    write_hf_checkpoint(str(tmp_path / "hf"), cfg, upstream_state(cfg), shards=1)
+    with pytest.raises(ValueError, match="no encoder.jit"):
+        convert_hf_checkpoint(str(tmp_path / "hf"), str(tmp_path / "out"), vocab="compact",
+                              video_tokenizer=str(tmp_path), progress=False)
+    assert not (tmp_path / "out" / "config.json").exists()
+
+
 def test_config_errors_are_one_line():
     with pytest.raises(ValueError, match="vocab_size=600 is not the Lumos-1 vocabulary"):
         model_config_from_hf(upstream_config(vocab_size=600))
@@ -246,15 +271,20 @@ def test_config_errors_are_one_line():
 
 
 def test_convert_upstream_checkpoint_from_s3_and_build_the_spec_prompt(s3_bucket, tokenizer_json, chameleon_tok,
-                                                                      tmp_path):
-    """A 129,536-vocabulary upstream-style checkpoint on S3 → our checkpoint → the chameleon-layout sequence of a
-    text-to-video prompt has exactly the ids of LUMOS_SPEC §4, and the model runs on it."""
+                                                                      cosmos_dir, tmp_path):
+    """A 129,536-vocabulary upstream-style checkpoint on S3 + Cosmos + merged tokenizer → our checkpoint, opened by
+    workflows.generate unchanged → the chameleon-layout sequence of a text-to-video prompt has exactly the ids of
+    LUMOS_SPEC §4, the model runs on it and the Cosmos decoder turns its codes into frames."""
     cfg = upstream_config(vocab_size=129536, dim=64, heads=2, kv_heads=1)
     hf_uri = write_hf_checkpoint(storage.join(s3_bucket, "Lumos-1/1B/stage-2-joint"), cfg, upstream_state(cfg))
     out = str(tmp_path / "converted")
-    assert convert_hf.main(["--hf", hf_uri, "--text-tokenizer", tokenizer_json, "--out", out, "--quiet"]) == 0
-    model, mcfg, meta = load_checkpoint(out)
+    assert convert_hf.main(["--hf", hf_uri, "--text-tokenizer", tokenizer_json, "--cosmos", cosmos_dir,
+                            "--copy-cosmos", "--out", out, "--quiet"]) == 0
+    gen = load_generator(out, "cpu")
+    model, mcfg, meta = gen.model, gen.model_cfg, gen.meta
     assert (mcfg.vocab, mcfg.rope_variant, mcfg.qk_norm_per_head, mcfg.head_dim) == ("chameleon", "mm", False, 32)
+    assert meta["video_tokenizer"] == "tokenizer" and meta["video_tokenizer_source"] == cosmos_dir
+    assert gen.video_tokenizer.codebook_size == 64000
     assert meta["resolution"] == [448, 256]  # a 256p stage; generate/serve default to it
     layout, tok = mcfg.layout, chameleon_tok
     assert storage.read_text(meta["text_tokenizer"]) == tok.json  # the sanitized tokenizer, loadable as is
@@ -279,9 +309,12 @@ def test_convert_upstream_checkpoint_from_s3_and_build_the_spec_prompt(s3_bucket
         pos += 1
     assert ids[pos:] == [9005, 8710]
 
+    assert gen.text_tokenizer.encode(prompt) == text_ids  # generate's tokenizer: same ids (digit-isolating BPE)
+
     with torch.no_grad():
         logits = model(**{k: v for k, v in _inputs(layout, text_ids, codes, duration, fps).items()})
     assert logits.shape == (1, len(ids), 129536) and torch.isfinite(logits).all()
+    assert gen.video_tokenizer.decode(codes).shape == (1 + 4 * (2 - 1), H, W, 3)
 
 
 def _inputs(layout, text_ids, codes, duration, fps):
