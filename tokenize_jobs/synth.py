@@ -78,7 +78,7 @@ def write_corpus(args: argparse.Namespace) -> str:
     """Write every file, then the manifest; returns the manifest URI."""
     validate(args)
     rows = []
-    for i in tqdm(range(args.videos), desc="synth", unit="file", disable=None):
+    for i in tqdm(range(args.videos), desc="synth", unit="file", mininterval=2.0):
         data, row = make_item(args, i)
         rel = f"{'videos' if args.format == 'mp4' else 'images'}/{i:06d}.{args.format}"
         storage.write_bytes(storage.join(args.out, rel), data)

@@ -196,7 +196,7 @@ def run_worker(cfg: TrainTokenizerConfig, rank: int, world: int, report, wrap=la
     initial = evaluate(_unwrap(model), held)
     metrics: dict = {"step": 0, "heldout_psnr": initial["psnr"]}
     start = time.time()
-    bar = tqdm(range(cfg.optim.steps), desc="train_tokenizer", disable=rank != 0 or None)
+    bar = tqdm(range(cfg.optim.steps), desc="train_tokenizer", disable=rank != 0, mininterval=5.0)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.optim.steps, cfg.optim.lr, cfg.optim.warmup_steps)
@@ -289,6 +289,7 @@ def train_tokenizer(cfg: TrainTokenizerConfig) -> dict:
     cfg = absolute_paths(cfg)
     check_inputs(cfg)
     if cfg.ray.num_workers == 0:
+        torch.set_num_threads(cfg.ray.threads_per_worker)
         return run_worker(cfg, 0, 1, report=lambda m: None)
     return run_ray(cfg)
 
