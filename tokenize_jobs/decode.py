@@ -46,6 +46,10 @@ CONVERT_COST = 0.6
 decoded but not converted)."""
 
 
+STARTUP_TIMEOUT_S = 120.0
+"""Deadline for a decode child to start (imports decord, PyAV, Pillow; seconds on a loaded machine)."""
+
+
 class InputError(Exception):
     """One input (or one clip of it) cannot be used; becomes an error row ``(source, stage, error)``.
 
@@ -491,6 +495,9 @@ class _ChildState:
         self.reader = None
         self.temp: str | None = None
 
+    def ping(self) -> str:
+        return "ok"
+
     def close(self) -> None:
         self.reader = None
         if self.temp:
@@ -630,14 +637,19 @@ class DecodeWorker:
             raise InputError(reply[1], reply[2])
         return reply[1]
 
-    def open(self, source: str) -> VideoInfo:
-        """Fetch and open ``source`` in the child; returns what is known before decoding frames.
+    def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        """Start the child (imports included) if it is not running, so later steps are timed on their work alone.
 
-        The first call also pays the child's start-up (imports), so it gets a longer deadline.
+        Raises:
+            InputError: stage ``open`` if the child does not come up within ``timeout_s``.
         """
-        first = not self._alive()
-        return self._call("open", (source, self.settings), "open",
-                          self.settings.timeout_s + (60.0 if first else 0.0))
+        if not self._alive():
+            self._call("ping", (), "open", timeout_s)
+
+    def open(self, source: str) -> VideoInfo:
+        """Fetch and open ``source`` in the child; returns what is known before decoding frames."""
+        self.start()
+        return self._call("open", (source, self.settings), "open")
 
     def read(self, plan: ClipPlan, strategy: str, bucket: tuple[int, int]) -> tuple[np.ndarray, float]:
         """Frames of one clip of the open input, resized into ``bucket``.

@@ -74,6 +74,7 @@ class DecodeClips:
         self.settings = ClipSettings(**settings)
         self.id_key = id_key
         self.worker = DecodeWorker(self.settings)
+        self.worker.start()
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         for row in batch.to_pylist():

@@ -213,7 +213,7 @@ def final_manifest(args, tok: dict, settings: dict, manifest: Manifest, stats: d
     return {
         "format": FORMAT, "settings": settings, "tokenizer": tok, "layout": args.layout,
         "manifest": args.manifest,
-        "counts": {"inputs": manifest.num_rows, "clips": final.num_clips, "errors": final.num_errors,
+        "counts": {"inputs": manifest.num_rows, "clips_written": final.num_clips, "errors": final.num_errors,
                    "inputs_with_clips": sum(1 for s in final.clips if final.clips[s]),
                    "unaccounted_inputs": len(sources - final.accounted_sources())},
         "shards": [f[len(root):].lstrip("/") for f in final.shard_files],
@@ -262,7 +262,10 @@ def run_job(args: argparse.Namespace) -> dict:
     extras = manifest.inputs.select(manifest.extra_columns) if manifest.extra_columns else None
     sink = ShardSink(args.out, run_id, ray.put(extras) if extras is not None else None, args.rows_per_file)
     if todo.num_rows:
-        build_dataset(ray, todo, args, tok, settings["id_key"], pools).write_datasink(sink)
+        # Writes take no CPU slot: the actor pools may hold every CPU (2-core machines), and a write task waiting
+        # for a CPU that only finished actors release would stall the stream.
+        build_dataset(ray, todo, args, tok, settings["id_key"], pools).write_datasink(
+            sink, ray_remote_args={"num_cpus": 0})
     stats = merge_stats(sink.results)
     wall = time.time() - t0
     run = {"run_id": run_id, "inputs_processed": todo.num_rows, "inputs_skipped": skipped,
@@ -276,7 +279,7 @@ def run_job(args: argparse.Namespace) -> dict:
 
 def summary_line(doc: dict, out: str) -> str:
     c, r = doc["counts"], doc["last_run"]
-    return (f"tokenize: {c['inputs']} inputs, {c['clips']} clips, {c['errors']} errors "
+    return (f"tokenize: {c['inputs']} inputs, {c['clips_written']} clips, {c['errors']} errors "
             f"({r['clips']} clips, {r['errors']} errors this run; {r['inputs_skipped']} inputs already done), "
             f"{r['clips_per_s']:.2f} clips/s, {r['wall_s']:.1f} s -> {out}")
 

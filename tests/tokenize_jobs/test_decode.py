@@ -174,7 +174,7 @@ def test_a_hanging_input_times_out_and_the_worker_recovers(worker, tmp_path, cli
     os.mkfifo(fifo)  # opening a FIFO with no writer blocks forever: a real hang in the child
     hanging = DecodeWorker(ClipSettings(timeout_s=2))
     try:
-        hanging.open(str(clip_small))  # start the child before timing the hang
+        hanging.start()  # the child is up: the 2 s deadline below times the hang alone
         with pytest.raises(InputError) as e:
             hanging.open(str(fifo))
         assert e.value.stage == "open" and "timed out after 2 s" in e.value.message

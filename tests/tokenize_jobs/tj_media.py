@@ -81,3 +81,70 @@ def write_manifest(path, rows: list[dict]) -> str:
 # Small settings shared by the job tests: 5-frame clips at 4 fps (1 s) in 64-px buckets of 16-px patches.
 JOB_ARGS = ["--fps", "4", "--seconds", "1", "--target-size", "64", "--patch", "16", "--batch-size", "4",
             "--decode-concurrency", "1,2", "--tokenize-concurrency", "1", "--rows-per-file", "8"]
+
+
+def reference_clips(path, source: str, caption: str, settings, tokenizer_uri: str) -> dict[int, dict]:
+    """Direct decode + tokenize of one input, outside Ray: PyAV frames at the planned indices, bucket resize, the
+    video tokenizer, and the prompt's text ids. Returns ``{clip_index: {"video_tokens", "text_ids", "grid",
+    "start_s", "size"}}``."""
+    from lumos.buckets import choose_bucket, resize_center_crop
+    from lumos.sequence import format_prompt
+    from lumos.tokenizers import load_text_tokenizer, load_video_tokenizer
+    from lumos.vocab import build_layout
+    from tokenize_jobs.decode import open_reader, plan_clips
+
+    tok = load_video_tokenizer(tokenizer_uri)
+    layout = build_layout("compact", tok.codebook_size)
+    text = load_text_tokenizer(None, layout)
+    info = open_reader(str(path), source).info()
+    bucket = choose_bucket(info.width, info.height, settings.target_size, settings.patch)
+    frames_all = pyav_frames(path) if not info.is_image else None
+    out = {}
+    for plan in plan_clips(info, settings):
+        if info.is_image:
+            from PIL import Image
+
+            frames = np.asarray(Image.open(path).convert("RGB"))[None]
+        else:
+            frames = frames_all[plan.indices]
+        clip = resize_center_crop(frames, bucket)
+        codes = tok.encode(clip).numpy()
+        n = len(plan.indices)
+        fps = 1 if info.is_image else settings.fps
+        prompt = format_prompt(layout, caption, width=bucket[0], height=bucket[1], frames=1 if n == 1 else n - 1,
+                               fps=fps)
+        out[plan.clip_index] = {"video_tokens": codes.reshape(-1).tolist(), "text_ids": text.encode(prompt),
+                                "grid": codes.shape, "start_s": plan.start_s, "size": bucket}
+    return out
+
+
+def read_shards(out_dir) -> pa.Table:  # noqa: F821
+    """All shard rows of a finished output directory (files listed in ``_manifest.json``), sorted by clip id."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from lumos import storage
+    from tokenize_jobs.shards import read_manifest_json
+
+    doc = read_manifest_json(out_dir)
+    tables = []
+    for name in doc["shards"]:
+        fs, p = storage.resolve(storage.join(out_dir, name))
+        tables.append(pq.read_table(p, filesystem=fs))
+    table = pa.concat_tables(tables)
+    return table.take(pc.sort_indices(table, [("clip_id", "ascending")]))
+
+
+def read_errors(out_dir) -> list[dict]:
+    """All error rows of an output directory."""
+    import pyarrow.parquet as pq
+
+    from lumos import storage
+    from tokenize_jobs.shards import read_manifest_json
+
+    rows = []
+    for name in read_manifest_json(out_dir)["error_files"]:
+        fs, p = storage.resolve(storage.join(out_dir, name))
+        rows += pq.read_table(p, filesystem=fs).to_pylist()
+    return rows
