@@ -1,0 +1,1 @@
+"""Pieces of the Ray Serve sampler (``python -m workflows.serve``): config, HTTP contract, engine, deployments."""
