@@ -3,7 +3,7 @@
 Builds the DeepSpeed config from :class:`workflows.train_config.PretrainConfig` (ZeRO stage 0–3, bf16 on GPU /
 fp32 on CPU, gradient clipping, gradient accumulation), the AdamW optimizer of the released recipes (LUMOS_SPEC
 §9.2: betas (0.9, 0.95), weight decay 0.1 on matrices only — norms, biases and embeddings are not decayed) and
-the LR schedule (linear warm-up, then constant or half-cosine to ``min_lr``, as xllmx ``lr_sched``).
+the LR schedule (linear warm-up, then constant or half-cosine down to ``min_lr_ratio · lr``, as xllmx ``lr_sched``).
 
 CPU facts this module works around (STACK_NOTES, DeepSpeed section):
 
@@ -28,14 +28,14 @@ from workflows.train_config import OptimSection, PretrainConfig
 
 
 class LRSchedule:
-    """LR multiplier per optimizer step: linear warm-up, then constant or half-cosine to ``min_lr``.
+    """LR multiplier per optimizer step: linear warm-up, then constant or half-cosine down to ``min_lr_ratio · lr``.
 
     Args:
-        optim: the optimizer section (lr, min_lr, warmup_steps, max_steps, schedule).
+        optim: the optimizer section (min_lr_ratio, warmup_steps, max_steps, schedule).
     """
 
     def __init__(self, optim: OptimSection):
-        self.lr, self.min_lr = optim.lr, optim.min_lr
+        self.min_ratio = optim.min_lr_ratio
         self.warmup, self.total, self.kind = optim.warmup_steps, optim.max_steps, optim.schedule
 
     def __call__(self, step: int) -> float:
@@ -44,8 +44,7 @@ class LRSchedule:
         if self.kind == "constant":
             return 1.0
         progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-        lr = self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + math.cos(math.pi * progress))
-        return lr / self.lr
+        return self.min_ratio + 0.5 * (1.0 - self.min_ratio) * (1.0 + math.cos(math.pi * progress))
 
 
 def precision(cfg: PretrainConfig, on_gpu: bool) -> str:

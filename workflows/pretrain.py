@@ -107,12 +107,30 @@ def init_ray(cfg: PretrainConfig) -> None:
              log_to_driver=True)
 
 
+def trainer_class():
+    """``TorchTrainer`` without Ray Train's detached PlacementGroupCleaner.
+
+    The cleaner asks the State API whether the controller is alive and removes the worker group's placement
+    group when the answer is "not found". With more than one Ray instance on a host (CI machines, laptops running
+    several sessions) the State API client may query another instance, get "not found" and kill a healthy run
+    (seen here: a restarted worker group destroyed mid-step). Placement groups of a non-detached controller are
+    released with the job anyway, so nothing leaks without it.
+    """
+    from ray.train.torch import TorchTrainer
+
+    class LumosTrainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            return [cb for cb in super()._create_default_callbacks()
+                    if type(cb).__name__ != "PlacementGroupCleanerCallback"]
+
+    return LumosTrainer
+
+
 def build_trainer(cfg: PretrainConfig, tokenizer: str | None):
     """The TorchTrainer: scaling, run storage (local or S3), checkpoint retention, failure policy, data."""
     import ray.data
     import ray.train
     from ray.data import ExecutionOptions
-    from ray.train.torch import TorchTrainer
 
     fs, path = storage.resolve(cfg.checkpoint.storage)
     run_config = ray.train.RunConfig(
@@ -130,7 +148,7 @@ def build_trainer(cfg: PretrainConfig, tokenizer: str | None):
     # preserve_order makes the equal split deterministic, so a resumed run gets the same rows per worker.
     data_config = ray.train.DataConfig(execution_options=ExecutionOptions(preserve_order=True),
                                        enable_shard_locality=False)
-    return TorchTrainer(train_loop_per_worker, train_loop_config={"cfg": cfg.to_dict(), "tokenizer": tokenizer},
+    return trainer_class()(train_loop_per_worker, train_loop_config={"cfg": cfg.to_dict(), "tokenizer": tokenizer},
                         scaling_config=scaling, run_config=run_config, datasets={"train": read_shards(cfg.data)},
                         dataset_config=data_config)
 

@@ -71,7 +71,10 @@ def read_shards(data: DataSection):
     ds = ray.data.read_parquet(paths, filesystem=fs, columns=SHARD_COLUMNS)
     if data.stage == "image" and not data.video_first_frame_as_image:
         ds = ds.filter(expr="grid_t == 1")
-    return ds
+    if not data.materialize:
+        return ds
+    ds.context.execution_options.preserve_order = True  # same block order in every relaunch of the run
+    return ds.materialize()
 
 
 def row_to_sample(row: dict[str, Any], data: DataSection, temporal_compression: int = 4) -> dict[str, Any]:

@@ -64,6 +64,9 @@ class DataSection:
     """Sequences per worker per forward/backward."""
     bucket_window: int = 32
     """Samples gathered, sorted by length and cut into micro-batches of similar length (little padding)."""
+    materialize: bool = False
+    """Read the shards once into the Ray object store before training (small datasets: later epochs then skip
+    the Parquet read tasks)."""
     shuffle: bool = True
     """Shuffle each bucket window's batches and the rows fed into it (seeded by seed, epoch, rank)."""
     video_tokenizer: str | None = None
@@ -88,10 +91,10 @@ class OptimSection:
     """AdamW + LR schedule (spec §9.2)."""
 
     lr: float = 1e-3
-    min_lr: float = 0.0
-    """Final LR of the cosine schedule (ignored by ``constant``)."""
+    min_lr_ratio: float = 0.1
+    """Final LR of the cosine schedule as a fraction of ``lr`` (ignored by ``constant``)."""
     schedule: str = "constant"
-    """``constant`` (the released recipes: lr = min_lr) or ``cosine`` (half-cosine from lr to min_lr)."""
+    """``constant`` (the released recipes: lr = min_lr) or ``cosine`` (half-cosine from lr to lr·min_lr_ratio)."""
     warmup_steps: int = 0
     max_steps: int = 100
     """Optimizer steps of the run."""
@@ -106,8 +109,10 @@ class OptimSection:
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"optim.schedule={self.schedule!r} not in {SCHEDULES}")
-        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
-            raise ConfigError("optim.lr must be > 0 and optim.min_lr in [0, lr]")
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.max_steps < 1 or self.warmup_steps < 0 or self.grad_accum < 1:
             raise ConfigError("optim.max_steps and optim.grad_accum must be >= 1, optim.warmup_steps >= 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):

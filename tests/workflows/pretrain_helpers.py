@@ -33,6 +33,22 @@ def debug_tokenizer_dir(root: str) -> str:
         return path
 
 
+def shared_shards(tmp_path_factory) -> str:
+    """One shard dataset per pytest session, shared by the pre-training test modules."""
+    root = tmp_path_factory.getbasetemp() / "pretrain_shards"
+    if not (root / "shards" / "_manifest.json").exists():
+        root.mkdir(exist_ok=True)
+        write_shards(str(root))
+    return str(root / "shards")
+
+
+def debug_overrides(shards: str, storage: str, name: str, **extra) -> list[str]:
+    """Dotted overrides for a short debug run (2 CPU workers) on ``shards`` into ``storage/name``."""
+    base = {"data.shards": shards, "checkpoint.storage": storage, "checkpoint.name": name,
+            "metrics.every_steps": 1, "optim.warmup_steps": 0}
+    return [f"{k}={v}" for k, v in {**base, **extra}.items()]
+
+
 def write_shards(root: str, videos: int = 16, images: int = 8, size: int = 32, frames: int = 9, fps: int = 8,
                  files: int = 2, seed: int = 0) -> str:
     """Write ``root/shards`` and return its path.

@@ -1,0 +1,153 @@
+"""Pre-training config, DeepSpeed config, LR schedule, optimizer groups, shard batching and CLI errors (no Ray)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from lumos.config import model_preset
+from lumos.model import LumosModel
+from workflows import pretrain
+from workflows.config_io import ConfigError, dump_config
+from workflows.engine import LRSchedule, build_ds_config, param_groups
+from workflows.shard_data import bucket_batches, check_shards, epoch_batches, row_to_sample, sample_length
+from workflows.train_config import DataSection, OptimSection, PretrainConfig, load_pretrain_config
+from workflows.train_loop import TrainState, micro_batches
+
+CONFIGS = Path(__file__).resolve().parents[2] / "workflows" / "configs"
+DEBUG = str(CONFIGS / "pretrain_debug.yaml")
+
+
+def test_overrides_resolve_and_round_trip():
+    cfg = load_pretrain_config(DEBUG, ["model.overrides.n_layers=3", "optim.lr=1e-4", "engine.zero_stage=3",
+                                       "data.max_latent_frames=null"])
+    assert cfg.model.build().n_layers == 3 and cfg.optim.lr == 1e-4 and cfg.engine.zero_stage == 3
+    assert cfg.data.max_latent_frames is None
+    assert PretrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert "n_layers: 3" in dump_config(cfg)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("optim.lrr=1", "optim.lrr"),
+    ("model.overrides.depth=4", "model.overrides.depth"),
+    ("model.preset=huge", "huge"),
+    ("engine.zero_stage=4", "engine.zero_stage"),
+    ("data.stage=video", "data.stage"),
+    ("data.micro_batch_size=two", "data.micro_batch_size"),
+    ("ardf.mask_type=checkerboard", "ardf.mask_type"),
+    ("fault.exit_at_step=3", "fault.marker"),
+])
+def test_bad_keys_and_values_name_the_key(override, key):
+    with pytest.raises(ConfigError) as e:
+        load_pretrain_config(DEBUG, [override])
+    assert key in str(e.value) and "\n" not in str(e.value)
+
+
+def test_deepspeed_config_cpu_and_gpu():
+    cfg = load_pretrain_config(DEBUG, ["optim.grad_accum=3", "engine.zero_stage=3"])
+    cpu = build_ds_config(cfg, world_size=2, on_gpu=False)
+    assert cpu["train_batch_size"] == cfg.data.micro_batch_size * 3 * 2
+    assert cpu["gradient_clipping"] == 4.0 and cpu["zero_optimization"]["stage"] == 3
+    assert cpu["bf16"]["enabled"] is False and "optimizer" not in cpu
+    gpu = build_ds_config(load_pretrain_config(str(CONFIGS / "pretrain_1b_48gpu.yaml")), world_size=48, on_gpu=True)
+    assert gpu["bf16"]["enabled"] is True and gpu["zero_optimization"]["stage"] == 3
+    assert gpu["train_batch_size"] == 2 * 2 * 48
+
+
+def test_lr_schedule_warmup_then_cosine_or_constant():
+    cos = LRSchedule(OptimSection(lr=1.0, min_lr_ratio=0.1, warmup_steps=4, max_steps=14, schedule="cosine"))
+    assert [cos(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert cos(4) == pytest.approx(1.0) and cos(9) == pytest.approx(0.55) and cos(14) == pytest.approx(0.1)
+    const = LRSchedule(OptimSection(lr=1.0, warmup_steps=2, max_steps=10))
+    assert [const(s) for s in (0, 1, 5, 9)] == [0.5, 1.0, 1.0, 1.0]
+
+
+def test_param_groups_decay_only_matrices():
+    model = LumosModel(model_preset("debug"))
+    decay, no_decay = param_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    ids = {id(p) for p in decay["params"]} | {id(p) for p in no_decay["params"]}
+    assert ids == {id(p) for p in model.parameters()}
+    assert id(model.tok_embeddings.weight) in {id(p) for p in no_decay["params"]}
+    assert id(model.lm_head.weight) in {id(p) for p in decay["params"]}
+    assert all(p.dim() == 1 for p in no_decay["params"] if p is not model.tok_embeddings.weight)
+
+
+def _row(i: int, frames: int, grid: int = 4, text: int = 10) -> dict:
+    return {"clip_id": f"c{i}", "text_ids": list(range(300, 300 + text)), "grid_t": frames, "grid_h": grid,
+            "grid_w": grid, "fps": 8.0, "video_tokens": [(i + k) % 240 for k in range(frames * grid * grid)]}
+
+
+def test_row_to_sample_crops_and_image_stage():
+    s = row_to_sample(_row(0, 5), DataSection(max_latent_frames=3))
+    assert s["codes"].shape == (3, 4, 4) and s["fps"] == 8 and s["duration"] == 1  # 9 RGB frames at 8 fps
+    assert s["codes"].flatten()[:3].tolist() == [0, 1, 2]
+    img = row_to_sample(_row(0, 5), DataSection(stage="image"))
+    assert img["codes"].shape == (1, 4, 4) and (img["duration"], img["fps"]) == (1, 1)
+    with pytest.raises(ValueError, match="c0"):
+        row_to_sample({**_row(0, 5), "grid_t": 4}, DataSection())
+
+
+def test_bucketing_pads_little_and_splits_evenly():
+    g = torch.Generator().manual_seed(0)
+    rows = [_row(i, frames=int(torch.randint(1, 6, (1,), generator=g)), text=int(torch.randint(5, 60, (1,),
+                                                                                                   generator=g)))
+            for i in range(64)]
+    samples = [row_to_sample(r, DataSection()) for r in rows]
+
+    def padding(batches):
+        return sum(len(b) * max(map(sample_length, b)) - sum(map(sample_length, b)) for b in batches)
+
+    bucketed = list(bucket_batches(samples, 4, 32, torch.Generator().manual_seed(1)))
+    plain = [samples[i:i + 4] for i in range(0, 64, 4)]
+    assert len(bucketed) == 16 and sorted(s["codes"].sum().item() for b in bucketed for s in b) == sorted(
+        s["codes"].sum().item() for s in samples)
+    assert padding(bucketed) < 0.25 * padding(plain)
+    assert len(list(bucket_batches(samples[:30], 4, 8, None))) == 7  # 30 // 4; the rest is dropped
+
+
+def test_data_position_resume_sees_the_same_batches():
+    rows = [_row(i, frames=1 + i % 3) for i in range(20)]
+    data = DataSection(micro_batch_size=2, bucket_window=6)
+    cfg = PretrainConfig(data=data, seed=3)
+    worker = type("W", (), {"rank": 1, "world": 2})()
+    full = micro_batches(rows, cfg, TrainState(), worker, 4)
+    ref = [next(full) for _ in range(17)]  # crosses an epoch boundary (10 batches per epoch)
+    resumed = micro_batches(rows, cfg, TrainState(epoch=0, batch_in_epoch=7), worker, 4)
+    for want in ref[7:]:
+        got = next(resumed)
+        assert got[:2] == want[:2] and [s["codes"].tolist() for s in got[2]] == [s["codes"].tolist()
+                                                                                 for s in want[2]]
+    epoch0 = list(epoch_batches(rows, data, seed=3, epoch=0, rank=1))
+    epoch1 = list(epoch_batches(rows, data, seed=3, epoch=1, rank=1))
+    assert [b[0]["codes"].tolist() for b in epoch0] != [b[0]["codes"].tolist() for b in epoch1]
+
+
+def test_missing_or_partial_shards_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="no such directory"):
+        check_shards(str(tmp_path / "nope"))
+    (tmp_path / "part-0.parquet").write_bytes(b"")
+    with pytest.raises(ValueError, match="_manifest.json"):
+        check_shards(str(tmp_path))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "_manifest.json").write_text(json.dumps({}))
+    with pytest.raises(ValueError, match="no Parquet"):
+        check_shards(str(empty))
+
+
+def test_cli_errors_are_one_line_and_start_nothing(tmp_path, capsys):
+    assert pretrain.main(["--config", DEBUG, "optim.lrr=1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: unknown key: optim.lrr"
+    assert pretrain.main(["--config", DEBUG, f"data.shards={tmp_path}", f"checkpoint.storage={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: data.shards=") and "_manifest.json" in err and "\n" not in err
+    assert not os.path.exists(tmp_path / "pretrain-debug")
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(["--help"])
+    assert e.value.code == 0 and "--config" in capsys.readouterr().out
+
