@@ -230,26 +230,28 @@ def _key_of(keyframes: list[int], pos: int) -> int:
     return keyframes[max(i, 0)]
 
 
-def seek_cost(indices: list[int], keyframes: list[int], pos: int = 0) -> float:
+def seek_cost(indices: list[int], keyframes: list[int], pos: int = 0, *, seek: float = SEEK_COST,
+              convert: float = CONVERT_COST) -> float:
     """Cost of ``VideoReader.get_batch(indices)`` from reader position ``pos``, simulating decord's seek logic.
 
     decord seeks (``SEEK_COST``) whenever the next sample lies in another GOP than the current position (or
     behind it), then decodes from that GOP's key frame; inside a GOP it decodes forward. Every returned frame is
-    converted (``CONVERT_COST``).
+    converted (``CONVERT_COST``). ``seek``/``convert`` override the two constants (calibration).
     """
     keyframes = keyframes or [0]
     cost, cur = 0.0, pos
     for s in sorted(set(indices)):
         if s != cur and (_key_of(keyframes, s) != _key_of(keyframes, cur) or s < cur):
-            cost += SEEK_COST + (s - _key_of(keyframes, s) + 1)
+            cost += seek + (s - _key_of(keyframes, s) + 1)
         else:
             cost += s - cur + 1
-        cost += CONVERT_COST
+        cost += convert
         cur = s + 1
     return cost
 
 
-def sequential_cost(indices: list[int], keyframes: list[int], pos: int = 0) -> float:
+def sequential_cost(indices: list[int], keyframes: list[int], pos: int = 0, *, seek: float = SEEK_COST,
+                    convert: float = CONVERT_COST) -> float:
     """Cost of reading the span ``min(indices)..max(indices)`` with ``next()`` from reader position ``pos``: reach
     the first sample (decode forward inside the current GOP, else seek to its key frame), then decode and convert
     every frame of the span."""
@@ -258,8 +260,8 @@ def sequential_cost(indices: list[int], keyframes: list[int], pos: int = 0) -> f
     if first >= pos and _key_of(keyframes, first) == _key_of(keyframes, pos):
         reach = first - pos
     else:
-        reach = SEEK_COST + first - _key_of(keyframes, first)
-    return reach + (last - first + 1) * (1 + CONVERT_COST)
+        reach = seek + first - _key_of(keyframes, first)
+    return reach + (last - first + 1) * (1 + convert)
 
 
 def choose_strategy(indices: list[int], keyframes: list[int], pos: int = 0) -> str:

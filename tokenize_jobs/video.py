@@ -261,15 +261,18 @@ def run_job(args: argparse.Namespace) -> dict:
     pools = pool_sizes(args, res.get("CPU", 1), int(res.get("GPU", 0)))
     extras = manifest.inputs.select(manifest.extra_columns) if manifest.extra_columns else None
     sink = ShardSink(args.out, run_id, ray.put(extras) if extras is not None else None, args.rows_per_file)
+    t_exec = time.time()
     if todo.num_rows:
         # Writes take no CPU slot: the actor pools may hold every CPU (2-core machines), and a write task waiting
         # for a CPU that only finished actors release would stall the stream.
         build_dataset(ray, todo, args, tok, settings["id_key"], pools).write_datasink(
             sink, ray_remote_args={"num_cpus": 0})
     stats = merge_stats(sink.results)
+    execute_s = time.time() - t_exec
     wall = time.time() - t0
     run = {"run_id": run_id, "inputs_processed": todo.num_rows, "inputs_skipped": skipped,
            "manifest_errors_written": new_manifest_errors, "wall_s": round(wall, 3),
+           "execute_s": round(execute_s, 3),
            "clips_per_s": round(stats["clips"] / wall, 3) if wall > 0 else 0.0, "pools": pools}
     doc = final_manifest(args, tok, settings, manifest, stats, run)
     write_manifest(args.out, doc)

