@@ -141,9 +141,10 @@ class PaddedPlan:
             a = min(max(p.q_start, pad), p.q_end)
             if a > p.q_start:  # queries inside the padding: never read, left at zero
                 outs.append(q.new_zeros(*q.shape[:2], a - p.q_start, q.shape[3]))
-            if a < p.q_end:
+            if a < p.q_end:  # one query at the end of its keys: causal needs no mask
+                causal = p.causal and p.q_end - a > 1
                 outs.append(attend_piece(q[:, :, a - off:p.q_end - off], k[:, :, pad:p.k_end],
-                                         v[:, :, pad:p.k_end], p.causal))
+                                         v[:, :, pad:p.k_end], causal))
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
 
