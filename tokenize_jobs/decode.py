@@ -172,20 +172,22 @@ class ClipPlan:
 # Planning (pure functions, run in the parent)
 
 
-def clip_starts(duration_s: float, clip_s: float, policy: str, max_clips: int = 0) -> list[float]:
+def clip_starts(duration_s: float, clip_s: float, policy: str, max_clips: int = 0, slack_s: float = 1e-6) -> list[float]:
     """Start times (s) of the clips of a video.
+
+    Args:
+        slack_s: a window may overhang the end by this much (timestamp rounding; half a source frame in practice).
 
     Raises:
         InputError: stage ``sample`` when the video is shorter than one clip window.
     """
-    eps = 1e-6
-    if duration_s + eps < clip_s:
+    if duration_s + slack_s < clip_s:
         raise InputError("sample", f"too short: {duration_s:.3f} s, one clip needs {clip_s:.3f} s")
     if policy == "center":
         return [max(0.0, (duration_s - clip_s) / 2)]
     if policy == "first":
         return [0.0]
-    n = int((duration_s + eps) // clip_s)
+    n = int((duration_s + slack_s) // clip_s)
     if max_clips:
         n = min(n, max_clips)
     return [k * clip_s for k in range(n)]
@@ -216,7 +218,8 @@ def plan_clips(info: VideoInfo, settings: ClipSettings) -> list[ClipPlan]:
     if info.is_image:
         return [ClipPlan(0, 0.0, [0])]
     n = settings.frames_per_clip
-    starts = clip_starts(info.duration_s, settings.clip_seconds, settings.clip_policy, settings.max_clips)
+    starts = clip_starts(info.duration_s, settings.clip_seconds, settings.clip_policy, settings.max_clips,
+                         slack_s=0.5 / info.fps)
     times = frame_times(info)
     return [ClipPlan(i, round(s, 6), sample_indices(times, s, n, settings.fps)) for i, s in enumerate(starts)]
 

@@ -103,3 +103,33 @@ def test_job_output_matches_direct_decode_and_tokenize(ray_local, tmp_path, toke
     assert len(doc["shards"]) >= 2  # --rows-per-file 8
     assert doc["last_run"]["strategies"] and sum(doc["last_run"]["strategies"].values()) == expected
     assert not list((out / "_tmp").glob("*")) if (out / "_tmp").exists() else True
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_shapes_corpus_with_the_default_tokenizer(ray_local, tmp_path):
+    """synth → tokenize with the job's default tokenizer, as the demo does; synth's extra columns carried."""
+    from lumos.tokenizers import default_tokenizer_uri
+    from tokenize_jobs import synth
+
+    try:
+        default = default_tokenizer_uri("small")
+    except ValueError:
+        pytest.skip("the committed 'small' tokenizer is not there yet")
+    corpus = tmp_path / "corpus"
+    assert synth.main(["--out", str(corpus), "--videos", "3", "--seed", "0"]) == 0
+    out = tmp_path / "shards"
+    doc = run_job(parse_args(["--manifest", str(corpus / "manifest.jsonl"), "--out", str(out), "--fps", "8",
+                              "--seconds", "2", "--target-size", "64", "--patch", "16",
+                              "--decode-concurrency", "1", "--tokenize-concurrency", "1"]))
+    assert doc["tokenizer"]["uri"] == default
+    assert doc["counts"]["clips_written"] == 3 and doc["counts"]["errors"] == 0
+    rows = read_shards(out).to_pylist()
+    manifest = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    settings = ClipSettings(fps=8, seconds=2, target_size=64, patch=16)
+    for m in manifest:
+        (row,) = [r for r in rows if r["source"] == str(corpus / m["path"])]
+        assert row["caption"] == m["caption"] and row["gt"] == m["gt"] and row["split"] == m["split"]
+        assert (row["grid_t"], row["grid_h"], row["grid_w"]) == (5, 8, 8) and row["num_frames"] == 17
+        ref = reference_clips(corpus / m["path"], str(corpus / m["path"]), m["caption"], settings, default)[0]
+        assert row["video_tokens"] == ref["video_tokens"] and row["text_ids"] == ref["text_ids"]
