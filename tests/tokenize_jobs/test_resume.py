@@ -86,3 +86,38 @@ def read_part(uri: str) -> list[dict]:
     import pyarrow.parquet as pq
 
     return pq.read_table(uri).to_pylist()
+
+
+def test_done_state_from_part_files(tmp_path):
+    """Bookkeeping without Ray: finished files count, temp/hidden files do not, partial inputs get skip lists."""
+    import pyarrow as pa
+
+    from tokenize_jobs.shards import ERROR_SCHEMA, prepare_output, scan_outputs, write_table
+
+    out = tmp_path / "out"
+    prepare_output(str(out), {"id_key": "k1"})
+    clips = pa.table({"source": ["a", "a", "b"], "clip_id": ["a0", "a1", "b0"],
+                      "source_clips": pa.array([2, 2, 3], pa.int32())})
+    write_table(clips, str(out / "part-r1-00000.parquet"))
+    errors = pa.Table.from_pylist([
+        {"source": "b", "stage": "decode", "error": "x", "clip_id": "b1", "source_clips": 3},
+        {"source": "c", "stage": "open", "error": "not a video", "clip_id": None, "source_clips": None},
+        {"source": "d", "stage": "manifest", "error": "row 3: duplicate", "clip_id": None, "source_clips": None},
+    ], schema=ERROR_SCHEMA)
+    write_table(errors, str(out / "_errors" / "err-part-r1-00000.parquet"))
+    (out / ".hidden.parquet").write_bytes(b"junk")
+    (out / "_tmp").mkdir(exist_ok=True)
+    (out / "_tmp" / "part-r2.parquet.tmp").write_bytes(b"junk")
+
+    state = scan_outputs(str(out))
+    assert [p.rsplit("/", 1)[-1] for p in state.shard_files] == ["part-r1-00000.parquet"]
+    assert state.num_clips == 3 and state.num_errors == 3
+    assert state.is_done("a") and state.is_done("c")
+    assert not state.is_done("b") and state.skip_ids("b") == ["b0", "b1"]  # b2 still missing
+    assert not state.is_done("d") and not state.is_done("new")  # a manifest error does not finish a source
+    assert state.accounted_sources() == {"a", "b", "c", "d"}
+
+    prepare_output(str(out), {"id_key": "k1"})  # same settings: fine, temp files cleared
+    assert not (out / "_tmp").exists()
+    with pytest.raises(ValueError, match="other settings"):
+        prepare_output(str(out), {"id_key": "k2", "fps": 3})
