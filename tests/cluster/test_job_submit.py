@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 SUBMIT = REPO / "cluster" / "submit.sh"
 RAY_BIN = Path(sys.executable).parent / "ray"
 START_TIMEOUT_S = 120
+START_ATTEMPTS = 3
 JOB_TIMEOUT_S = 600
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -50,6 +51,18 @@ class HeadNode:
     """Environment for clients of this cluster (token auth on, the cluster's token)."""
     token: str
     temp_dir: Path
+
+    def diagnostics(self) -> str:
+        """Tails of the head node's dashboard/raylet/GCS logs, for failure messages."""
+        logs = self.temp_dir / "session_latest" / "logs"
+        parts = []
+        for name in ("dashboard.log", "dashboard.err", "raylet.out", "gcs_server.out", "raylet.err"):
+            path = logs / name
+            if path.exists():
+                lines = [ln for ln in path.read_text(errors="replace").splitlines()
+                         if ln.strip() and not ln.startswith(("/", "    "))]  # no native stack frames
+                parts.append(f"--- {name}\n" + "\n".join(lines[-12:]))
+        return "\n".join(parts)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -74,18 +87,39 @@ def _get(url: str, token: str | None, timeout: float = 5) -> int:
         return e.code
 
 
-def _wait_until_up(proc: subprocess.Popen, address: str, token: str, log: Path) -> None:
+def _wait_until_up(proc: subprocess.Popen, address: str, token: str, temp_dir: Path) -> bool:
+    """True once the job API answers and the node's dashboard agent has published its port (the raylet aborts
+    if the agent takes more than ~15 s to do so, which happens on a loaded 2-CPU machine); False if the head
+    node died while starting."""
     deadline = time.monotonic() + START_TIMEOUT_S
+    session = temp_dir / "session_latest"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"ray start exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            return False
         try:
-            if _get(f"{address}/api/version", token, timeout=2) == 200:
-                return
+            api_up = _get(f"{address}/api/version", token, timeout=2) == 200
         except OSError:
-            pass
+            api_up = False
+        if api_up and list(session.glob("dashboard_agent_listen_port_*")):
+            time.sleep(3)  # the raylet reads the port file and registers the agent
+            return proc.poll() is None and _raylet_alive(temp_dir)
         time.sleep(0.5)
-    pytest.fail(f"head node not up after {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+    return False
+
+
+def _raylet_alive(temp_dir: Path) -> bool:
+    """The head's raylet runs and has not hit a fatal check (``ray start --block`` notices a death late)."""
+    raylets = [pid for pid in _pids_naming(str(temp_dir)) if _argv0(pid).endswith("raylet")]
+    err = temp_dir / "session_latest" / "logs" / "raylet.err"
+    fatal = err.exists() and "Check failed" in err.read_text(errors="replace")
+    return bool(raylets) and not fatal
+
+
+def _argv0(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _pids_naming(marker: str) -> list[int]:
@@ -122,10 +156,21 @@ def _stop(proc: subprocess.Popen, temp_dir: Path) -> None:
             pass
 
 
-@pytest.fixture(scope="module")
-def head_node():
+def _start_head(env: dict[str, str]) -> tuple[subprocess.Popen, str, Path]:
+    """``ray start --head --block`` in a fresh temp dir on free ports; returns (process, job API URL, temp dir)."""
     # A short path: Ray's unix sockets live under it (107-byte limit).
     temp_dir = Path(tempfile.mkdtemp(prefix="lumos-ray-", dir="/tmp"))
+    ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS)), strict=True))
+    cmd = [str(RAY_BIN), "start", "--head", "--block", "--num-cpus=2", "--include-dashboard=true",
+           "--dashboard-host=127.0.0.1", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+           f"--object-store-memory={256 * 1024 * 1024}"] + [f"--{k}={v}" for k, v in ports.items()]
+    with open(temp_dir / "ray-start.log", "w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, f"http://127.0.0.1:{ports['dashboard-port']}", temp_dir
+
+
+@pytest.fixture(scope="module")
+def head_node():
     token = secrets.token_hex(16)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update({
@@ -135,17 +180,19 @@ def head_node():
         # Job entrypoints run `python` from PATH: make it this venv's.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     })
-    ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS)), strict=True))
-    cmd = [str(RAY_BIN), "start", "--head", "--block", "--num-cpus=2", "--include-dashboard=true",
-           "--dashboard-host=127.0.0.1", "--disable-usage-stats", f"--temp-dir={temp_dir}",
-           f"--object-store-memory={256 * 1024 * 1024}"] + [f"--{k}={v}" for k, v in ports.items()]
-    log = temp_dir / "ray-start.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"http://127.0.0.1:{ports['dashboard-port']}"
+    failures = []
+    for _ in range(START_ATTEMPTS):
+        proc, address, temp_dir = _start_head(env)
+        head = HeadNode(address=address, env=env, token=token, temp_dir=temp_dir)
+        if _wait_until_up(proc, address, token, temp_dir):
+            break
+        failures.append(f"{(temp_dir / 'ray-start.log').read_text()[-1500:]}\n{head.diagnostics()}")
+        _stop(proc, temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    else:
+        pytest.fail(f"head node did not start in {START_ATTEMPTS} attempts:\n" + "\n=====\n".join(failures))
     try:
-        _wait_until_up(proc, address, token, log)
-        yield HeadNode(address=address, env=env, token=token, temp_dir=temp_dir)
+        yield head
     finally:
         _stop(proc, temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -153,6 +200,7 @@ def head_node():
 
 @dataclass
 class JobResult:
+    head: HeadNode
     submit: subprocess.CompletedProcess
     """The ``ray job submit --no-wait`` call."""
     status: str
@@ -162,7 +210,8 @@ class JobResult:
 
     def explain(self) -> str:
         return (f"status={self.status} message={self.message}\nlogs:\n{self.logs[-4000:]}\n"
-                f"submit rc={self.submit.returncode}\n{self.submit.stdout[-2000:]}\n{self.submit.stderr[-2000:]}")
+                f"submit rc={self.submit.returncode}\n{self.submit.stdout[-2000:]}\n{self.submit.stderr[-2000:]}\n"
+                f"{self.head.diagnostics()}")
 
 
 def _get_json(head: HeadNode, path: str) -> dict:
@@ -174,13 +223,13 @@ def _get_json(head: HeadNode, path: str) -> dict:
 def wait_for_job(head: HeadNode, submission_id: str, submit: subprocess.CompletedProcess) -> JobResult:
     """Poll the job API until the job ends (log tailing over a websocket is fragile on a loaded 2-CPU box)."""
     if submit.returncode != 0:
-        return JobResult(submit, "NOT SUBMITTED", "", "")
+        return JobResult(head, submit, "NOT SUBMITTED", "", "")
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while True:
         info = _get_json(head, f"/api/jobs/{submission_id}")
         if info["status"] in ("SUCCEEDED", "FAILED", "STOPPED") or time.monotonic() > deadline:
             logs = _get_json(head, f"/api/jobs/{submission_id}/logs")["logs"]
-            return JobResult(submit, info["status"], info.get("message") or "", logs)
+            return JobResult(head, submit, info["status"], info.get("message") or "", logs)
         time.sleep(2)
 
 
@@ -257,8 +306,13 @@ def test_submit_sh_synth_then_tokenize(head_node, tmp_path):
 
     if not _module_exists("tokenize_jobs.video"):
         pytest.skip("tokenize_jobs.video not written yet")
-    # No trained tokenizer on this machine: TOKENIZER="" lets the job use its default.
-    job = submit_sh(head_node, "tokenize", root, TOKENIZER="")
+    # The committed tokenizer checkpoints (lumos/assets/tokenizer_*), smallest first, stand in for
+    # s3://BUCKET/lumos/checkpoints/video_tokenizer.
+    tokenizers = [REPO / "lumos" / "assets" / f"tokenizer_{n}" for n in ("debug", "small")]
+    tokenizers = [t for t in tokenizers if (t / "config.json").exists()]
+    if not tokenizers:
+        pytest.skip("no committed video tokenizer under lumos/assets/ yet")
+    job = submit_sh(head_node, "tokenize", root, TOKENIZER=str(tokenizers[0]))
     assert job.status == "SUCCEEDED", job.explain()
     shards = root / "shards" / "corpus"
     manifest = json.loads((shards / "_manifest.json").read_text())
