@@ -43,6 +43,7 @@ die() { echo "submit.sh: $*" >&2; exit 2; }
 
 DRY_RUN=0
 WAIT=1
+ENTRYPOINT_OPTS=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -91,9 +92,12 @@ case "$JOB" in
          "data.shards=$SHARDS" "checkpoint.storage=$CHECKPOINTS" "checkpoint.name=$RUN") ;;
   eval)
     need_checkpoint
+    # The sampler runs in the job's driver process: put the driver on a GPU node (the head has none).
+    ENTRYPOINT_OPTS=(--entrypoint-num-gpus 1)
     CMD=(python -m workflows.eval --checkpoint "$CHECKPOINT" --suite all --out "$LUMOS_ROOT/eval/${RUN:-$(basename "$CHECKPOINT")}") ;;
   generate)
     need_checkpoint
+    ENTRYPOINT_OPTS=(--entrypoint-num-gpus 1)
     CMD=(python -m workflows.generate --checkpoint "$CHECKPOINT"
          --prompt "${PROMPT:-a red circle moving from left to right}" --out "${OUT:-$LUMOS_ROOT/samples/sample.gif}") ;;
   serve)
@@ -111,6 +115,7 @@ SUBMIT=("${RAY:-ray}" job submit
         --submission-id "${SUBMISSION_ID:-lumos-${JOB}-$(date +%Y%m%d-%H%M%S)-$$}"
         --working-dir "$REPO"
         --runtime-env "$REPO/cluster/runtime_env.yaml")
+SUBMIT+=(${ENTRYPOINT_OPTS[@]+"${ENTRYPOINT_OPTS[@]}"})  # (bash 3.2-safe empty array)
 [[ "$WAIT" == 1 ]] || SUBMIT+=(--no-wait)
 SUBMIT+=(-- "${CMD[@]}")
 

@@ -566,6 +566,9 @@ def test_submit_wraps_every_job_in_ray_job_submit(job):
     assert uris and all(u.startswith("s3://my-bucket/lumos/") for u in uris), uris
     if job == "serve":
         assert "--no-wait" in argv
+    # Sampling runs in the driver process: it must land on a GPU node, not on the CPU-only head.
+    head = argv[:argv.index("--")]
+    assert ("--entrypoint-num-gpus" in head) == (job in {"eval", "generate"})
 
 
 def test_submit_follows_the_s3_layout():
