@@ -29,6 +29,7 @@ environment:
   LUMOS_ROOT    storage root of the run (default s3://$BUCKET/lumos); BUCKET or LUMOS_ROOT is required
   CORPUS        corpus name under raw/ and shards/ (default corpus)
   VIDEOS, SEED  synth corpus size and seed (default 2000, 0)
+  DECODE_CONCURRENCY, TOKENIZE_CONCURRENCY  tokenize: actor pool MIN,MAX (default 4,448 and 1,16)
   TOKENIZER     video tokenizer URI (default $LUMOS_ROOT/checkpoints/video_tokenizer; empty: the job's default)
   RUN           pre-training run name (default lumos-1b-48gpu / lumos-3b-48gpu)
   CHECKPOINT    checkpoint URI for eval / generate / serve
@@ -82,7 +83,10 @@ case "$JOB" in
     CMD=(python -m workflows.train_tokenizer --config workflows/configs/tokenizer_cluster.yaml
          "data.manifest=$RAW/manifest.jsonl" "out=$TOKENIZER") ;;
   tokenize)
-    CMD=(python -m tokenize_jobs.video --manifest "$RAW/manifest.jsonl" --out "$SHARDS")
+    # Pool bounds sized for cluster/aws-48gpu.yaml's CPU pool (16 x 32 vCPU): "auto" would size them from the
+    # nodes up at submission time, before the autoscaler has added any. Later ARGS override them.
+    CMD=(python -m tokenize_jobs.video --manifest "$RAW/manifest.jsonl" --out "$SHARDS"
+         --decode-concurrency "${DECODE_CONCURRENCY:-4,448}" --tokenize-concurrency "${TOKENIZE_CONCURRENCY:-1,16}")
     # TOKENIZER= (empty) leaves the choice to the job's default tokenizer.
     [[ -z "$TOKENIZER" ]] || CMD+=(--tokenizer "$TOKENIZER") ;;
   pretrain-1b|pretrain-3b)

@@ -26,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.dataset as ds
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,7 +95,7 @@ def _wait_until_up(proc: subprocess.Popen, address: str, token: str, temp_dir: P
     deadline = time.monotonic() + START_TIMEOUT_S
     session = temp_dir / "session_latest"
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc.poll() is not None or _raylet_failed(temp_dir):
             return False
         try:
             api_up = _get(f"{address}/api/version", token, timeout=2) == 200
@@ -107,12 +108,15 @@ def _wait_until_up(proc: subprocess.Popen, address: str, token: str, temp_dir: P
     return False
 
 
+def _raylet_failed(temp_dir: Path) -> bool:
+    err = temp_dir / "session_latest" / "logs" / "raylet.err"
+    return err.exists() and "Check failed" in err.read_text(errors="replace")
+
+
 def _raylet_alive(temp_dir: Path) -> bool:
     """The head's raylet runs and has not hit a fatal check (``ray start --block`` notices a death late)."""
     raylets = [pid for pid in _pids_naming(str(temp_dir)) if _argv0(pid).endswith("raylet")]
-    err = temp_dir / "session_latest" / "logs" / "raylet.err"
-    fatal = err.exists() and "Check failed" in err.read_text(errors="replace")
-    return bool(raylets) and not fatal
+    return bool(raylets) and not _raylet_failed(temp_dir)
 
 
 def _argv0(pid: int) -> str:
@@ -243,12 +247,12 @@ def ray_job_submit(head: HeadNode, *entrypoint: str) -> JobResult:
     return wait_for_job(head, sid, r)
 
 
-def submit_sh(head: HeadNode, job: str, root: Path, **env: str) -> JobResult:
-    """``cluster/submit.sh --no-wait JOB`` with the run rooted at a local directory."""
+def submit_sh(head: HeadNode, job: str, root: Path, *args: str, **env: str) -> JobResult:
+    """``cluster/submit.sh --no-wait JOB ARGS`` with the run rooted at a local directory."""
     sid = f"test-{job}-{secrets.token_hex(4)}"
     full_env = {**head.env, "RAY": str(RAY_BIN), "RAY_ADDRESS": head.address, "LUMOS_ROOT": str(root),
                 "SUBMISSION_ID": sid, **env}
-    r = subprocess.run(["bash", str(SUBMIT), "--no-wait", job], env=full_env, cwd=REPO, capture_output=True,
+    r = subprocess.run(["bash", str(SUBMIT), "--no-wait", job, *args], env=full_env, cwd=REPO, capture_output=True,
                        text=True, timeout=JOB_TIMEOUT_S)
     return wait_for_job(head, sid, r)
 
@@ -306,20 +310,22 @@ def test_submit_sh_synth_then_tokenize(head_node, tmp_path):
 
     if not _module_exists("tokenize_jobs.video"):
         pytest.skip("tokenize_jobs.video not written yet")
-    # The committed tokenizer checkpoints (lumos/assets/tokenizer_*), smallest first, stand in for
-    # s3://BUCKET/lumos/checkpoints/video_tokenizer.
-    tokenizers = [REPO / "lumos" / "assets" / f"tokenizer_{n}" for n in ("debug", "small")]
-    tokenizers = [t for t in tokenizers if (t / "config.json").exists()]
-    if not tokenizers:
-        pytest.skip("no committed video tokenizer under lumos/assets/ yet")
-    job = submit_sh(head_node, "tokenize", root, TOKENIZER=str(tokenizers[0]))
+    # Stage 2 of the layout, train-tokenizer, writes checkpoints/video_tokenizer; a freshly initialised debug
+    # tokenizer stands in for it (tokenize's default --tokenizer is that path).
+    from lumos.tokenizers.video import build_video_tokenizer, save_video_tokenizer
+
+    save_video_tokenizer(str(root / "checkpoints" / "video_tokenizer"), build_video_tokenizer("debug", seed=0))
+    # Pools sized for this 2-CPU head instead of the 512-vCPU recipe defaults (the env vars and trailing ARGS
+    # are the documented way to resize them).
+    job = submit_sh(head_node, "tokenize", root, "--decode-cpus", "0.5", "--tokenize-cpus", "0.5",
+                    DECODE_CONCURRENCY="1,1", TOKENIZE_CONCURRENCY="1,1")
     assert job.status == "SUCCEEDED", job.explain()
     shards = root / "shards" / "corpus"
     manifest = json.loads((shards / "_manifest.json").read_text())
     assert manifest["counts"]["inputs"] == 2, manifest
-    import pyarrow.dataset as ds
-
     table = ds.dataset(str(shards), format="parquet", exclude_invalid_files=True,
                        ignore_prefixes=["_", "."]).to_table()
     assert table.num_rows == manifest["counts"]["clips_written"] >= 1
+    assert manifest["counts"]["unaccounted_inputs"] == 0
+    assert manifest["tokenizer"]["uri"].endswith("checkpoints/video_tokenizer")
     assert {"clip_id", "caption", "text_ids", "video_tokens", "grid_t", "grid_h", "grid_w"} <= set(table.column_names)
