@@ -7,6 +7,10 @@ its temp dir. Never a bare ``ray stop``: that would kill every Ray process of th
 
 The jobs go through ``cluster/submit.sh`` exactly as on a cluster, with ``LUMOS_ROOT`` pointing at a local
 directory instead of ``s3://$BUCKET/lumos``: the shapes-world corpus, then the tokenization job on it.
+
+Ray 2.60's raylet aborts when the node's dashboard agent takes more than 15 s (hard-coded) to publish its port;
+on a heavily loaded machine that happens, so the fixture checks the raylet itself and starts afresh (up to
+``START_ATTEMPTS`` times) instead of trusting the first HTTP answer of the dashboard.
 """
 
 from __future__ import annotations
