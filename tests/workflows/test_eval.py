@@ -1,0 +1,191 @@
+"""``workflows.eval`` and ``workflows.eval_sets``: the scoring path on ground truth (≈ 1) and on noise (≈ chance),
+held-out prompt sets, the CLI end to end on a debug checkpoint, I2V conditioning, batch independence, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lumos.checkpoint import save_checkpoint
+from lumos.config import model_preset
+from lumos.model import LumosModel
+from lumos.shapes.metrics import MOTION_CHANCE
+from lumos.shapes.world import sample_scene, scene_rng
+from lumos.tokenizers import build_video_tokenizer, default_tokenizer_uri, save_video_tokenizer
+from workflows.eval import (
+    T2I_CATEGORIES,
+    VIDEO_METRICS,
+    EvalSettings,
+    aggregate,
+    evaluate_suite,
+    generate_batch,
+    main,
+    score_media,
+)
+from workflows.eval_sets import SUITES, first_frames, is_heldout_prompt, prompt_set, reference_videos
+from workflows.generate import load_generator
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = ["--size", "32", "--steps", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    """A debug checkpoint (random weights) with the committed debug tokenizer, or a seeded fresh one."""
+    root = tmp_path_factory.mktemp("eval_ckpt")
+    try:
+        tok = default_tokenizer_uri("debug")
+    except ValueError:
+        tok = str(root / "tokenizer")
+        save_video_tokenizer(tok, build_video_tokenizer("debug", seed=0))
+    torch.manual_seed(0)
+    model = LumosModel(model_preset("debug", init_std=0.3))
+    save_checkpoint(str(root / "ckpt"), model, model.cfg, extra={"video_tokenizer": tok, "text_tokenizer": None})
+    return str(root / "ckpt")
+
+
+def _frames(suite: str) -> int:
+    return 1 if suite == "t2i" else 17
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_ground_truth_renders_score_one(suite):
+    items = prompt_set(suite, 12, seed=0)
+    scores = aggregate(suite, score_media(suite, reference_videos(items, "ground_truth", 64, 8, _frames(suite)),
+                                          items))
+    if suite == "t2i":
+        assert set(scores) == {*T2I_CATEGORIES, "overall"}
+        assert all(v == 1.0 for v in scores.values()), scores
+    else:
+        assert set(scores) == set(VIDEO_METRICS)
+        assert scores["motion_direction"] == 1.0 and scores["subject_consistency"] == 1.0
+        assert scores["background_stability"] > 0.95
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_slightly_noisy_ground_truth_still_scores_one(suite):
+    """Decoded generations are never pixel-exact: mild noise on the renders must not move the scores."""
+    items = prompt_set(suite, 6, seed=1)
+    gt = reference_videos(items, "ground_truth", 64, 8, _frames(suite)).astype(np.int16)
+    noisy = np.clip(gt + np.random.default_rng(0).normal(0, 6, gt.shape), 0, 255).astype(np.uint8)
+    scores = aggregate(suite, score_media(suite, noisy, items))
+    key = "overall" if suite == "t2i" else "motion_direction"
+    assert scores[key] == 1.0, scores
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_noise_and_prompt_ignoring_media_score_at_chance(suite):
+    items = prompt_set(suite, 24, seed=0)
+    noise = np.random.default_rng(0).integers(0, 256, (6, _frames(suite), 64, 64, 3), dtype=np.uint8)
+    noise_scores = aggregate(suite, score_media(suite, noise, items[:6]))
+    chance = aggregate(suite, score_media(suite, reference_videos(items, "chance", 64, 8, _frames(suite)), items))
+    if suite == "t2i":
+        assert noise_scores["overall"] <= 0.1
+        assert chance["overall"] < 0.25  # valid scenes that ignore the prompt
+    else:
+        assert noise_scores["motion_direction"] <= MOTION_CHANCE
+        assert noise_scores["subject_consistency"] <= 0.1  # nothing in noise looks like a palette object
+    if suite == "i2v":  # same first frame, random motions: about one allowed motion in 3-5
+        assert 0.1 <= chance["motion_direction"] <= 0.5
+    if suite == "t2v":
+        assert chance["motion_direction"] <= MOTION_CHANCE
+
+
+def test_prompt_sets_are_seeded_heldout_and_disjoint_from_training_captions():
+    for suite in SUITES:
+        a, b = prompt_set(suite, 9, seed=0), prompt_set(suite, 9, seed=0)
+        assert [x.prompt for x in a] == [x.prompt for x in b]
+        assert [x.prompt for x in a] != [x.prompt for x in prompt_set(suite, 9, seed=1)]
+        assert [x.num_objects for x in a] == [1, 2, 3] * 3
+        assert all(is_heldout_prompt(x.prompt) for x in a)
+    assert prompt_set("t2v", 4, seed=0)[0].prompt == prompt_set("t2v", 9, seed=0)[0].prompt  # prefix-stable
+    # What tokenize_jobs.synth writes for training: motion captions of train scenes, and still captions of train
+    # scenes that ablate keeps only when the still caption itself is not held out.
+    scenes = [sample_scene(scene_rng(0, i), split="train") for i in range(300)]
+    train = {s.caption() for s in scenes} | {c for s in scenes if not is_heldout_prompt(c := s.caption(False))}
+    for suite in SUITES:
+        assert not {x.prompt for x in prompt_set(suite, 30, seed=0)} & train
+
+
+def test_i2v_starts_from_the_tokenized_ground_truth_first_frame(checkpoint):
+    bundle = load_generator(checkpoint, "cpu")
+    items = prompt_set("i2v", 2, seed=0)
+    settings = EvalSettings(num=2, steps=1, size=32, frames=2, references=False)
+    codes, videos = generate_batch(bundle, "i2v", items, settings)
+    given = bundle.video_tokenizer.encode(first_frames(items, 32)[:, None])  # (B, 1, h, w)
+    assert codes.shape == (2, 2, 4, 4) and torch.equal(codes[:, :1], given)
+    assert videos.shape == (2, 5, 32, 32, 3) and videos.dtype == np.uint8
+
+
+def test_results_do_not_depend_on_the_batch_size(checkpoint):
+    bundle = load_generator(checkpoint, "cpu")
+    one = evaluate_suite(bundle, "t2v", EvalSettings(num=3, steps=2, size=32, frames=2, batch=1, references=False),
+                         progress=False)
+    three = evaluate_suite(bundle, "t2v", EvalSettings(num=3, steps=2, size=32, frames=2, batch=3,
+                                                       references=False), progress=False)
+    assert np.array_equal(one["videos"], three["videos"])
+    assert one["items"] == three["items"]
+
+
+def test_cli_end_to_end_writes_json_markdown_and_contact_sheets(checkpoint, tmp_path, capsys):
+    out = tmp_path / "eval"
+    doc = tmp_path / "results.md"
+    rc = main(["--checkpoint", checkpoint, "--suite", "all", "--num", "3", "--frames", "2", "--out", str(out),
+               "--results-doc", str(doc), *SMALL])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "eval.json").read_text())
+    assert set(report) >= {"checkpoint", "settings", "suites", "size", "grid", "latent_frames", "seconds"}
+    assert report["size"] == 32 and report["latent_frames"] == 2 and report["settings"]["num"] == 3
+    for suite in SUITES:
+        res = report["suites"][suite]
+        keys = {*T2I_CATEGORIES, "overall"} if suite == "t2i" else set(VIDEO_METRICS)
+        assert res["n"] == 3 and set(res["scores"]) == keys
+        assert all(0.0 <= v <= 1.0 for v in res["scores"].values())
+        assert set(res["references"]) == {"ground_truth", "tokenizer", "chance"}
+        assert res["references"]["ground_truth"]["overall" if suite == "t2i" else "motion_direction"] == 1.0
+        assert [it["index"] for it in res["items"]] == [0, 1, 2] and all(is_heldout_prompt(it["prompt"])
+                                                                            for it in res["items"])
+        sheet = out / res["sheet"]
+        assert sheet.stat().st_size > 0
+        w, h = Image.open(sheet).size
+        assert w > 64 and h > 32
+    md = (out / "eval.md").read_text()
+    assert md.count("| metric | model | ground_truth | tokenizer | chance |") == 3
+    assert "| overall | **" in md and "| motion_direction | **" in md and md in printed
+    text = doc.read_text()
+    assert "<!-- eval begin -->" in text and "<!-- eval end -->" in text and "img/eval_t2i_sheet.png" in text
+    assert (tmp_path / "img" / "eval_t2i_sheet.png").stat().st_size > 0
+
+
+def test_bad_arguments_exit_with_one_line(checkpoint, tmp_path, capsys):
+    cases = [(["--num", "0"], "--num must be >= 1"), (["--history-ratio", "1.5"], "--history-ratio"),
+             (["--size", "30"], "--size must be a positive multiple of 8"), (["--frames", "1"], "--frames")]
+    for extra, msg in cases:
+        assert main(["--checkpoint", checkpoint, "--suite", "t2v", "--out", str(tmp_path), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert msg in err and len(err.splitlines()) == 1
+    assert main(["--checkpoint", str(tmp_path / "missing"), "--suite", "t2i", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot read checkpoint" in err and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit) as e:
+        main(["--checkpoint", checkpoint, "--suite", "nope"])
+    assert e.value.code == 2
+    out = subprocess.run([sys.executable, "-m", "workflows.eval", "--help"], capture_output=True, text=True,
+                         cwd=REPO)
+    assert out.returncode == 0 and "--suite" in out.stdout and "--history-ratio" in out.stdout
