@@ -12,6 +12,10 @@ Next to every measured time the script prints an estimate built from rates measu
 * single-token passes (next-token) are memory-bound: ``(weight bytes + KV-cache bytes read) / copy bandwidth``
   (a 256 MiB tensor copy), per-pass Python/dispatch overhead not included.
 
+Times are CPU seconds of this process (``time.process_time``) with ONE intra-op thread by default, and the rates
+are measured the same way: on a 2-core machine shared with other jobs, wall time mostly measures the neighbours,
+while the single-thread CPU time is what the run costs on a dedicated core. Wall time is reported too.
+
     .venv/bin/python bench/sampler.py                         # debug + small, the three modes
     .venv/bin/python bench/sampler.py --models debug --grid 16 --frames 3 --steps 8     # a quick look
 
@@ -23,18 +27,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
+import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+# run as a script, bench/ is sys.path[0]: a bench/tokenize.py there would shadow the stdlib module torch imports
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from lumos.config import model_preset
-from lumos.model import LumosModel
-from lumos.ntp import generate_ntp
-from lumos.sampler import SamplerConfig, encode_prompt, generate, plan_video
-from lumos.tokenizers import ByteTokenizer
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from lumos.config import model_preset  # noqa: E402
+from lumos.model import LumosModel  # noqa: E402
+from lumos.ntp import generate_ntp  # noqa: E402
+from lumos.sampler import SamplerConfig, encode_prompt, generate, plan_video  # noqa: E402
+from lumos.tokenizers import ByteTokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTION = "a small red circle moving right and a large blue square in the top left"
@@ -46,12 +55,13 @@ MODES = ("ardf_kv", "ardf_nokv", "ntp_kv")
 
 
 def _time(fn, repeat: int) -> float:
+    """Best CPU time of this process over ``repeat`` calls (see the module docstring: the CPU is shared)."""
     fn()
     best = math.inf
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.process_time() - t0)
     return best
 
 
@@ -129,12 +139,12 @@ def ntp_bytes(cfg, prefix: int, lf: int, frames: int, codes: int, rows: int) -> 
 def run_mode(model, mode: str, prompts, plan, steps: int) -> dict:
     cfg = SamplerConfig(steps=steps, use_kv_cache=mode != "ardf_nokv")
     gen = torch.Generator().manual_seed(0)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if mode == "ntp_kv":
         res = generate_ntp(model, prompts, plan, cfg, generator=gen)
     else:
         res = generate(model, prompts, plan, cfg, generator=gen)
-    return {"seconds": time.perf_counter() - t0, "passes": res.stats["passes"],
+    return {"wall_s": time.perf_counter() - t0, "seconds": time.process_time() - c0, "passes": res.stats["passes"],
             "forward_passes": res.stats["forward_passes"], "tokens_fed": res.stats["tokens_fed"]}
 
 
@@ -149,7 +159,8 @@ def bench_model(name: str, args, rates: dict) -> list[dict]:
     # warm-up: allocator, kernels
     generate(model, prompts, plan_video("t2v", (4, 4), frames=2), SamplerConfig(steps=2))
     generate_ntp(model, prompts, plan_video("t2v", (2, 2), frames=1), SamplerConfig())
-    attn_rate = attention_gflops(cfg, 2, lf, prefix + (args.frames + 1) // 2 * lf)
+    attn_rate = attention_gflops(cfg, 1, lf, prefix + (args.frames + 1) // 2 * lf)
+    rates = {**rates, "matmul_gflops": matmul_gflops(), "copy_gbs": copy_gbs()}  # again, right before the runs
     rows = []
     for mode in args.modes:
         r = run_mode(model, mode, prompts, plan, args.steps)
@@ -161,21 +172,23 @@ def bench_model(name: str, args, rates: dict) -> list[dict]:
             est = 2 * ((c["linear"] + c["head"]) / (rates["matmul_gflops"] * 1e9) + c["attention"] / (attn_rate * 1e9))
             detail = {k: 2 * v for k, v in c.items()}  # both branches
         rows.append({"model": name, "params": sum(p.numel() for p in model.parameters()), "mode": mode, **r,
-                     "estimate_s": est, "cost": detail, "attention_gflops": attn_rate})
-        print(f"  {name:6s} {mode:10s} {r['seconds']:8.1f} s  (estimate {est:7.1f} s)", flush=True)
+                     "estimate_s": est, "cost": detail, "attention_gflops": attn_rate, "rates": rates,
+                     "load_avg_1m": os.getloadavg()[0]})
+        print(f"  {name:6s} {mode:10s} CPU {r['seconds']:8.1f} s  wall {r['wall_s']:8.1f} s  (estimate {est:7.1f} s, "
+              f"load {os.getloadavg()[0]:.1f})", flush=True)
     return rows
 
 
 def table(rows: list[dict]) -> str:
     by = {(r["model"], r["mode"]): r for r in rows}
-    out = ["| model | mode | passes / branch | seconds | estimate (s) | vs AR-DF+KV | estimate allows |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| model | mode | passes / branch | CPU s | wall s | estimate (s) | vs AR-DF+KV | estimate allows |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         base = by.get((r["model"], "ardf_kv"))
         ratio = f"{r['seconds'] / base['seconds']:.2f}×" if base else "–"
         allows = f"{r['estimate_s'] / base['estimate_s']:.2f}×" if base else "–"
         out.append(f"| {r['model']} | {r['mode']} | {r['forward_passes']['cond']} | {r['seconds']:.1f} | "
-                   f"{r['estimate_s']:.1f} | {ratio} | {allows} |")
+                   f"{r['wall_s']:.1f} | {r['estimate_s']:.1f} | {ratio} | {allows} |")
     return "\n".join(out)
 
 
@@ -186,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid", type=int, default=32, help="latent grid side (h = w)")
     p.add_argument("--frames", type=int, default=5, help="latent frames")
     p.add_argument("--steps", type=int, default=16, help="AR-DF steps per frame")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (default 1: CPU time = time on a dedicated core, see above)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "sampler.json"))
     args = p.parse_args(argv)
     if args.threads:

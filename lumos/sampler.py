@@ -266,7 +266,7 @@ class ARDFRun:
                 t0 = time.perf_counter()
                 tmpl = frame_template(self.layout, self.plan.grid, f)
                 codes = self.sample_frame(tmpl)
-                self.branches.commit(self.committed_frame(tmpl, codes))
+                self.branches.commit(self.committed_frame(tmpl, codes), outputs=False)
                 self.seconds += time.perf_counter() - t0
                 yield f, codes
         self.bar.close()

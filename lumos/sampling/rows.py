@@ -22,6 +22,7 @@ import torch
 
 from lumos.model import KVCache, LumosModel
 from lumos.model.attention import attend_piece, plan_pieces
+from lumos.rope import apply_rotary
 from lumos.sequence import TokenSequence, frame_sequence
 from lumos.vocab import VocabLayout
 
@@ -155,6 +156,19 @@ def _rows_index(rows: list[int]) -> slice | torch.Tensor:
     return torch.tensor(rows, dtype=torch.long)
 
 
+def _append_keys_values(layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache,
+                        i: int) -> None:
+    """The key/value half of ``layer``'s attention (as :class:`lumos.model.attention.Attention` computes them):
+    x [R, L, D] -> rotated keys and values appended to ``cache`` layer ``i``. Parity with the full layer is
+    checked by the KV-cache tests (cached vs recomputed logits)."""
+    attn = layer.attention
+    R, L, _ = x.shape
+    h = layer.attention_norm(x)
+    k = attn.k_norm(attn.wk(h).view(R, L, attn.n_kv_heads, attn.head_dim)).transpose(1, 2)  # (R, nkv, L, hd)
+    v = attn.wv(h).view(R, L, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
+    cache.update(i, apply_rotary(k, cos, sin).to(v.dtype), v)
+
+
 class RowBatch:
     """R rows that advance together through one model: left-padded prefixes, then shared-layout segments.
 
@@ -217,12 +231,20 @@ class RowBatch:
             self._tables[key] = (cos, sin, PaddedPlan(keys, self.pad, start, self.causal), inp["frame_ids"])
         return self._tables[key]
 
-    def _run(self, seg: Segment, start: int) -> torch.Tensor:
-        """Feed ``seg`` at ``start`` (on top of the cache, if any); returns pre-norm hidden [R, L, D]."""
+    def _run(self, seg: Segment, start: int, outputs: bool = True) -> torch.Tensor | None:
+        """Feed ``seg`` at ``start`` (on top of the cache, if any); returns pre-norm hidden [R, L, D].
+
+        ``outputs=False`` (cached mode): only the keys/values matter, so the last layer computes just those.
+        """
         cos, sin, plan, frame_ids = self._tables_for(seg, start)
         x = self.model.tok_embeddings(seg.ids.to(self.device))  # (R, L, D)
+        last = len(self.model.layers) - 1
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, cos, sin, plan, self.cache, i)
+            if i == last and not outputs and self.cache is not None:
+                _append_keys_values(layer, x, cos, sin, self.cache, i)
+                x = None
+            else:
+                x = layer(x, cos, sin, plan, self.cache, i)
         if self.cache is not None:
             self.cache.commit(frame_ids)
         return x
@@ -237,20 +259,21 @@ class RowBatch:
         self.cache.crop(self.length)  # back to the frame start
         return h
 
-    def commit(self, seg: Segment) -> torch.Tensor | None:
-        """Append ``seg`` for good. Cached: one forward, returns its hidden states [R, L, D]; else ``None``."""
+    def commit(self, seg: Segment, outputs: bool = True) -> torch.Tensor | None:
+        """Append ``seg`` for good. Cached: one forward, returns its hidden states [R, L, D] (``None`` with
+        ``outputs=False``, which skips everything of the last layer but its keys/values); uncached: ``None``."""
         self._flush()
-        return self._append(seg)
+        return self._append(seg, outputs)
 
-    def _append(self, seg: Segment) -> torch.Tensor | None:
-        h = self._run(seg, self.length) if self.use_cache else None
+    def _append(self, seg: Segment, outputs: bool = True) -> torch.Tensor | None:
+        h = self._run(seg, self.length, outputs) if self.use_cache else None
         self.committed = seg if self.committed is None else Segment.cat([self.committed, seg])
         return h
 
     def _flush(self) -> None:
         if self.pending is not None:
             seg, self.pending = self.pending, None
-            self._append(seg)
+            self._append(seg, outputs=False)  # nobody reads the prompt's outputs
 
     def queue(self, seg: Segment) -> None:
         """Append ``seg`` to the not-yet-fed prefix (so that the prefill stays one forward)."""
@@ -332,15 +355,15 @@ class Branches:
         self._count("step", len(seg))
         return self._split([b.peek(s) for b, s in zip(self.batches, self._rows(seg))])
 
-    def commit(self, seg: Segment, kind: str = "commit") -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Append ``seg`` to both branches; hidden states as in :meth:`peek` (cached mode; else None).
-
-        ``kind`` names the pass in :meth:`stats` (``commit`` for AR-DF frames, ``token`` for next-token steps).
-        """
+    def commit(self, seg: Segment, kind: str = "commit",
+               outputs: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Append ``seg`` to both branches; hidden states as in :meth:`peek` (cached mode with ``outputs``; else
+        None). ``kind`` names the pass in :meth:`stats` (``commit`` for AR-DF frames, ``token`` for next-token
+        steps); ``outputs=False`` when only the cache matters (see :meth:`RowBatch.commit`)."""
         self.prefill()
         if self.use_cache:
             self._count(kind, len(seg))
-        return self._split([b.commit(s) for b, s in zip(self.batches, self._rows(seg))])
+        return self._split([b.commit(s, outputs) for b, s in zip(self.batches, self._rows(seg))])
 
     def logits(self, hidden: torch.Tensor | None) -> torch.Tensor | None:
         """Visual logits float32 [..., C] of pre-norm hidden states (``None`` passes through)."""
