@@ -82,6 +82,20 @@ PLANS = {
 FPS, SECONDS = 8, 2
 
 
+def init_ray():
+    """One local Ray for every stage (the jobs reuse an initialised Ray); DeepSpeed on CPU in the workers."""
+    import ray
+
+    if not ray.is_initialized():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.cwd() / ".cache" / "torch_extensions"))
+        env = {k: os.environ[k] for k in ("DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR")}
+        ray.init(include_dashboard=False, object_store_memory=768 * 1024**2, log_to_driver=True,
+                 runtime_env={"env_vars": env})
+    return ray
+
+
+
 # ---- stage bookkeeping -------------------------------------------------------------------------------------------
 
 def settings_key(settings: dict) -> str:
@@ -264,6 +278,7 @@ def make_tokenizer(tmp: Path, plan: DemoPlan, source: str, corpus_dir: Path) -> 
     from workflows.config_io import load_config
     from workflows.train_tokenizer import TrainTokenizerConfig, train_tokenizer
 
+    init_ray()
     overrides = [f"out={out}", f"optim.steps={plan.tokenizer_steps}", f"data.size={plan.size}",
                  f"eval_every={plan.tokenizer_steps}", f"ray.storage_path={tmp / '_ray'}"]
     if (corpus_dir / "real.jsonl").read_text().strip():
@@ -286,6 +301,7 @@ def make_shards(tmp: Path, flags: list[str], manifest: Path, tokenizer: Path) ->
     """Run :mod:`tokenize_jobs.video` into ``tmp/shards`` (resumes an interrupted attempt there)."""
     from tokenize_jobs import video
 
+    init_ray()
     out = tmp / "shards"
     doc = video.run_job(video.parse_args(["--manifest", str(manifest), "--out", str(out),
                                           "--tokenizer", str(tokenizer), *flags]))
@@ -311,6 +327,7 @@ def make_checkpoint(tmp: Path, plan: DemoPlan, overrides: list[str]) -> dict:
     from workflows.train_config import load_pretrain_config
 
     cfg = load_pretrain_config(str(CONFIGS / plan.pretrain_recipe), [*overrides, f"checkpoint.storage={tmp}"])
+    init_ray()
     res = run_pretraining(cfg)
     replace_path(Path(res.final), tmp / "final")
     plots = [str(Path(p).relative_to(tmp)) for p in res.plots]
@@ -435,19 +452,6 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def init_ray():
-    """One local Ray for every stage (the jobs reuse an initialised Ray); DeepSpeed on CPU in the workers."""
-    import ray
-
-    if not ray.is_initialized():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.cwd() / ".cache" / "torch_extensions"))
-        env = {k: os.environ[k] for k in ("DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR")}
-        ray.init(include_dashboard=False, object_store_memory=768 * 1024**2, log_to_driver=True,
-                 runtime_env={"env_vars": env})
-    return ray
-
-
 def run_demo(args: argparse.Namespace) -> list[StageRecord]:
     """Run (or reuse) the six stages under ``args.out``; returns their records in order."""
     plan, out, seed = PLANS["quick" if args.quick else "full"], Path(args.out).resolve(), args.seed
@@ -456,7 +460,6 @@ def run_demo(args: argparse.Namespace) -> list[StageRecord]:
         (out / "_stages" / f"{name}.json").unlink(missing_ok=True)
     source = tokenizer_source(plan, args.tokenizer, args.train_tokenizer)
     stages = Stages(out)
-    init_ray()
 
     corpus = stages.run("corpus", f"{plan.shapes_videos} shapes clips + {plan.shapes_stills} stills + real clips",
                         {"plan": asdict(plan), "seed": seed, "real": sorted(real_clip_paths())},
