@@ -10,7 +10,8 @@ Next to every measured time the script prints an estimate built from rates measu
   ``linear FLOPs / matmul rate + attention FLOPs / attention rate`` — the matmul rate of a 2048² fp32 product and
   the rate of one unmasked SDPA call of the frame's shape (both measured here);
 * single-token passes (next-token) are memory-bound: ``(weight bytes + KV-cache bytes read) / copy bandwidth``
-  (a 256 MiB tensor copy), per-pass Python/dispatch overhead not included.
+  (a 256 MiB tensor copy) — the roofline; the estimate adds the measured fixed cost of one pass at a short
+  context (Python + dispatch of every op, which dominates small models): ``passes × overhead + KV bytes / BW``.
 
 Times are CPU seconds of this process (``time.process_time``) with ONE intra-op thread by default, and the rates
 are measured the same way: on a 2-core machine shared with other jobs, wall time mostly measures the neighbours,
@@ -120,16 +121,28 @@ def ardf_cost(cfg, prefix: int, lf: int, frames: int, steps: int, codes: int, ca
     return {"linear": lin, "attention": attn, "head": head}
 
 
-def ntp_bytes(cfg, prefix: int, lf: int, frames: int, codes: int, rows: int) -> float:
-    """Bytes read by the single-token passes: all weights once per pass + every row's KV cache."""
-    weights = 4.0 * (linear_flops_per_token(cfg) / 2 + cfg.dim * cfg.codebook_size)
+def ntp_bytes(cfg, prefix: int, lf: int, frames: int, codes: int, rows: int, weights: bool = True) -> float:
+    """Bytes read by the single-token passes: all weights once per pass (``weights``) + every row's KV cache."""
+    w = 4.0 * (linear_flops_per_token(cfg) / 2 + cfg.dim * cfg.codebook_size) if weights else 0.0
     kv_per_token = 4.0 * 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim
     total, ctx = 0.0, prefix
     for _f in range(frames):
         for _ in range(codes):
-            total += weights + rows * kv_per_token * ctx
+            total += w + rows * kv_per_token * ctx
             ctx += lf / codes
     return total
+
+
+def ntp_pass_overhead(model, prompts) -> float:
+    """CPU seconds per next-token pass at a short context (8×8 grid, one frame): the fixed cost of a pass
+    (Python and kernel dispatch of every op, weight reads, sampling) that the byte count does not see."""
+    plan = plan_video("t2v", (8, 8), frames=1)
+    best = math.inf
+    for _ in range(3):
+        c0 = time.process_time()
+        res = generate_ntp(model, prompts, plan, SamplerConfig(), generator=torch.Generator().manual_seed(0))
+        best = min(best, (time.process_time() - c0) / res.stats["forward_passes"]["cond"])
+    return best
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -160,17 +173,21 @@ def bench_model(name: str, args, rates: dict) -> list[dict]:
     generate(model, prompts, plan_video("t2v", (4, 4), frames=2), SamplerConfig(steps=2))
     generate_ntp(model, prompts, plan_video("t2v", (2, 2), frames=1), SamplerConfig())
     attn_rate = attention_gflops(cfg, 1, lf, prefix + (args.frames + 1) // 2 * lf)
-    rates = {**rates, "matmul_gflops": matmul_gflops(), "copy_gbs": copy_gbs()}  # again, right before the runs
+    rates = {**rates, "matmul_gflops": matmul_gflops(), "copy_gbs": copy_gbs(),  # again, right before the runs
+             "ntp_pass_overhead_s": ntp_pass_overhead(model, prompts)}
     rows = []
     for mode in args.modes:
         r = run_mode(model, mode, prompts, plan, args.steps)
-        if mode == "ntp_kv":
+        if mode == "ntp_kv":  # roofline: bytes / bandwidth; estimate: + the measured fixed cost of every pass
             nbytes = ntp_bytes(cfg, prefix, lf, args.frames, codes, rows=2)
-            est, detail = nbytes / (rates["copy_gbs"] * 1e9), {"bytes": nbytes}
+            kv_bytes = ntp_bytes(cfg, prefix, lf, args.frames, codes, rows=2, weights=False)
+            roofline = nbytes / (rates["copy_gbs"] * 1e9)
+            est = r["forward_passes"]["cond"] * rates["ntp_pass_overhead_s"] + kv_bytes / (rates["copy_gbs"] * 1e9)
+            detail = {"bytes": nbytes, "kv_bytes": kv_bytes, "roofline_s": roofline}
         else:
             c = ardf_cost(cfg, prefix, lf, args.frames, args.steps, codes, cached=mode == "ardf_kv")
             est = 2 * ((c["linear"] + c["head"]) / (rates["matmul_gflops"] * 1e9) + c["attention"] / (attn_rate * 1e9))
-            detail = {k: 2 * v for k, v in c.items()}  # both branches
+            detail = {**{k: 2 * v for k, v in c.items()}, "roofline_s": est}  # both branches
         rows.append({"model": name, "params": sum(p.numel() for p in model.parameters()), "mode": mode, **r,
                      "estimate_s": est, "cost": detail, "attention_gflops": attn_rate, "rates": rates,
                      "load_avg_1m": os.getloadavg()[0]})
@@ -181,14 +198,14 @@ def bench_model(name: str, args, rates: dict) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     by = {(r["model"], r["mode"]): r for r in rows}
-    out = ["| model | mode | passes / branch | CPU s | wall s | estimate (s) | vs AR-DF+KV | estimate allows |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = ["| model | mode | passes / branch | CPU s | wall s | roofline (s) | estimate (s) | time / AR-DF+KV | "
+           "estimate allows |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         base = by.get((r["model"], "ardf_kv"))
         ratio = f"{r['seconds'] / base['seconds']:.2f}×" if base else "–"
         allows = f"{r['estimate_s'] / base['estimate_s']:.2f}×" if base else "–"
         out.append(f"| {r['model']} | {r['mode']} | {r['forward_passes']['cond']} | {r['seconds']:.1f} | "
-                   f"{r['wall_s']:.1f} | {r['estimate_s']:.1f} | {ratio} | {allows} |")
+                   f"{r['wall_s']:.1f} | {r['cost']['roofline_s']:.1f} | {r['estimate_s']:.1f} | {ratio} | {allows} |")
     return "\n".join(out)
 
 
