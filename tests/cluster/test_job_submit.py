@@ -302,7 +302,8 @@ def test_submit_sh_synth_then_tokenize(head_node, tmp_path):
     if not _module_exists("tokenize_jobs.synth"):
         pytest.skip("tokenize_jobs.synth not written yet")
     root = tmp_path / "lumos"
-    job = submit_sh(head_node, "synth", root, VIDEOS="2", SEED="0")
+    # Trailing ARGS go to the module: small clips keep the test light.
+    job = submit_sh(head_node, "synth", root, "--size", "32", "--fps", "4", "--seconds", "2", VIDEOS="2", SEED="0")
     assert job.status == "SUCCEEDED", job.explain()
     raw = root / "raw" / "corpus"
     rows = [json.loads(ln) for ln in (raw / "manifest.jsonl").read_text().splitlines() if ln.strip()]
@@ -322,6 +323,7 @@ def test_submit_sh_synth_then_tokenize(head_node, tmp_path):
     # Pools sized for this 2-CPU head instead of the 512-vCPU recipe defaults (the env vars and trailing ARGS
     # are the documented way to resize them).
     job = submit_sh(head_node, "tokenize", root, "--decode-cpus", "0.5", "--tokenize-cpus", "0.5",
+                    "--fps", "4", "--seconds", "1", "--target-size", "64", "--patch", "16",
                     DECODE_CONCURRENCY="1,1", TOKENIZE_CONCURRENCY="1,1")
     assert job.status == "SUCCEEDED", job.explain()
     shards = root / "shards" / "corpus"
