@@ -1,8 +1,9 @@
 """The HTTP contract of the sampler (DESIGN §4.6): request schema, validation into a :class:`Job`, response bodies.
 
 ``POST /v1/generate`` takes ``{"prompt", "mode", "image", "num_frames", "steps", "cfg_scale", "seed", "format",
-"width", "height", "stream"}``; ``num_frames`` counts LATENT frames (as ``workflows.generate --frames``): a video
-has 1 + 4·(num_frames − 1) RGB frames. Every check here runs in the ingress before any sampler work:
+"width", "height", "stream", "timeout_s"}``; ``num_frames`` counts LATENT frames (as ``workflows.generate
+--frames``): a video has 1 + 4·(num_frames − 1) RGB frames; ``timeout_s`` shortens the server's
+``limits.request_timeout_s`` for this request. Every check here runs in the ingress before any sampler work:
 
 * 400 — the body is not JSON, the image is not base64 or not a readable image;
 * 413 — the body or the image is too large;
@@ -62,6 +63,8 @@ class GenerateRequest(BaseModel):
     width: int | None = None
     height: int | None = None
     stream: bool = False
+    timeout_s: float | None = None
+    """This request's deadline in seconds (at most ``limits.request_timeout_s``, which is the default)."""
 
 
 def describe(error: ValidationError) -> tuple[int, str]:
@@ -187,11 +190,14 @@ def build_job(req: GenerateRequest, cfg: ServeConfig, info: ModelInfo) -> Job:
     _check_range("seed", seed, 0, MAX_SEED)
     if req.mode != "t2i" and max(DEFAULT_FPS, DEFAULT_SECONDS) > info.max_number:
         raise RequestError(422, f"layout {info.layout} cannot say fps {DEFAULT_FPS}")
+    timeout = limits.request_timeout_s if req.timeout_s is None else req.timeout_s
+    if not 0 < timeout <= limits.request_timeout_s:
+        raise RequestError(422, f"timeout_s={timeout} must be in (0, {limits.request_timeout_s}]")
     size = output_size(req, cfg, info)
     check_sequence(req, frames, size, info)
     image = decode_image(req.image, cfg, size) if req.mode == "i2v" else None
     return Job(prompt=prompt, mode=req.mode, frames=frames, steps=steps, cfg_scale=cfg_scale, seed=seed,
-               width=size[0], height=size[1], image=image, deadline=time.time() + limits.request_timeout_s)
+               width=size[0], height=size[1], image=image, deadline=time.time() + timeout)
 
 
 def output_format(req: GenerateRequest) -> str:

@@ -17,6 +17,7 @@ References: the Anyscale Stable Diffusion Serve template (ingress + model deploy
 # No ``from __future__ import annotations`` here: FastAPI must see the real ``Request`` annotations of the
 # handler methods (string annotations on a Serve ingress class turn ``request`` into a query parameter).
 import asyncio
+import base64
 import hmac
 import logging
 import threading
@@ -68,6 +69,28 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s", request.url.path)
     return _error(500, f"internal error: {type(exc).__name__}")
+
+
+_TIMEOUT = "request timed out (timeout_s, at most limits.request_timeout_s)"
+
+
+# Helpers used by the deployments are defined above them: Serve pickles the classes when they are decorated.
+async def _wrap(response):
+    return await response
+
+
+def done_event(result: JobResult, fmt: str, job: Job) -> dict:
+    """The final SSE payload: the GIF always, plus the requested format when it is not GIF."""
+    gif = api.encode_result(result, "gif", job)
+    event = {"seed": job.seed, "frames": int(result.frames.shape[0]), "width": job.width, "height": job.height,
+             "rows": result.rows, "seconds": round(result.seconds, 3), "format": fmt,
+             "gif": base64.b64encode(gif).decode("ascii")}
+    if fmt == "tokens":
+        event["codes"] = result.codes.tolist()
+    elif fmt != "gif":
+        event["media"] = base64.b64encode(api.encode_result(result, fmt, job)).decode("ascii")
+        event["content_type"] = api.CONTENT_TYPES[fmt]
+    return event
 
 
 @serve.deployment
@@ -214,8 +237,7 @@ class Ingress:
             result: JobResult = await asyncio.wait_for(_wrap(response), timeout=self._remaining(job))
         except asyncio.TimeoutError:
             response.cancel()
-            raise RequestError(504, f"request took longer than limits.request_timeout_s="
-                                    f"{self.cfg.limits.request_timeout_s}") from None
+            raise RequestError(504, _TIMEOUT) from None
         if result.status != 200:
             raise RequestError(result.status, result.error or "sampler error")
         fmt = api.output_format(req)
@@ -232,8 +254,7 @@ class Ingress:
                 except StopAsyncIteration:
                     return
                 except asyncio.TimeoutError:
-                    yield api.sse("error", {"error": "request took longer than limits.request_timeout_s="
-                                                     f"{self.cfg.limits.request_timeout_s}", "status": 504})
+                    yield api.sse("error", {"error": _TIMEOUT, "status": 504})
                     return
                 kind = event.pop("event")
                 if kind == "frame":
@@ -251,26 +272,6 @@ class Ingress:
         finally:
             events.cancel()
             self._release()
-
-
-async def _wrap(response):
-    return await response
-
-
-def done_event(result: JobResult, fmt: str, job: Job) -> dict:
-    """The final SSE payload: the GIF always, plus the requested format when it is not GIF."""
-    import base64
-
-    gif = api.encode_result(result, "gif", job)
-    event = {"seed": job.seed, "frames": int(result.frames.shape[0]), "width": job.width, "height": job.height,
-             "rows": result.rows, "seconds": round(result.seconds, 3), "format": fmt,
-             "gif": base64.b64encode(gif).decode("ascii")}
-    if fmt == "tokens":
-        event["codes"] = result.codes.tolist()
-    elif fmt != "gif":
-        event["media"] = base64.b64encode(api.encode_result(result, fmt, job)).decode("ascii")
-        event["content_type"] = api.CONTENT_TYPES[fmt]
-    return event
 
 
 def sampler_gpus(requested: float | None) -> float:

@@ -131,7 +131,8 @@ class SamplerEngine:
         try:
             codes, frames, plan = self._generate(jobs, on_frame, should_stop)
         except Stopped:
-            return [JobResult(error="request timed out", status=504, rows=len(jobs)) for _ in jobs]
+            return [JobResult(error="request timed out (timeout_s, at most limits.request_timeout_s)", status=504,
+                              rows=len(jobs)) for _ in jobs]
         except ValueError as e:
             return [JobResult(error=_one_line(e), status=422, rows=len(jobs)) for _ in jobs]
         except Exception as e:  # one bad batch must not take the replica down
@@ -164,7 +165,7 @@ class SamplerEngine:
     def _given_codes(self, jobs: list[Job]) -> torch.Tensor:
         """int64 [B, 1, h, w]: each job's image encoded alone (as ``workflows.generate`` does)."""
         with torch.inference_mode():
-            return torch.stack([self.bundle.video_tokenizer.encode(j.image[None]).long() for j in jobs])
+            return torch.stack([self.bundle.video_tokenizer.encode(np.array(j.image[None])).long() for j in jobs])
 
     def stream(self, job: Job, emit: Callable[[dict], None],
                should_stop: Callable[[], bool] | None = None) -> JobResult:

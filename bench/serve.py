@@ -1,0 +1,167 @@
+"""Benchmark: the Ray Serve sampler over HTTP on loopback — requests/s and p50/p95 latency of text-to-image
+requests with ``@serve.batch`` batching off (``max_batch_size: 1``) and on, at 1, 4 and 16 concurrent clients.
+
+Setting: a random-init ``debug`` model (``--preset small`` for the ~5M one) with a random-init video tokenizer of
+the matching codebook, saved as a checkpoint in a temp dir; one sampler replica (1 CPU), one ingress; every
+request is ``{"mode": "t2i", "steps": S, "cfg_scale": 3, "seed": i}`` at S×S/8 latent cells (32×32 px = 4×4 by
+default), PNG out. Each client thread sends its requests back to back; a run's throughput is requests / wall time
+of the whole run (first send to last answer). The sampler's own work per request is the same in both modes (per-row
+seeds: a batched row equals the request alone); batching shares every transformer forward among the rows.
+
+    .venv/bin/python bench/serve.py                              # debug model, 1/4/16 clients, off vs on
+    .venv/bin/python bench/serve.py --preset small --size 64 --requests 3
+
+Prints a Markdown table and writes bench/results/serve.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def build_checkpoint(root: Path, preset: str, size: int) -> str:
+    """A random-init model of ``preset`` + a random-init conv video tokenizer with the same codebook."""
+    import torch
+
+    from lumos.checkpoint import save_checkpoint
+    from lumos.config import model_preset
+    from lumos.model import LumosModel
+    from lumos.tokenizers import build_video_tokenizer, save_video_tokenizer
+
+    ckpt = root / f"ckpt_{preset}"
+    tok = build_video_tokenizer(preset, seed=0)
+    torch.manual_seed(0)
+    model = LumosModel(model_preset(preset, init_std=0.3))
+    if tok.codebook_size != model.cfg.codebook_size:
+        raise SystemExit(f"--preset {preset}: tokenizer has {tok.codebook_size} codes, model {model.cfg.codebook_size}")
+    save_video_tokenizer(str(ckpt / "tokenizer"), tok)
+    save_checkpoint(str(ckpt), model, model.cfg, extra={"video_tokenizer": "tokenizer", "text_tokenizer": None,
+                                                        "resolution": [size, size]})
+    return str(ckpt)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def deploy(checkpoint: str, batch: int, wait_s: float, name: str) -> None:
+    from ray import serve
+
+    from workflows.serve import build_app
+
+    args = {"checkpoint": checkpoint, "defaults": {"cfg_scale": 3.0},
+            "limits": {"max_queued": 256, "max_steps": 1000},
+            "batching": {"max_batch_size": batch, "batch_wait_timeout_s": wait_s}}
+    serve.run(build_app(args), name=name, route_prefix=f"/{name}")
+
+
+def run_clients(url: str, clients: int, per_client: int, steps: int) -> dict:
+    """``clients`` threads × ``per_client`` back-to-back requests; latencies and throughput of the run."""
+    import httpx
+
+    def client(c: int) -> list[tuple[float, int, int]]:
+        out = []
+        with httpx.Client(timeout=600) as http:
+            for i in range(per_client):
+                body = {"prompt": f"a red circle number {c}", "mode": "t2i", "steps": steps,
+                        "seed": c * 1000 + i}
+                t0 = time.perf_counter()
+                r = http.post(url, json=body)
+                out.append((time.perf_counter() - t0, r.status_code, int(r.headers.get("x-lumos-batch-rows", 0))))
+        return out
+
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(clients) as pool:
+        results = [x for chunk in pool.map(client, range(clients)) for x in chunk]
+    wall = time.perf_counter() - t0
+    lat = sorted(x[0] for x in results)
+    bad = [x[1] for x in results if x[1] != 200]
+    if bad:
+        raise RuntimeError(f"{len(bad)} requests failed with status {sorted(set(bad))}")
+    return {"clients": clients, "requests": len(results), "wall_s": wall, "rps": len(results) / wall,
+            "p50_ms": 1000 * statistics.median(lat), "p95_ms": 1000 * lat[min(len(lat) - 1, int(0.95 * len(lat)))],
+            "mean_rows": statistics.mean(x[2] for x in results)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--preset", default="debug", choices=("debug", "small"), help="model + tokenizer size")
+    p.add_argument("--size", type=int, default=32, help="image width = height in pixels (multiple of 8)")
+    p.add_argument("--steps", type=int, default=8, help="unmasking steps per request")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16], help="concurrent clients per run")
+    p.add_argument("--requests", type=int, default=4, help="requests per client per run")
+    p.add_argument("--max-batch", type=int, default=16, help="max_batch_size with batching on")
+    p.add_argument("--wait", type=float, default=0.02, help="batch_wait_timeout_s with batching on")
+    p.add_argument("--out", default=str(ROOT / "bench/results/serve.json"))
+    args = p.parse_args()
+    if args.size < 8 or args.size % 8 or args.steps < 1 or args.requests < 1 or min(args.clients) < 1:
+        p.error("--size must be a positive multiple of 8; --steps, --requests, --clients must be >= 1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray import serve
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = build_checkpoint(Path(tmp), args.preset, args.size)
+        ray.init(num_cpus=4, include_dashboard=False, object_store_memory=300 * 1024 * 1024,
+                 logging_level="warning", log_to_driver=False)
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        rows = []
+        try:
+            for mode, batch, wait in (("off", 1, 0.0), ("on", args.max_batch, args.wait)):
+                deploy(checkpoint, batch, wait, mode)
+                url = f"http://127.0.0.1:{port}/{mode}/v1/generate"
+                run_clients(url, 1, 2, args.steps)  # warm-up
+                for clients in args.clients:
+                    row = {"batching": mode, **run_clients(url, clients, args.requests, args.steps)}
+                    rows.append(row)
+                    print(f"batching {mode:3s} clients {clients:2d}: {row['rps']:.2f} req/s, p50 {row['p50_ms']:.0f} ms,"
+                          f" p95 {row['p95_ms']:.0f} ms, mean rows {row['mean_rows']:.1f}", flush=True)
+                serve.delete(mode)
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+    report(rows, args)
+    return 0
+
+
+def report(rows: list[dict], args) -> None:
+    print(f"\nt2i {args.size}x{args.size}, {args.steps} steps, {args.preset} model, 1 sampler replica, loopback HTTP\n")
+    print("| batching | clients | requests | req/s | p50 ms | p95 ms | mean rows per sampler call |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['batching']} | {r['clients']} | {r['requests']} | {r['rps']:.2f} | {r['p50_ms']:.0f} | "
+              f"{r['p95_ms']:.0f} | {r['mean_rows']:.1f} |")
+    speedup = {}
+    for c in args.clients:
+        off = next(r for r in rows if r["batching"] == "off" and r["clients"] == c)
+        on = next(r for r in rows if r["batching"] == "on" and r["clients"] == c)
+        speedup[str(c)] = on["rps"] / off["rps"]
+    print("\nthroughput with batching / without: " + ", ".join(f"{c} clients {s:.2f}x" for c, s in speedup.items()))
+    out = {"benchmark": "serve", "preset": args.preset, "size": args.size, "steps": args.steps,
+           "max_batch_size": args.max_batch, "batch_wait_timeout_s": args.wait, "rows": rows,
+           "batching_speedup": speedup, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+           "load_average": os.getloadavg()}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
