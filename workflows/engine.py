@@ -219,5 +219,5 @@ def gathered_params(engine) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-__all__ = ["LRSchedule", "LossModule", "external_parameters", "build_ds_config", "build_engine", "build_optimizer", "gathered_params",
-           "model_init_context", "param_groups", "precision", "skip_shm_op_build"]
+__all__ = ["LRSchedule", "LossModule", "build_ds_config", "build_engine", "build_optimizer", "external_parameters",
+           "gathered_params", "model_init_context", "param_groups", "precision", "skip_shm_op_build"]

@@ -67,6 +67,16 @@ def device_peak_flops(device: torch.device, precision: str, threads: int | None 
     return measure_matmul_peak(threads)
 
 
+def download_tree(uri: str, local_dir: str) -> None:
+    """Copy every file under a directory URI into ``local_dir``, creating sub-directories as needed."""
+    root = uri.rstrip("/")
+    for f in storage.list_files(uri):
+        target = os.path.join(local_dir, f[len(root):].lstrip("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as fh:
+            fh.write(storage.read_bytes(f))
+
+
 class WindowStats:
     """Sums over the micro-batches of one logging window (reduced across workers before logging)."""
 
@@ -75,7 +85,7 @@ class WindowStats:
         self.reset()
 
     def reset(self) -> None:
-        self.loss_sum, self.count, self.tokens, self.flops = 0.0, 0, 0, 0.0
+        self.loss_sum, self.count, self.tokens, self.flops, self.data_s = 0.0, 0, 0, 0.0, 0.0
         self.frame_sum = torch.zeros(self.max_frames, dtype=torch.float64)
         self.frame_count = torch.zeros(self.max_frames, dtype=torch.float64)
         self.t0 = time.perf_counter()
@@ -103,22 +113,22 @@ class WindowStats:
         self.frame_count[: fc.numel()] += fc
 
     def packed(self) -> torch.Tensor:
-        """``[loss_sum, count, tokens, flops, frame_sum..., frame_count...]`` for one all-reduce."""
-        head = torch.tensor([self.loss_sum, self.count, self.tokens, self.flops], dtype=torch.float64)
+        """``[loss_sum, count, tokens, flops, data_s, frame_sum..., frame_count...]`` for one all-reduce."""
+        head = torch.tensor([self.loss_sum, self.count, self.tokens, self.flops, self.data_s], dtype=torch.float64)
         return torch.cat([head, self.frame_sum, self.frame_count])
 
     def summary(self, packed: torch.Tensor, world_size: int) -> dict[str, Any]:
-        """Loss (mean over micro-batches), token-weighted per-frame loss, global tokens/s and FLOPs from the
-        all-reduced ``packed`` tensor."""
+        """Loss (mean over micro-batches), token-weighted per-frame loss, global tokens/s, FLOPs and the mean time
+        a worker spent waiting for / building batches (``data_s``) from the all-reduced ``packed`` tensor."""
         n = self.max_frames
-        loss_sum, count, tokens, flops = packed[:4].tolist()
-        fsum, fcount = packed[4:4 + n], packed[4 + n:]
+        loss_sum, count, tokens, flops, data_s = packed[:5].tolist()
+        fsum, fcount = packed[5:5 + n], packed[5 + n:]
         last = int(torch.nonzero(fcount).max()) + 1 if fcount.any() else 0
         frame = [float(s / c) if c else float("nan") for s, c in zip(fsum[:last], fcount[:last])]
         dt = max(time.perf_counter() - self.t0, 1e-9)
         return {"loss": loss_sum / max(count, 1), "frame_loss": frame, "tokens_per_s": tokens / dt,
-                "tokens": int(tokens), "flops": flops, "window_s": dt, "micro_batches": int(count),
-                "world_size": world_size}
+                "tokens": int(tokens), "flops": flops, "window_s": dt, "data_s": data_s / world_size,
+                "micro_batches": int(count), "world_size": world_size}
 
 
 class MetricsWriter:
@@ -151,9 +161,8 @@ class MetricsWriter:
         keep = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= (resume_step or 0)]
         with open(self.path, "w") as f:
             f.writelines(ln + "\n" for ln in keep)
-        if storage.is_s3(self.remote_uri) and resume_step is not None and storage.exists(storage.join(
-                self.remote_uri, "tb")):
-            storage.download_dir(storage.join(self.remote_uri, "tb"), os.path.join(self.local_dir, "tb"))
+        if storage.is_s3(self.remote_uri) and resume_step is not None:
+            download_tree(storage.join(self.remote_uri, "tb"), os.path.join(self.local_dir, "tb"))
 
     def log(self, step: int, record: dict[str, Any]) -> None:
         """Append one record (JSONL, flushed) and its scalars (TensorBoard)."""
@@ -254,5 +263,5 @@ def plot_metrics(run_uri: str) -> list[str]:
     return out
 
 
-__all__ = ["GPU_PEAK_TFLOPS", "METRICS_FILE", "MetricsWriter", "WindowStats", "device_peak_flops",
+__all__ = ["GPU_PEAK_TFLOPS", "METRICS_FILE", "MetricsWriter", "WindowStats", "device_peak_flops", "download_tree",
            "measure_matmul_peak", "plot_metrics", "read_metrics"]

@@ -32,7 +32,7 @@ import torch
 from lumos import storage
 from workflows.config_io import dump_config
 from workflows.engine import build_engine, gathered_params, model_init_context, precision
-from workflows.run_metrics import MetricsWriter, WindowStats, device_peak_flops
+from workflows.run_metrics import MetricsWriter, WindowStats, device_peak_flops, download_tree
 from workflows.shard_data import batch_tokens, epoch_batches
 from workflows.train_config import PretrainConfig
 
@@ -189,8 +189,7 @@ def write_consolidated(out_dir: str, model, model_cfg, cfg: PretrainConfig, stat
 
     extra = {"text_tokenizer": cfg.data.text_tokenizer, "train": state.to_dict(), "video_tokenizer": None}
     if tokenizer_uri:
-        storage.download_dir(tokenizer_uri, os.path.join(out_dir, "tokenizer")) if storage.is_s3(tokenizer_uri) \
-            else shutil.copytree(storage.resolve(tokenizer_uri)[1], os.path.join(out_dir, "tokenizer"))
+        download_tree(tokenizer_uri, os.path.join(out_dir, "tokenizer"))
         extra["video_tokenizer"] = "tokenizer"
         extra["video_tokenizer_source"] = tokenizer_uri
     save_model(out_dir, model, model_cfg, extra=extra)
@@ -286,12 +285,13 @@ def train_loop_per_worker(config: dict) -> None:
                mininterval=2.0, ascii=True)
     last, pending_tokens = {}, 0
     while state.step < cfg.optim.max_steps:
-        batches, tokens = [], []
+        batches, tokens, t_data = [], [], time.perf_counter()
         for _ in range(cfg.optim.grad_accum):
             epoch, index, samples = next(stream)
             batches.append(make_batch(samples, layout, cfg.ardf, batch_generator(cfg.seed, w.rank, epoch, index)))
             tokens.append(batch_tokens(samples))
             state.epoch, state.batch_in_epoch = epoch, index + 1
+        stats.data_s += time.perf_counter() - t_data
         for m, b, t in zip(train_step(engine, batches, w.device), batches, tokens):
             seq_len = t / b["ids"].shape[0]
             stats.add(m["loss"], t, m["frame_loss_sum"], m["frame_tokens"], t * flops_per_token(model_cfg, seq_len))

@@ -22,14 +22,14 @@ from lumos.tokenizers import ByteTokenizer, build_video_tokenizer, default_token
 from lumos.tokenizers.video import save_video_tokenizer
 
 
-def debug_tokenizer_dir(root: str) -> str:
-    """The committed debug tokenizer, or a seeded fresh one saved under ``root``."""
+def tokenizer_dir(root: str, name: str = "debug") -> str:
+    """The committed ``name`` tokenizer (debug/small), or a seeded fresh one saved under ``root``."""
     try:
-        return default_tokenizer_uri("debug")
+        return default_tokenizer_uri(name)
     except ValueError:
-        path = os.path.join(root, "tokenizer_debug")
+        path = os.path.join(root, f"tokenizer_{name}")
         if not os.path.exists(os.path.join(path, "config.json")):
-            save_video_tokenizer(path, build_video_tokenizer("debug", seed=0))
+            save_video_tokenizer(path, build_video_tokenizer(name, seed=0))
         return path
 
 
@@ -50,17 +50,18 @@ def debug_overrides(shards: str, storage: str, name: str, **extra) -> list[str]:
 
 
 def write_shards(root: str, videos: int = 16, images: int = 8, size: int = 32, frames: int = 9, fps: int = 8,
-                 files: int = 2, seed: int = 0) -> str:
+                 files: int = 2, seed: int = 0, preset: str = "debug") -> str:
     """Write ``root/shards`` and return its path.
 
     Args:
         videos, images: clips of ``frames`` RGB frames (→ 1 + (frames-1)/4 latent frames) and 1-frame images.
         size: pixels per side (latent grid size/8).
         files: Parquet files to spread the rows over.
+        preset: model/tokenizer size pair (``debug``: 240 codes, ``small``: 1,000 codes).
     """
-    tok_dir = debug_tokenizer_dir(root)
+    tok_dir = tokenizer_dir(root, preset)
     tok = load_video_tokenizer(tok_dir)
-    layout = model_preset("debug").layout
+    layout = model_preset(preset).layout
     text = ByteTokenizer(layout)
     scenes = [sample_scene(scene_rng(seed, i), max_objects=2) for i in range(videos + images)]
     clips = [render_clip(s, size=size, fps=fps, num_frames=frames if i < videos else 1)  # (N, H, W, 3) uint8

@@ -56,4 +56,4 @@ def test_loss_falls_and_run_is_complete(ray_local, shards, tmp_path, stage):
     assert load_video_tokenizer(os.path.join(res.final, "tokenizer")).codebook_size == model_cfg.codebook_size
     trained, init = model.state_dict(), type(model)(model_cfg).state_dict()
     assert not torch.equal(trained["lm_head.weight"], init["lm_head.weight"])
-    assert "zero_stage: %d" % stage in (Path(res.final) / "train_config.yaml").read_text()
+    assert f"zero_stage: {stage}" in (Path(res.final) / "train_config.yaml").read_text()

@@ -1,0 +1,199 @@
+"""Benchmark: pre-training throughput of Ray Train + DeepSpeed against a bare single-process loop.
+
+Same model (the ``small`` preset, ~5.5 M parameters), same shards (shapes-world clips, 64×64 px, 17 frames → 5
+latent frames of 8×8, small video tokenizer), same global batch (``--batch`` sequences per optimizer step), same
+AR-DF batches (:func:`lumos.ardf.make_batch`), same AdamW:
+
+* ``bare`` — one process, ``torch.set_num_threads(2)``, plain PyTorch loop;
+* ``ray zero-N`` — ``workflows.pretrain`` (2 Ray Train workers × 1 thread, DeepSpeed ZeRO stage N, gloo), tokens/s
+  from the run's own metrics (steps after ``--warmup``), so Ray/worker start-up is reported separately.
+
+MFU for both against an fp32 matmul peak measured in this run with 2 threads. Rounds alternate (bare, ray, bare,
+ray, ...) so that load from other processes hits both alike; the 1-minute load average is recorded per point.
+
+    .venv/bin/python bench/train.py                   # ~10-20 min on 2 busy cores
+    .venv/bin/python bench/train.py --rounds 1 --steps 4 --variants 2
+
+Prints a Markdown table and writes bench/results/train.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# bench/ holds modules named like stdlib ones (bench/tokenize.py): import from the repository root instead.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "tests" / "workflows"))  # pretrain_helpers: shapes shards writer
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+CONFIG = str(ROOT / "workflows" / "configs" / "pretrain_small.yaml")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch", type=int, default=16, help="global batch (sequences per optimizer step)")
+    p.add_argument("--steps", type=int, default=6, help="measured steps per run")
+    p.add_argument("--warmup", type=int, default=2, help="unmeasured steps at the start of each run")
+    p.add_argument("--rounds", type=int, default=2, help="alternating bare/ray rounds")
+    p.add_argument("--variants", default="2,0", help="comma-separated ZeRO stages of the Ray runs")
+    p.add_argument("--clips", type=int, default=48, help="clips in the shard dataset")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "train.json"))
+    return p.parse_args()
+
+
+def load_avg() -> float:
+    return os.getloadavg()[0]
+
+
+def make_shards(root: str, clips: int) -> str:
+    from pretrain_helpers import write_shards
+
+    return write_shards(root, videos=clips, images=0, size=64, frames=17, fps=8, files=2, preset="small")
+
+
+def config(shards: str, storage: str, name: str, batch: int, steps: int, stage: int):
+    from workflows.train_config import load_pretrain_config
+
+    return load_pretrain_config(CONFIG, [
+        f"data.shards={shards}", f"checkpoint.storage={storage}", f"checkpoint.name={name}",
+        f"data.micro_batch_size={batch // 2}", f"optim.max_steps={steps}", f"engine.zero_stage={stage}",
+        "metrics.every_steps=1", f"checkpoint.every_steps={steps}", "optim.warmup_steps=0", "metrics.plots=false",
+        "metrics.tensorboard=false"])
+
+
+def bare_run(cfg, steps: int, warmup: int) -> dict:
+    """The same training in one process with 2 threads: tokens/s over the steps after ``warmup``."""
+    import torch
+
+    from lumos.ardf import make_batch
+    from lumos.loss import ardf_loss
+    from lumos.model import LumosModel
+    from workflows.engine import LRSchedule, param_groups
+    from workflows.shard_data import batch_tokens, epoch_batches
+
+    torch.set_num_threads(2)
+    torch.manual_seed(cfg.seed)
+    model_cfg = cfg.model.build()
+    model = LumosModel(model_cfg)
+    opt = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
+                            betas=tuple(cfg.optim.betas))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, LRSchedule(cfg.optim))
+    rows = list(read_rows(cfg.data.shards))
+    data = type(cfg.data)(**{**cfg.data.__dict__, "micro_batch_size": 2 * cfg.data.micro_batch_size})
+    stream = (b for epoch in range(10**6) for b in epoch_batches(rows, data, seed=cfg.seed, epoch=epoch, rank=0))
+    times, tokens, losses = [], [], []
+    for step in range(warmup + steps):
+        t0 = time.perf_counter()
+        samples = next(stream)
+        batch = make_batch(samples, model_cfg.layout, cfg.ardf, torch.Generator().manual_seed(step))
+        loss, metrics = ardf_loss(model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        if step >= warmup:
+            times.append(time.perf_counter() - t0)
+            tokens.append(batch_tokens(samples))
+            losses.append(metrics["loss"])
+    return {"tokens_per_s": sum(tokens) / sum(times), "step_s": statistics.mean(times),
+            "tokens_per_step": statistics.mean(tokens), "loss_last": losses[-1]}
+
+
+def read_rows(shards: str):
+    import pyarrow.parquet as pq
+
+    from workflows.shard_data import SHARD_COLUMNS, shard_files
+
+    for f in shard_files(shards):
+        yield from pq.read_table(f, columns=SHARD_COLUMNS).to_pylist()
+
+
+def ray_run(cfg, steps: int, warmup: int) -> dict:
+    """``workflows.pretrain`` end to end; throughput from its metrics records after ``warmup`` steps."""
+    from workflows.pretrain import run_pretraining
+    from workflows.run_metrics import read_metrics
+
+    t0 = time.perf_counter()
+    res = run_pretraining(cfg)
+    wall = time.perf_counter() - t0
+    recs = [r for r in read_metrics(res.run_uri) if r["step"] > warmup]
+    busy = sum(r["window_s"] for r in recs)
+    return {"tokens_per_s": sum(r["tokens"] for r in recs) / busy, "step_s": busy / len(recs),
+            "tokens_per_step": statistics.mean(r["tokens"] for r in recs),
+            "data_s_per_step": statistics.mean(r["data_s"] for r in recs), "mfu_reported": recs[-1]["mfu"],
+            "loss_last": recs[-1]["loss"], "wall_s": wall, "overhead_s": wall - busy}
+
+
+def flops_per_token(cfg, tokens_per_seq: float) -> float:
+    from lumos.flops import flops_per_token as fpt
+
+    return fpt(cfg.model.build(), tokens_per_seq)
+
+
+def main() -> None:
+    args = parse_args()
+    import ray
+
+    from workflows.run_metrics import measure_matmul_peak
+
+    stages = [int(s) for s in args.variants.split(",") if s]
+    root = tempfile.mkdtemp(prefix="lumos-bench-train-")
+    shards = make_shards(root, args.clips)
+    peak = measure_matmul_peak(threads=2, seconds=2.0)
+    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=600 * 2**20,
+             runtime_env={"env_vars": {k: os.environ[k] for k in ("DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR")}})
+    points = []
+    total = args.warmup + args.steps
+    for r in range(args.rounds):
+        cfg = config(shards, f"{root}/runs", f"bare-{r}", args.batch, total, 2)
+        points.append({"path": "bare", "round": r, "load_avg_1m": load_avg(), **bare_run(cfg, args.steps, args.warmup)})
+        for stage in stages:
+            cfg = config(shards, f"{root}/runs", f"ray-z{stage}-{r}", args.batch, total, stage)
+            points.append({"path": f"ray zero-{stage}", "round": r, "load_avg_1m": load_avg(),
+                           **ray_run(cfg, args.steps, args.warmup)})
+        print(json.dumps(points[-1 - len(stages):], indent=None), flush=True)
+    ray.shutdown()
+    cfg = config(shards, root, "x", args.batch, total, 2)
+    report(points, peak, cfg, args)
+
+
+def report(points: list[dict], peak: float, cfg, args) -> None:
+    paths = sorted({p["path"] for p in points}, key=lambda s: (s != "bare", s))
+    bare = statistics.median(p["tokens_per_s"] for p in points if p["path"] == "bare")
+    rows = []
+    for path in paths:
+        pts = [p for p in points if p["path"] == path]
+        tps = statistics.median(p["tokens_per_s"] for p in pts)
+        seq = statistics.mean(p["tokens_per_step"] for p in pts) / args.batch
+        mfu = tps * flops_per_token(cfg, seq) / peak
+        rows.append({"path": path, "tokens_per_s": tps, "vs_bare": tps / bare, "step_s": statistics.median(
+            p["step_s"] for p in pts), "mfu": mfu, "data_s_per_step": statistics.mean(
+            p.get("data_s_per_step", float("nan")) for p in pts), "overhead_s": statistics.mean(
+            p.get("overhead_s", 0.0) for p in pts), "load_avg_1m": statistics.mean(p["load_avg_1m"] for p in pts)})
+    print(f"\nsmall preset, global batch {args.batch} sequences (~{seq:.0f} tokens each), {args.steps} measured steps "
+          f"× {args.rounds} rounds; fp32 matmul peak (2 threads) {peak / 1e9:.0f} GFLOP/s\n")
+    print("| path | tokens/s | vs bare | s/step | MFU | data s/step | start-up + checkpoint s | load avg |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['path']} | {r['tokens_per_s']:,.0f} | {r['vs_bare']:.2f}× | {r['step_s']:.2f} | "
+              f"{100 * r['mfu']:.1f}% | {r['data_s_per_step']:.3f} | {r['overhead_s']:.0f} | "
+              f"{r['load_avg_1m']:.1f} |")
+    out = {"config": vars(args), "matmul_peak_flops": peak, "summary": rows, "points": points}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
