@@ -11,6 +11,8 @@ Resources (CPUs, GPUs, pool sizes) are declared at the ``map_batches`` call site
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 
@@ -28,6 +30,8 @@ from tokenize_jobs.decode import (
 )
 from tokenize_jobs.shards import clip_id
 from tokenize_jobs.writer import TOKENIZED_SCHEMA
+
+log = logging.getLogger(__name__)
 
 DECODED_SCHEMA = pa.schema([
     ("source", pa.string()),
@@ -71,10 +75,12 @@ class DecodeClips:
     """
 
     def __init__(self, settings: dict, id_key: str):
+        t0 = time.perf_counter()
         self.settings = ClipSettings(**settings)
         self.id_key = id_key
         self.worker = DecodeWorker(self.settings)
         self.worker.start()
+        log.info("DecodeClips ready in %.1f s (decode child started)", time.perf_counter() - t0)
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         for row in batch.to_pylist():
@@ -140,6 +146,7 @@ class TokenizeClips:
 
     def __init__(self, tokenizer: str, layout: str = "compact", text_tokenizer: str | None = None,
                  device: str = "cpu", threads: int = 1, max_text_tokens: int = 1024):
+        t0 = time.perf_counter()
         import torch
 
         from lumos.tokenizers import load_text_tokenizer, load_video_tokenizer
@@ -151,6 +158,8 @@ class TokenizeClips:
         self.layout = build_layout(layout, self.tok.codebook_size)
         self.text = load_text_tokenizer(text_tokenizer, self.layout)
         self.max_text_tokens = max_text_tokens
+        log.info("TokenizeClips ready in %.1f s (%s on %s)", time.perf_counter() - t0,
+                 self.tok.identity.get("kind"), device)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
