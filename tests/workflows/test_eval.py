@@ -189,3 +189,72 @@ def test_bad_arguments_exit_with_one_line(checkpoint, tmp_path, capsys):
     out = subprocess.run([sys.executable, "-m", "workflows.eval", "--help"], capture_output=True, text=True,
                          cwd=REPO)
     assert out.returncode == 0 and "--suite" in out.stdout and "--history-ratio" in out.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# workflows.bench_sets: GenEval / VBench sample sets sharded across Ray tasks
+# ---------------------------------------------------------------------------------------------------------------
+
+BENCH_FAST = ["--steps", "1", "--width", "32", "--height", "32", "--threads", "1"]
+
+
+@pytest.mark.slow
+def test_bench_sets_write_the_layouts_the_official_scorers_read(ray_local, checkpoint, tmp_path):
+    from lumos.media import read_image, read_video_frames
+    from lumos.shapes.world import render_frame
+    from workflows.bench_sets import main as bench_main
+
+    meta = [{"tag": "single_object", "include": [{"class": "cat", "count": 1}], "prompt": "a photo of a cat"},
+            {"tag": "colors", "include": [{"class": "dog", "count": 1, "color": "red"}], "prompt": "a red dog"},
+            {"tag": "counting", "include": [{"class": "cup", "count": 2}], "prompt": "a photo of two cups"}]
+    (tmp_path / "geneval.jsonl").write_text("".join(json.dumps(m) + "\n" for m in meta))
+    out = tmp_path / "geneval"
+    argv = ["--checkpoint", checkpoint, "--bench", "geneval", "--prompts", str(tmp_path / "geneval.jsonl"),
+            "--out", str(out), "--samples", "2", "--workers", "2", *BENCH_FAST]
+    assert bench_main(argv) == 0
+    for i, m in enumerate(meta):
+        assert json.loads((out / f"{i:05d}" / "metadata.jsonl").read_text()) == m
+        for j in range(2):
+            assert read_image(str(out / f"{i:05d}" / "samples" / f"{j:04d}.png")).shape == (32, 32, 3)
+    summary = json.loads((out / "_bench_sets.json").read_text())
+    assert summary["workers"] == 2 and summary["written"] == 6 and summary["gpus_per_worker"] == 0
+    assert bench_main(argv) == 0  # a rerun resumes: nothing left to write
+    assert json.loads((out / "_bench_sets.json").read_text())["skipped"] == 6
+
+    (tmp_path / "vbench.txt").write_text("a red circle moving right\na blue square\n")
+    out = tmp_path / "vbench"
+    assert bench_main(["--checkpoint", checkpoint, "--bench", "vbench", "--prompts", str(tmp_path / "vbench.txt"),
+                       "--out", str(out), "--samples", "1", "--frames", "2", "--workers", "2", *BENCH_FAST]) == 0
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["a blue square-0.mp4", "a red circle moving right-0.mp4"]
+    assert read_video_frames(str(out / "a blue square-0.mp4")).shape == (5, 32, 32, 3)
+
+    images = tmp_path / "crop"
+    images.mkdir()
+    scene = prompt_set("i2v", 1, seed=0)[0]
+    Image.fromarray(render_frame(scene.scene, 0.0, 32)).save(images / "shape.png")
+    info = [{"prompt_en": scene.prompt, "image_name": "shape.png", "dimension": ["i2v_subject"]}]
+    (tmp_path / "i2v.json").write_text(json.dumps(info))
+    out = tmp_path / "i2v"
+    assert bench_main(["--checkpoint", checkpoint, "--bench", "vbench_i2v", "--prompts", str(tmp_path / "i2v.json"),
+                       "--images", str(images), "--out", str(out), "--samples", "2", "--frames", "2",
+                       *BENCH_FAST]) == 0
+    assert sorted(p.name for p in out.glob("*.mp4")) == [f"{scene.prompt}-0.mp4", f"{scene.prompt}-1.mp4"]
+
+
+def test_bench_sets_bad_input_exits_with_one_line(checkpoint, tmp_path, capsys):
+    from workflows.bench_sets import main as bench_main
+    from workflows.bench_sets import shards
+
+    assert [len(s) for s in shards(list(range(10)), 3)] == [3, 4, 3] and len(shards([1], 4)) == 1
+    (tmp_path / "i2v.json").write_text(json.dumps([{"prompt_en": "x", "image_name": "missing.png"}]))
+    cases = [(["--bench", "geneval", "--prompts", str(tmp_path / "none.jsonl")], "--prompts"),
+             (["--bench", "vbench_i2v", "--prompts", str(tmp_path / "i2v.json"), "--images", str(tmp_path)],
+              "missing.png does not exist"),
+             (["--bench", "vbench_i2v", "--prompts", str(tmp_path / "i2v.json")], "needs --images"),
+             (["--bench", "vbench", "--prompts", "x.txt", "--workers", "0"], "--workers must be >= 1")]
+    for argv, msg in cases:
+        assert bench_main(["--checkpoint", checkpoint, "--out", str(tmp_path / "o"), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert msg in err and len(err.splitlines()) == 1, err
+    assert bench_main(["--checkpoint", str(tmp_path), "--bench", "vbench", "--prompts", "x", "--out", "o"]) == 2
+    assert "no config.json" in capsys.readouterr().err
