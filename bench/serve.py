@@ -16,20 +16,24 @@ Prints a Markdown table and writes bench/results/serve.json.
 
 from __future__ import annotations
 
-import argparse
-import concurrent.futures as cf
-import json
-import os
-import platform
-import socket
-import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
+# `python bench/serve.py` puts bench/ first on sys.path, where bench/tokenize.py would shadow the standard library's
+# tokenize module (imported deep inside Ray): take bench/ off the path and put the repository root instead.
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
+
+import argparse  # noqa: E402
+import concurrent.futures as cf  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
 
 
 def build_checkpoint(root: Path, preset: str, size: int) -> str:
@@ -103,7 +107,7 @@ def main() -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--preset", default="debug", choices=("debug", "small"), help="model + tokenizer size")
     p.add_argument("--size", type=int, default=32, help="image width = height in pixels (multiple of 8)")
-    p.add_argument("--steps", type=int, default=8, help="unmasking steps per request")
+    p.add_argument("--steps", type=int, default=16, help="unmasking steps per request")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16], help="concurrent clients per run")
     p.add_argument("--requests", type=int, default=4, help="requests per client per run")
     p.add_argument("--max-batch", type=int, default=16, help="max_batch_size with batching on")
@@ -143,7 +147,7 @@ def main() -> int:
 
 def report(rows: list[dict], args) -> None:
     print(f"\nt2i {args.size}x{args.size}, {args.steps} steps, {args.preset} model, 1 sampler replica, loopback HTTP\n")
-    print("| batching | clients | requests | req/s | p50 ms | p95 ms | mean rows per sampler call |")
+    print("| batching | clients | requests | req/s | p50 ms | p95 ms | rows of the sampler call, mean over requests |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['batching']} | {r['clients']} | {r['requests']} | {r['rps']:.2f} | {r['p50_ms']:.0f} | "

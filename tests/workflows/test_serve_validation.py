@@ -215,3 +215,30 @@ def test_cli_help():
     r = subprocess.run([sys.executable, "-m", "workflows.serve", "--help"], cwd=REPO, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0 and "--checkpoint" in r.stdout and "serve run" in r.stdout
+
+
+def test_coalescer_merges_batches_that_wait_for_a_busy_sampler():
+    import asyncio
+    import time
+
+    from workflows.serving.coalesce import Coalescer
+
+    def run(jobs):
+        time.sleep(0.2)
+        return [j * 10 for j in jobs]
+
+    async def scenario(max_rows):
+        co = Coalescer(run, max_rows)
+        first = asyncio.ensure_future(co.submit([1]))
+        await asyncio.sleep(0.05)  # the sampler is busy with [1]: these four batches wait and merge
+        rest = [asyncio.ensure_future(co.submit(b)) for b in ([2], [3, 4], [5], [6])]
+        gone = asyncio.ensure_future(co.submit([7]))
+        await asyncio.sleep(0)
+        gone.cancel()  # a caller that went away is dropped before the next call
+        results = [await first] + [await r for r in rest]
+        return results, co.calls
+
+    results, calls = asyncio.run(scenario(16))
+    assert results == [[10], [20], [30, 40], [50], [60]] and calls == [1, 5]
+    results, calls = asyncio.run(scenario(2))
+    assert results == [[10], [20], [30, 40], [50], [60]] and calls == [1, 2, 2, 1]

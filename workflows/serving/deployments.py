@@ -4,8 +4,8 @@
 ``limits.max_queued``), validates every request before any work (:mod:`workflows.serving.api`), calls the sampler
 through a deployment handle with the request's deadline (504 beyond), and encodes GIF/MP4/PNG off the event loop.
 ``Sampler`` loads the checkpoint once per replica (GPU when the cluster has one) and gathers requests with
-``@serve.batch``; one batch call groups compatible jobs into batched sampler calls with per-row seeds
-(:mod:`workflows.serving.engine`). Streams (``"stream": true`` or ``/v1/generate/stream``) run one job each and
+``@serve.batch``; batches that arrive while the sampler is busy are merged (:mod:`workflows.serving.coalesce`),
+and compatible jobs run as the rows of one sampler call with per-row seeds (:mod:`workflows.serving.engine`). Streams (``"stream": true`` or ``/v1/generate/stream``) run one job each and
 send server-sent events: a ``frame`` event per committed latent frame, then ``done`` with the GIF (or ``error``).
 
 Routes (each handler has its own name; STYLE A7): ``GET /`` playground page, ``GET /healthz`` (never needs a
@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from workflows.serving import api
 from workflows.serving.api import RequestError
+from workflows.serving.coalesce import Coalescer
 from workflows.serving.config import ServeConfig, serve_config_from_args
 from workflows.serving.engine import ModelInfo, SamplerEngine, model_info
 from workflows.serving.jobs import Job, JobResult
@@ -71,6 +72,8 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(500, f"internal error: {type(exc).__name__}")
 
 
+MAX_CONCURRENT_BATCHES = 8
+"""``@serve.batch`` batches allowed in flight; the :class:`Coalescer` merges them into full sampler calls."""
 _TIMEOUT = "request timed out (timeout_s, at most limits.request_timeout_s)"
 
 
@@ -102,12 +105,13 @@ class Sampler:
         self.engine = SamplerEngine.load(cfg.checkpoint, cfg.tokenizer, cfg.device)
         self.generate_batch.set_max_batch_size(cfg.batching.max_batch_size)
         self.generate_batch.set_batch_wait_timeout_s(cfg.batching.batch_wait_timeout_s)
+        self.coalescer = Coalescer(self.engine.run, cfg.batching.max_batch_size)
         log.info("sampler replica ready: %s on %s", cfg.checkpoint, self.engine.device)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05, max_concurrent_batches=MAX_CONCURRENT_BATCHES)
     async def generate_batch(self, jobs: list[Job]) -> list[JobResult]:
-        """Run the gathered jobs off the event loop (so the next batch fills meanwhile)."""
-        return await asyncio.to_thread(self.engine.run, jobs)
+        """Gathered jobs → one sampler call, merged with other batches waiting while the sampler is busy."""
+        return await self.coalescer.submit(jobs)
 
     async def stream(self, job: Job):
         """Yield ``frame`` events as latent frames are committed, then ``{"event": "result", "result": ...}``.
@@ -302,7 +306,7 @@ def build_application(cfg: ServeConfig):
         autoscaling_config={"min_replicas": cfg.scaling.min_replicas, "max_replicas": cfg.scaling.max_replicas,
                             "initial_replicas": max(1, cfg.scaling.min_replicas),
                             "target_ongoing_requests": cfg.scaling.target_ongoing_requests},
-        max_ongoing_requests=max(2 * batch, 4),
+        max_ongoing_requests=max(batch * MAX_CONCURRENT_BATCHES, 4),  # the ingress bounds what is in flight
     ).bind(sampler_config)
     return Ingress.options(
         num_replicas=cfg.scaling.ingress_replicas,
