@@ -1,6 +1,6 @@
 """Every shell command in README.md is exercised (litgpt / vector-quantize-pytorch ``test_readme`` in spirit).
 
-Each ```bash block runs in bash with shims in place of every program (``python``, ``ray``, ``curl``, ``make``, ...):
+Each ```bash block (```sh blocks: other projects' tools, of which only our own ``python -m`` modules are checked) runs in bash with shims in place of every program (``python``, ``ray``, ``curl``, ``make``, ...):
 bash does the quoting, line continuations, ``export`` and ``$VAR`` expansion, and the shims only record the final
 argv (``cluster/submit.sh`` runs for real with ``--dry-run`` and its ``ray job submit`` line is recorded). A program
 without a shim fails the test, so a new kind of command needs a check here. Then every recorded command is checked
@@ -41,6 +41,7 @@ cluster/submit.sh() {
 export() { rec export "$@"; builtin export "$@"; }
 command_not_found_handle() { rec unknown "$@"; return 0; }
 """
+OUR_PACKAGES = ("workflows.", "tokenize_jobs.", "lumos.")
 REPO_DIRS = ("workflows/", "cluster/", "tokenize_jobs/", "lumos/", "bench/", "docs/", "tests/")
 
 
@@ -55,19 +56,20 @@ class Command:
         return f"README.md:{self.line}: {shlex.join(self.argv)}"
 
 
-def bash_blocks(text: str) -> list[tuple[int, str]]:
-    """(first line number, body) of every ```bash block."""
-    return [(text[: m.start()].count("\n") + 2, m.group(1)) for m in re.finditer(r"```bash\n(.*?)```", text, re.S)]
+def shell_blocks(text: str, lang: str = "bash") -> list[tuple[int, str]]:
+    """(first line number, body) of every ```bash (our commands) or ```sh (other projects' commands) block."""
+    return [(text[: m.start()].count("\n") + 2, m.group(1))
+            for m in re.finditer(rf"```{lang}\n(.*?)```", text, re.S)]
 
 
-def record_block(body: str, log: Path, home: Path) -> list[list[str]]:
-    """Run one block with the shims; returns the recorded argvs."""
+def record_block(body: str, log: Path, home: Path, strict: bool = True) -> list[list[str]]:
+    """Run one block with the shims; returns the recorded argvs (``strict``: the block must be valid bash)."""
     log.write_bytes(b"")
     env = {"PATH": "/nonexistent-readme-shims", "REAL_PATH": os.environ["PATH"], "REPO": str(REPO),
            "README_LOG": str(log), "HOME": str(home), "LANG": "C.UTF-8"}
     proc = subprocess.run(["/bin/bash", "--norc", "--noprofile", "-c", PRELUDE + body], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0 or not strict, proc.stderr
     fields = log.read_bytes().split(b"\0")
     out, cur = [], []
     for f in fields[:-1]:
@@ -83,10 +85,14 @@ def record_block(body: str, log: Path, home: Path) -> list[list[str]]:
 def commands(tmp_path_factory) -> list[Command]:
     tmp = tmp_path_factory.mktemp("readme")
     found = []
-    for line, body in bash_blocks(README.read_text()):
+    text = README.read_text()
+    for line, body in shell_blocks(text):
         recorded = record_block(body, tmp / "log", tmp)
         assert recorded, f"README.md:{line}: a bash block without commands"
         found += [Command(line, argv) for argv in recorded]
+    for line, body in shell_blocks(text, "sh"):  # other projects' tools: only our own modules are checked
+        found += [Command(line, argv) for argv in record_block(body, tmp / "log", tmp, strict=False)
+                  if argv[:2] == ["python", "-m"] and argv[2].startswith(OUR_PACKAGES)]
     return found
 
 
@@ -158,6 +164,25 @@ def check_convert(argv):
     convert_hf.parse_resolution(argparse_ok(convert_hf.parse_args, argv).resolution)
 
 
+def check_ablate(argv):
+    from workflows import ablate
+
+    args = argparse_ok(ablate.build_parser().parse_args, argv)
+    cfg = ablate.config_from_args(args)
+    assert not args.checkpoint or cfg.study == "history", "--checkpoint is only used by --study history"
+    assert bool(args.shards) == bool(args.val_shards), "--shards and --val-shards go together"
+
+
+def check_bench_sets(argv):
+    from unittest import mock
+
+    from workflows import bench_sets
+
+    args = argparse_ok(bench_sets.build_parser().parse_args, argv)
+    with mock.patch.object(bench_sets.storage, "exists", return_value=True):  # the checkpoint is the user's
+        bench_sets.settings_from_args(args)
+
+
 def check_demo(argv):
     from workflows import demo
 
@@ -167,7 +192,7 @@ def check_demo(argv):
 MODULES = {"tokenize_jobs.synth": check_synth, "tokenize_jobs.video": check_video, "workflows.pretrain": check_pretrain,
            "workflows.train_tokenizer": check_train_tokenizer, "workflows.generate": check_generate,
            "workflows.serve": check_serve, "workflows.eval": check_eval, "workflows.convert_hf": check_convert,
-           "workflows.demo": check_demo}
+           "workflows.ablate": check_ablate, "workflows.bench_sets": check_bench_sets, "workflows.demo": check_demo}
 
 
 def check_python(argv: list[str]) -> None:
