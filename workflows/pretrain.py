@@ -130,7 +130,6 @@ def build_trainer(cfg: PretrainConfig, tokenizer: str | None):
     """The TorchTrainer: scaling, run storage (local or S3), checkpoint retention, failure policy, data."""
     import ray.data
     import ray.train
-    from ray.data import ExecutionOptions
 
     fs, path = storage.resolve(cfg.checkpoint.storage)
     run_config = ray.train.RunConfig(
@@ -146,8 +145,9 @@ def build_trainer(cfg: PretrainConfig, tokenizer: str | None):
     # Ray Data's per-operator bars for the split would interleave with the rank-0 step bar in the log.
     ray.data.DataContext.get_current().enable_progress_bars = False
     # preserve_order makes the equal split deterministic, so a resumed run gets the same rows per worker.
-    data_config = ray.train.DataConfig(execution_options=ExecutionOptions(preserve_order=True),
-                                       enable_shard_locality=False)
+    ingest = ray.train.DataConfig.default_ingest_options()
+    ingest.preserve_order = True
+    data_config = ray.train.DataConfig(execution_options=ingest, enable_shard_locality=False)
     return trainer_class()(train_loop_per_worker, train_loop_config={"cfg": cfg.to_dict(), "tokenizer": tokenizer},
                         scaling_config=scaling, run_config=run_config, datasets={"train": read_shards(cfg.data)},
                         dataset_config=data_config)
