@@ -73,9 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per decode step (open a file, read a clip)")
     p.add_argument("--max-text-tokens", type=int, default=1024, help="truncate longer prompts (0 = no limit)")
     p.add_argument("--batch-size", type=int, default=8, help="clips per tokenizer call")
-    p.add_argument("--decode-concurrency", default="1,auto", help="decode actor pool MIN,MAX (auto: CPUs/2)")
+    p.add_argument("--decode-concurrency", default="1,auto",
+                   help="decode actor pool MIN,MAX (auto: the CPUs the tokenizer pool leaves; on an autoscaling "
+                        "cluster give MAX explicitly, auto only sees the resources present at start)")
     p.add_argument("--tokenize-concurrency", default="1,auto",
-                   help="tokenizer actor pool MIN,MAX (auto: number of GPUs, or CPUs/4 without GPUs)")
+                   help="tokenizer actor pool MIN,MAX (auto: the number of GPUs, or the CPUs decoding leaves)")
     p.add_argument("--decode-cpus", type=float, default=1.0, help="CPUs per decode actor")
     p.add_argument("--tokenize-cpus", type=float, default=1.0, help="CPUs per tokenizer actor")
     p.add_argument("--num-gpus", default="auto", help="GPUs per tokenizer actor: auto (1 if the cluster has GPUs), 0, 1")
@@ -138,12 +140,24 @@ def init_ray():
 
 
 def pool_sizes(args: argparse.Namespace, cpus: float, gpus: int) -> dict:
-    """Actor pool bounds and per-actor resources from the options and the cluster's resources."""
+    """Actor pool bounds and per-actor resources from the options and the cluster's resources at start.
+
+    ``auto`` maxima let each pool grow into the CPUs the other pool's minimum leaves free (on GPU clusters the
+    tokenizer pool is sized by the GPUs and decoding gets the remaining CPUs); the minima always fit together, so
+    neither stage waits for the other to finish before it can start.
+    """
     d_lo, d_hi = args.decode_concurrency
     t_lo, t_hi = args.tokenize_concurrency
+    d_cpu, t_cpu = args.decode_cpus, args.tokenize_cpus
     use_gpu = gpus > 0 if args.num_gpus == "auto" else args.num_gpus == "1"
-    d_hi = d_hi or max(d_lo, int(cpus // 2))
-    t_hi = t_hi or max(t_lo, gpus if use_gpu else int(cpus // 4))
+    if t_hi is None:
+        t_hi = max(t_lo, gpus) if use_gpu else max(t_lo, int((cpus - d_lo * d_cpu) // t_cpu))
+    if d_hi is None:
+        d_hi = max(d_lo, int((cpus - (t_hi if use_gpu else t_lo) * t_cpu) // d_cpu))
+    if d_lo * d_cpu + t_lo * t_cpu > cpus:
+        log.warning("decode and tokenizer pools need %.1f CPUs at their minimum sizes but the cluster has %.1f now: "
+                    "the tokenizer may wait for decoding to finish (or for the autoscaler)",
+                    d_lo * d_cpu + t_lo * t_cpu, cpus)
     return {"decode": (d_lo, d_hi), "tokenize": (t_lo, t_hi), "num_gpus": 1 if use_gpu else 0,
             "device": "cuda" if use_gpu else "cpu"}
 
