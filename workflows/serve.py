@@ -140,15 +140,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from ray import serve
 
-    start(cfg)
-    prefix = cfg.route_prefix.rstrip("/")
-    log.info("serving %s at http://%s:%d%s/ (auth %s); Ctrl-C stops", cfg.checkpoint, cfg.host, cfg.port, prefix,
-             "on" if cfg.token else "off")
     signal.signal(signal.SIGTERM, _interrupt)  # `ray job stop` / kill: leave like Ctrl-C
     try:
+        start(cfg)
+        prefix = cfg.route_prefix.rstrip("/")
+        log.info("serving %s at http://%s:%d%s/ (auth %s); Ctrl-C stops", cfg.checkpoint, cfg.host, cfg.port,
+                 prefix, "on" if cfg.token else "off")
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # also during start-up: never leave a half-deployed app behind
         log.info("stopping the %s app", cfg.app_name)
         serve.delete(cfg.app_name)
     return 0

@@ -109,7 +109,7 @@ def test_i2v_keeps_the_image_as_frame_zero(server, bundle, clip_small):
     r = server.post("/v1/generate", json={**request, "format": "tokens",
                                           "image": "data:image/png;base64," + request["image"]})
     codes = np.array(r.json()["codes"])
-    given = bundle.video_tokenizer.encode(resize_center_crop(first, (SIZE, SIZE))[None]).long()  # (1, h, w)
+    given = bundle.video_tokenizer.encode(np.array(resize_center_crop(first, (SIZE, SIZE))[None])).long()  # (1, h, w)
     assert np.array_equal(codes[0], given[0].numpy())
     assert np.array_equal(codes, direct_codes(bundle, "a man talking", "i2v", 2, 5, given=given))
 
@@ -167,9 +167,12 @@ def test_cli_joins_the_cluster_and_stops_on_ctrl_c(server, checkpoint, ray_local
                              str(port), "app_name=cli", "route_prefix=/cli", "defaults.steps=2"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 90
+        from ray import serve
+
+        deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
-            if server.get("/cli/healthz").status_code == 200:
+            app = serve.status().applications.get("cli")
+            if app is not None and app.status == "RUNNING":
                 break
             time.sleep(1)
         assert server.get("/cli/healthz").json()["status"] == "ok"
