@@ -197,6 +197,7 @@ def load_data(cfg: AblationConfig, shards: str, val_shards: str, tokenizer: str 
     tok = tokenizer or manifest_tokenizer(json.loads(storage.read_text(storage.join(shards, MANIFEST))))
     if not tok:
         raise ValueError("the shards name no video tokenizer: pass --tokenizer")
+    tok = tok if storage.is_s3(tok) else storage.resolve(tok)[1]  # absolute: checkpoints refer to it
     return AblationData(train, val, tok, **(geo or vgeo))
 
 
@@ -375,10 +376,18 @@ def score(bundle, settings: EvalSettings, suites: tuple[str, ...], history_ratio
 # Studies
 # ---------------------------------------------------------------------------------------------------------------
 
-def run_training_study(cfg: AblationConfig, data: AblationData, out: str, progress: bool) -> dict:
-    """``rope`` / ``mask``: train every variant; mask also scores each with workflows.eval."""
+def save_variant(out: str, name: str, model, model_cfg, data: AblationData, cfg: AblationConfig) -> str:
+    """A DESIGN §4.5 checkpoint of a trained variant under ``out/name`` (loadable by workflows.eval)."""
     from lumos.checkpoint import save_checkpoint
 
+    return save_checkpoint(storage.join(out, name), model, model_cfg,
+                           extra={"video_tokenizer": data.tokenizer, "text_tokenizer": None,
+                                  "resolution": [data.size, data.size],
+                                  "ablation": {"study": cfg.study, "variant": name}})
+
+
+def run_training_study(cfg: AblationConfig, data: AblationData, out: str, progress: bool) -> dict:
+    """``rope`` / ``mask``: train every variant; mask also scores each with workflows.eval."""
     variants = {}
     val_batches = None
     for v in cfg.variants:
@@ -389,9 +398,7 @@ def run_training_study(cfg: AblationConfig, data: AblationData, out: str, progre
         if cfg.study == "mask":
             res["eval"] = score(bundle_for(model, model_cfg, data), eval_settings(cfg, data), ("t2i", "t2v", "i2v"),
                                 progress=progress)
-        save_checkpoint(storage.join(out, v), model, model_cfg,
-                        extra={"video_tokenizer": data.tokenizer, "text_tokenizer": None,
-                               "resolution": [data.size, data.size], "ablation": {"study": cfg.study, "variant": v}})
+        save_variant(out, v, model, model_cfg, data, cfg)
         variants[v] = res
         log.info("%s %s: val loss %.4f (%.2f s/step)", cfg.study, v, res["val_loss"], res["s_per_step"])
     return variants
@@ -413,7 +420,8 @@ def run_history_study(cfg: AblationConfig, data: AblationData | None, checkpoint
         val_batches = validation_batches(data.val, model_cfg.layout, cfg.batch, cfg.val_ratio, cfg.seed)
         model, res = train_variant(cfg, data, model_cfg, ardf_cfg, val_batches, "tube", progress)
         bundle, settings = bundle_for(model, model_cfg, data), eval_settings(cfg, data)
-        train_cfg = {"trained": "tube", "val_loss": res["val_loss"], "seconds": res["seconds"]}
+        train_cfg = {"trained": "tube", "val_loss": res["val_loss"], "seconds": res["seconds"],
+                     "checkpoint": save_variant(out, "tube", model, model_cfg, data, cfg)}
     variants = {v: {"eval": score(bundle, settings, ("t2v", "i2v"), float(v), progress)} for v in cfg.variants}
     return variants, train_cfg
 
