@@ -27,6 +27,9 @@ many short runs with identical budgets, so it runs a plain single-process loop o
 ``--data``: ``tokenize_jobs.synth`` (train videos, train stills, held-out validation videos; stills whose still
 caption is held out are dropped, see :mod:`workflows.eval_sets`) → ``tokenize_jobs.video`` (Ray Data).
 
+The model is the ``--preset`` (debug ≈ 0.1 M, small ≈ 5 M parameters) with its visual vocabulary sized to the
+shards' tokenizer (so the debug model also runs on shards of the 1,000-code small tokenizer).
+
 Output under ``<out>/<study>/``: ``results.json``, ``results.md``, PNG plots and one checkpoint per variant;
 ``--results-doc`` also writes the summary into a Markdown file (between ``<!-- ablate:<study> -->`` markers).
 """
@@ -110,6 +113,8 @@ class AblationData:
     fps: int
     duration: int
     latent_frames: int
+    codebook_size: int = 0
+    """Codes of the tokenizer (the model's visual vocabulary follows it, whatever the preset's default)."""
 
 
 def combine_manifests(data_dir: str, parts: list[str], out_name: str, drop_heldout_stills: bool) -> str:
@@ -198,7 +203,13 @@ def load_data(cfg: AblationConfig, shards: str, val_shards: str, tokenizer: str 
     if not tok:
         raise ValueError("the shards name no video tokenizer: pass --tokenizer")
     tok = tok if storage.is_s3(tok) else storage.resolve(tok)[1]  # absolute: checkpoints refer to it
-    return AblationData(train, val, tok, **(geo or vgeo))
+    from lumos.tokenizers import load_video_tokenizer
+
+    codes = load_video_tokenizer(tok).codebook_size
+    top = max(int(s["codes"].max()) for s in train + val)
+    if top >= codes:
+        raise ValueError(f"the shards hold code {top} but tokenizer {tok} has {codes} codes")
+    return AblationData(train, val, tok, **(geo or vgeo), codebook_size=codes)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -336,13 +347,14 @@ def train_variant(cfg: AblationConfig, data: AblationData, model_cfg, ardf_cfg, 
                    "seconds": seconds, "s_per_step": seconds / cfg.steps}
 
 
-def variant_configs(cfg: AblationConfig, variant: str):
-    """(ModelConfig, ARDFConfig) of a variant."""
+def variant_configs(cfg: AblationConfig, variant: str, codebook_size: int | None = None):
+    """(ModelConfig, ARDFConfig) of a variant; ``codebook_size`` overrides the preset's (the data's tokenizer)."""
     from lumos.config import ARDFConfig, model_preset
 
     rope = variant if cfg.study == "rope" else "mm"
     mask = variant if cfg.study == "mask" else "tube"
-    return model_preset(cfg.preset, rope_variant=rope), ARDFConfig(mask_type=mask)
+    extra = {"codebook_size": codebook_size} if codebook_size else {}
+    return model_preset(cfg.preset, rope_variant=rope, **extra), ARDFConfig(mask_type=mask)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -391,7 +403,7 @@ def run_training_study(cfg: AblationConfig, data: AblationData, out: str, progre
     variants = {}
     val_batches = None
     for v in cfg.variants:
-        model_cfg, ardf_cfg = variant_configs(cfg, v)
+        model_cfg, ardf_cfg = variant_configs(cfg, v, data.codebook_size)
         if val_batches is None:
             val_batches = validation_batches(data.val, model_cfg.layout, cfg.batch, cfg.val_ratio, cfg.seed)
         model, res = train_variant(cfg, data, model_cfg, ardf_cfg, val_batches, v, progress)
@@ -416,7 +428,7 @@ def run_history_study(cfg: AblationConfig, data: AblationData | None, checkpoint
         settings = EvalSettings(num=cfg.eval_num, steps=cfg.eval_steps, cfg=cfg.cfg, seed=cfg.seed, size=size,
                                 batch=min(8, cfg.eval_num), references=False)
     else:
-        model_cfg, ardf_cfg = variant_configs(cfg, "tube")
+        model_cfg, ardf_cfg = variant_configs(cfg, "tube", data.codebook_size)
         val_batches = validation_batches(data.val, model_cfg.layout, cfg.batch, cfg.val_ratio, cfg.seed)
         model, res = train_variant(cfg, data, model_cfg, ardf_cfg, val_batches, "tube", progress)
         bundle, settings = bundle_for(model, model_cfg, data), eval_settings(cfg, data)
