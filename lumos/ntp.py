@@ -72,7 +72,7 @@ class NTPRun:
                 tmpl = frame_template(self.layout, self.plan.grid, f + 1)
             self.branches.commit(pending, kind="token")  # close the last frame (newline + EOI)
         self.bar.close()
-        return torch.stack(frames, dim=1)
+        return torch.stack(frames, dim=1).clone()  # an ordinary tensor, usable outside inference mode
 
     def _frame(self, tmpl: FrameTemplate, pending: Segment, f: int) -> tuple[torch.Tensor, Segment]:
         """Decode the N codes of frame ``f``; ``pending`` (header, or the previous frame's tail + header) is fed

@@ -257,18 +257,18 @@ class ARDFRun:
 
     def frames(self) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield (frame index, codes int64 [B, h, w]) for every frame as it is committed (given frames first)."""
-        with torch.inference_mode():
-            for f in range(self.plan.given):
-                self.branches.queue(self.committed_frame(frame_template(self.layout, self.plan.grid, f),
-                                                         self.given[:, f]))
-                yield f, self.given[:, f].clone()
-            for f in range(self.plan.given, self.plan.num_frames):
-                t0 = time.perf_counter()
+        for f in range(self.plan.given):
+            self.branches.queue(self.committed_frame(frame_template(self.layout, self.plan.grid, f),
+                                                     self.given[:, f]))
+            yield f, self.given[:, f].clone()
+        for f in range(self.plan.given, self.plan.num_frames):
+            t0 = time.perf_counter()
+            with torch.inference_mode():  # entered per frame: the consumer's code between yields runs normally
                 tmpl = frame_template(self.layout, self.plan.grid, f)
                 codes = self.sample_frame(tmpl)
                 self.branches.commit(self.committed_frame(tmpl, codes), outputs=False)
-                self.seconds += time.perf_counter() - t0
-                yield f, codes
+            self.seconds += time.perf_counter() - t0
+            yield f, codes.clone()
         self.bar.close()
 
     def sample_frame(self, tmpl: FrameTemplate) -> torch.Tensor:

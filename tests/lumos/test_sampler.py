@@ -294,8 +294,13 @@ def test_t2i_and_frame_streaming(model):
     assert (plan.num_frames, plan.duration, plan.fps) == (1, 1, 1)
     assert SamplerConfig().guidance(plan.image) == 16.0 and SamplerConfig().guidance(False) == 15.0
     seen = []
-    res = generate(model, PROMPTS, plan, SamplerConfig(steps=3), generator=gens(1, 2),
-                   on_frame=lambda f, c: seen.append((f, c.shape)))
+
+    def on_frame(f, codes):
+        assert not torch.is_inference_mode_enabled()  # the callback runs in the caller's normal mode
+        codes.add_(0)  # an ordinary tensor: in-place use is fine
+        seen.append((f, codes.shape))
+
+    res = generate(model, PROMPTS, plan, SamplerConfig(steps=3), generator=gens(1, 2), on_frame=on_frame)
     assert seen == [(0, (2, *GRID))] and res.codes.shape == (2, 1, *GRID)
     stats: dict = {}
     frames = iter_generate(model, PROMPTS[:1], video_plan(frames=2), SamplerConfig(steps=2), generator=gens(1),
