@@ -261,8 +261,7 @@ def tokenizer_source(plan: DemoPlan, explicit: str | None, train: bool) -> str:
             return default_tokenizer_uri(name)
         except ValueError:
             continue
-    log.warning("no committed video tokenizer under lumos/assets: training one (%d steps)", plan.tokenizer_steps)
-    return "train"
+    return "train"  # no committed tokenizer (lumos/assets/tokenizer_*): train one
 
 
 def tokenizer_identity(source: str) -> str:
@@ -467,7 +466,10 @@ def run_demo(args: argparse.Namespace) -> list[StageRecord]:
     corpus = stages.run("corpus", f"{plan.shapes_videos} shapes clips + {plan.shapes_stills} stills + real clips",
                         {"plan": asdict(plan), "seed": seed, "real": sorted(real_clip_paths())},
                         lambda tmp: make_corpus(tmp, plan, seed))
-    tok = stages.run("tokenizer", "train the video tokenizer (Ray Train)" if source == "train" else f"use {source}",
+    title = (f"train the video tokenizer, {plan.tokenizer_steps} steps on Ray Train"
+             + ("" if args.train_tokenizer else " (none committed under lumos/assets)")
+             if source == "train" else f"use {source}")
+    tok = stages.run("tokenizer", title,
                      {"source": tokenizer_identity(source), "plan": plan.tokenizer, "steps": plan.tokenizer_steps,
                       "size": plan.size, "corpus": corpus.key if source == "train" else None},
                      lambda tmp: make_tokenizer(tmp, plan, source, out / "corpus"))

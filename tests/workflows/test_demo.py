@@ -138,7 +138,8 @@ def test_quick_demo_end_to_end_then_reuse_and_interrupt(ray_local, tmp_path, mon
 
     # A rerun reuses every stage.
     assert demo.main(["--quick", "--out", str(out)]) == 0
-    assert all(f"{name:<10} reused" in capsys.readouterr().out for name in demo.STAGES)
+    table = capsys.readouterr().out
+    assert all(f"{name:<10} reused" in table for name in demo.STAGES), table
 
     # Ctrl-C while sampling: no record for generate/eval, the rerun redoes exactly those two.
     real_sample_one = demo.sample_one
