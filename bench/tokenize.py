@@ -41,7 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tokenize_jobs import decode  # noqa: E402
-from tokenize_jobs.decode import ClipSettings, DecordReader, choose_strategy, plan_clips  # noqa: E402
+from tokenize_jobs.decode import ClipSettings, choose_strategy, plan_clips  # noqa: E402
+from tokenize_jobs.readers import DecordReader  # noqa: E402
 
 TARGETS = {"job_vs_raw": 0.7, "choice_vs_best": 1.2, "mem_10x_vs_1x": 1.3}
 
@@ -336,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-tokenize-"))
     work.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
     corpus = build_corpus(work, args.quick)
     job_clip = {"fps": 8, "seconds": 2.0, "clip_policy": "all", "target_size": 64, "patch": 16}
     configs = {"job_settings": ClipSettings(**job_clip),
@@ -352,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     job = {k: job_summary(v) for k, v in jobs.items()}
     raw = choice["job_settings"]
     res = {
-        "machine": f"{os.cpu_count()} CPUs, {sys.platform}", "tokenizer": tok_name, "corpus": [str(c[0].name)
+        "machine": f"{os.cpu_count()} CPUs, {sys.platform}, load average {load_before[0]:.1f} at start / "
+                   f"{os.getloadavg()[0]:.1f} at end", "tokenizer": tok_name, "corpus": [str(c[0].name)
                                                                                               for c in corpus],
         "job_args": job_args, "decode_choice": {k: {kk: vv for kk, vv in v.items() if kk != "per_clip"}
                                                 for k, v in choice.items()},

@@ -2,7 +2,7 @@
 
 * :class:`DecodeClips` — one input row (``source``, ``caption``, ``input_index``, ``skip``) → one output row per
   clip (frames as raw uint8 bytes + their shape) or one error row. A generator, so the clips of a long video
-  stream out one at a time. Decoding runs in a child process under a timeout (:mod:`tokenize_jobs.decode`).
+  stream out one at a time. Decoding runs in a child process under a timeout (:mod:`tokenize_jobs.worker`).
 * :class:`TokenizeClips` — decoded clips → video tokens (the video tokenizer, on GPU when the actor has one) and
   text ids (``format_prompt`` of the caption, LUMOS_SPEC §4). Error rows pass through untouched.
 
@@ -20,15 +20,9 @@ import numpy as np
 import pyarrow as pa
 
 from lumos.buckets import choose_bucket
-from tokenize_jobs.decode import (
-    ClipSettings,
-    DecodeWorker,
-    InputError,
-    VideoInfo,
-    choose_strategy,
-    plan_clips,
-)
+from tokenize_jobs.decode import ClipSettings, InputError, VideoInfo, choose_strategy, one_line, plan_clips
 from tokenize_jobs.shards import clip_id
+from tokenize_jobs.worker import DecodeWorker
 from tokenize_jobs.writer import TOKENIZED_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -188,8 +182,6 @@ class TokenizeClips:
                 for i in idx:
                     self.encode_group(rows, out, shape, [i])
                 return
-            from tokenize_jobs.decode import one_line
-
             out[idx[0]].update(stage="tokenize", error=one_line(e))
             return
         for j, i in enumerate(idx):

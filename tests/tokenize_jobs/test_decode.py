@@ -1,5 +1,5 @@
 """Clip decoding: clip planning, the seek-vs-sequential cost model, both decord strategies against PyAV, the PyAV
-and image paths, and the child-process worker with its timeout (tokenize_jobs/decode.py)."""
+and image paths, and the child-process worker with its timeout (tokenize_jobs/decode.py, readers.py, worker.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from tj_media import one_frame_video, pyav_frames, truncated_copy, write_image, 
 from lumos.buckets import resize_center_crop
 from tokenize_jobs.decode import (
     ClipSettings,
-    DecodeWorker,
-    DecordReader,
     InputError,
     VideoInfo,
     choose_strategy,
@@ -22,6 +20,8 @@ from tokenize_jobs.decode import (
     seek_cost,
     sequential_cost,
 )
+from tokenize_jobs.readers import DecordReader
+from tokenize_jobs.worker import DecodeWorker
 
 
 @pytest.mark.parametrize("fps,seconds,frames", [(12, 2, 25), (8, 1, 9), (4, 1, 5), (10, 1, 13), (6, 0.5, 5),

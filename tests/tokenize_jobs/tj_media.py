@@ -91,7 +91,8 @@ def reference_clips(path, source: str, caption: str, settings, tokenizer_uri: st
     from lumos.sequence import format_prompt
     from lumos.tokenizers import load_text_tokenizer, load_video_tokenizer
     from lumos.vocab import build_layout
-    from tokenize_jobs.decode import open_reader, plan_clips
+    from tokenize_jobs.decode import plan_clips
+    from tokenize_jobs.readers import open_reader
 
     tok = load_video_tokenizer(tokenizer_uri)
     layout = build_layout("compact", tok.codebook_size)
