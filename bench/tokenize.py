@@ -230,7 +230,7 @@ def tree_pss(proc) -> int:
     return total
 
 
-def run_job(manifest: Path, out: Path, job_args: list[str], tries: int = 3) -> dict:
+def run_job(manifest: Path, out: Path, job_args: list[str], tries: int = 6) -> dict:
     """Run the job in a fresh process (its own local Ray) and sample its memory; returns its manifest + peak.
 
     A local Ray that fails to come up (its 30 s raylet deadline, on an overloaded machine) is retried.
@@ -241,7 +241,8 @@ def run_job(manifest: Path, out: Path, job_args: list[str], tries: int = 3) -> d
         except RuntimeError as e:
             if "timed out during startup" not in str(e):
                 raise
-            print(f"local Ray did not start ({e}); retrying", file=sys.stderr)
+            print(f"local Ray did not start ({e}); retrying in 30 s", file=sys.stderr)
+            time.sleep(30)
     return _run_job_once(manifest, out, job_args)
 
 
@@ -343,10 +344,15 @@ def main(argv: list[str] | None = None) -> int:
     configs = {"job_settings": ClipSettings(**job_clip),
                "sparse_2fps_2s": ClipSettings(fps=2, seconds=2, clip_policy="all"),
                "dense_25fps_1s": ClipSettings(fps=25, seconds=1, clip_policy="all")}
-    choice = {name: raw_decode(corpus, s) for name, s in configs.items()}
+    cache = work / "raw.json"  # the single-process measurements, reused when only the job runs are repeated
+    if cache.exists():
+        choice, tokenize, tok_args, tok_name = json.loads(cache.read_text())
+    else:
+        choice = {name: raw_decode(corpus, s) for name, s in configs.items()}
+        tok_args, tok_name = tokenizer_args(work)
+        tokenize = raw_tokenize(corpus, configs["job_settings"], tok_args[1])
+        cache.write_text(json.dumps([choice, tokenize, tok_args, tok_name]))
     fit = fit_constants([c for r in choice.values() for c in r["per_clip"]])
-    tok_args, tok_name = tokenizer_args(work)
-    tokenize = raw_tokenize(corpus, configs["job_settings"], tok_args[1])
     job_args = [*tok_args, "--fps", "8", "--seconds", "2", "--clip-policy", "all", "--target-size", "64",
                 "--patch", "16", "--batch-size", "16"]  # pools: auto (1 decode + 1 tokenizer actor on 2 CPUs)
     jobs = {k: run_job(write_manifest(corpus, work / f"manifest_{k}.jsonl", n), work / f"out_{k}", job_args)
