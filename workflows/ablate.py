@@ -662,6 +662,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a job or Ray start-up failed: one line, not a traceback
+        log.debug("ablation failed", exc_info=True)
+        print(f"{parser.prog}: error: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
+              file=sys.stderr)
+        return 1
     print(study_markdown(report))
     log.info("wrote %s", storage.join(args.out, cfg.study))
     return 0
