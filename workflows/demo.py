@@ -67,6 +67,7 @@ class DemoPlan:
     tokenizer_steps: int
     pretrain_recipe: str
     pretrain_steps: int
+    checkpoint_every: int
     sample_steps: int
     sample_cfg: float
     eval_prompts: int
@@ -74,10 +75,10 @@ class DemoPlan:
 
 PLANS = {
     "full": DemoPlan(name="full", size=64, shapes_videos=256, shapes_stills=64, real_max_clips=4, tokenizer="small",
-                     tokenizer_steps=150, pretrain_recipe="pretrain_small.yaml", pretrain_steps=300,
+                     tokenizer_steps=150, pretrain_recipe="pretrain_small.yaml", pretrain_steps=300, checkpoint_every=100,
                      sample_steps=16, sample_cfg=3.0, eval_prompts=6),
-    "quick": DemoPlan(name="quick", size=32, shapes_videos=24, shapes_stills=8, real_max_clips=1, tokenizer="debug",
-                      tokenizer_steps=40, pretrain_recipe="pretrain_debug.yaml", pretrain_steps=20,
+    "quick": DemoPlan(name="quick", size=32, shapes_videos=16, shapes_stills=4, real_max_clips=1, tokenizer="debug",
+                      tokenizer_steps=40, pretrain_recipe="pretrain_debug.yaml", pretrain_steps=20, checkpoint_every=20,
                       sample_steps=4, sample_cfg=3.0, eval_prompts=2),
 }
 FPS, SECONDS = 8, 2
@@ -318,7 +319,7 @@ def make_shards(tmp: Path, flags: list[str], manifest: Path, tokenizer: Path) ->
 
 def pretrain_overrides(plan: DemoPlan, shards: Path, codebook_size: int) -> list[str]:
     return [f"data.shards={shards}", f"optim.max_steps={plan.pretrain_steps}",
-            f"checkpoint.every_steps={max(1, plan.pretrain_steps // 3)}", "checkpoint.name=pretrain",
+            f"checkpoint.every_steps={plan.checkpoint_every}", "checkpoint.name=pretrain",
             f"model.overrides.codebook_size={codebook_size}"]
 
 
