@@ -277,6 +277,7 @@ class ARDFRun:
         tokens = torch.full((self.B, h * w), self.layout.mask, dtype=torch.long, device=self.device)  # (B, N)
         masked = torch.ones(self.B, h * w, dtype=torch.bool, device=self.device)
         self.tau.start_frame()
+        self.bar.set_postfix(frame=f"{tmpl.index + 1}/{self.plan.num_frames}", refresh=False)
         for s in range(self.cfg.steps):
             hidden_c, hidden_u = self.branches.peek(tmpl.segment(tokens))
             self.unmask_step(tokens, masked, hidden_c, hidden_u, tmpl, s)
