@@ -25,7 +25,7 @@ from workflows.generate import main, tokenizer_uri
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = ["--width", "32", "--height", "32"]
-FAST = ["--steps", "2", "--cfg", "3", "--quiet"]
+FAST = ["--steps", "2", "--cfg", "3", "--quiet", "--threads", "1"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -135,6 +135,7 @@ def test_checkpoint_and_output_on_s3(s3_bucket, tmp_path):
     (["--out", "x.webm"], "extension"),
     (["--frames", "0", "--out", "x.gif"], "--frames"),
     (["--steps", "0", "--out", "x.gif"], "--steps"),
+    (["--threads", "0", "--out", "x.gif"], "--threads"),
     (["--history-ratio", "1.5", "--out", "x.gif"], "history_ratio"),
     (["--width", "30", "--out", "x.gif"], "--width"),
     (["--mode", "i2v", "--image", "/nonexistent.png", "--out", "x.gif"], "/nonexistent.png"),
