@@ -115,9 +115,9 @@ def start(cfg: ServeConfig):
 
     from workflows.serving.deployments import build_application
 
-    application = build_application(cfg)  # reads the checkpoint's config.json: fails before Ray starts work
     if not ray.is_initialized():
         ray.init(**({} if os.environ.get("RAY_ADDRESS") else {"include_dashboard": False}))
+    application = build_application(cfg)  # after ray.init: GPUs are looked up in the cluster, not on this node
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     return serve.run(application, name=cfg.app_name, route_prefix=cfg.route_prefix)
 

@@ -84,6 +84,7 @@ BAD = [  # (name, body: dict or raw bytes, status, words in the error)
     ("t2i as mp4", {**GOOD, "format": "mp4"}, 422, "t2i"),
     ("unknown field", {**GOOD, "temperature": 0.5}, 422, "temperature"),
     ("width not a multiple", {**GOOD, "width": 36}, 422, "width"),
+    ("width zero", {**GOOD, "width": 0}, 422, "width"),
     ("height too large", {**GOOD, "height": 512}, 422, "height"),
     ("i2v without image", {"prompt": "a", "mode": "i2v", "num_frames": 2}, 422, "image"),
     ("image with t2v", {"prompt": "a", "mode": "t2v", "image": _b64(b"x")}, 422, "image"),

@@ -128,10 +128,14 @@ def decode_image(text: str, cfg: ServeConfig, size: tuple[int, int]) -> np.ndarr
     return resize_center_crop(pixels, size)
 
 
+def _first(*values):
+    return next(v for v in values if v is not None)
+
+
 def output_size(req: GenerateRequest, cfg: ServeConfig, info: ModelInfo) -> tuple[int, int]:
     """(width, height) of the request, checked against the size unit and ``limits.max_side``."""
-    width = req.width or cfg.defaults.width or info.resolution[0]
-    height = req.height or cfg.defaults.height or info.resolution[1]
+    width = _first(req.width, cfg.defaults.width, info.resolution[0])
+    height = _first(req.height, cfg.defaults.height, info.resolution[1])
     unit = info.size_unit
     for name, v in (("width", width), ("height", height)):
         if v < unit or v % unit or v > cfg.limits.max_side:

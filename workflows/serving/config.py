@@ -96,7 +96,8 @@ class Scaling:
     target_ongoing_requests: float = 16.0
     """Autoscaling target per replica (about one full batch)."""
     num_gpus: float | None = None
-    """GPUs per sampler replica; ``None`` = 1 when the Ray cluster (or this machine) has a GPU, else 0."""
+    """GPUs per sampler replica; ``None`` = 1 when the Ray cluster has a GPU when the app is built (this machine's
+    CUDA without Ray), else 0. Set it to 1 on clusters whose GPU nodes scale up from zero."""
     num_cpus: float = 1.0
     """CPUs per sampler replica."""
     ingress_replicas: int = 1
