@@ -95,7 +95,15 @@ def init_ray():
         env = {k: os.environ[k] for k in ("DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR")}
         local = {} if os.environ.get("RAY_ADDRESS") else {"include_dashboard": False,
                                                           "object_store_memory": 768 * 1024**2}
-        ray.init(log_to_driver=True, runtime_env={"env_vars": env}, **local)
+        for attempt in range(3):  # a raylet can miss its start-up deadline on a saturated machine
+            try:
+                ray.init(log_to_driver=True, runtime_env={"env_vars": env}, **local)
+                break
+            except Exception as e:  # Ray raises bare Exceptions for start-up timeouts
+                ray.shutdown()
+                if attempt == 2:
+                    raise RuntimeError(f"could not start or join Ray: {str(e).splitlines()[0] or e!r}") from e
+                log.warning("Ray did not start (%s); retrying", str(e).splitlines()[0])
     return ray
 
 
