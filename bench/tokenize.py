@@ -7,11 +7,12 @@ key frames every 6/12/48 frames, and a shapes-world corpus when ``tokenize_jobs.
    and a sequential read of the span); the better of the two per clip is the baseline;
 2. **decode choice** — the cost model's pick vs that per-clip best, for sparse and dense sampling; plus a least-
    squares fit of the model's constants (``SEEK_COST``, ``CONVERT_COST``) to the measured times;
-3. **whole job** — ``python -m tokenize_jobs.video`` (local Ray, automatic pools: on 2 CPUs one decode actor and
-   one tokenizer actor) clips/s vs the raw decode clips/s (and the tokenizer's own clips/s, one thread), and the
+3. **whole job** — ``tokenize_jobs.video.run_job`` on a local Ray (automatic pools: on 2 CPUs one decode actor
+   and one tokenizer actor; clips/s from the job's own execution time, Ray's start excluded) vs the raw decode
+   clips/s (and the tokenizer's own clips/s, one thread), and the
    job's own decode seconds per clip vs the raw best;
-4. **peak memory** — the summed PSS of the job's process tree (driver, Ray, workers, decode children), sampled
-   every 0.5 s, with the corpus at 1× and 10×.
+4. **peak memory** — the summed PSS of the process tree (this driver, the local Ray it starts, the actors and
+   their decode children), sampled every 0.5 s while the job runs on the corpus at 1× and at 10× (same Ray).
 
 Prints a table and writes ``bench/results/tokenize.json``. ``--quick`` uses a smaller corpus.
 """
@@ -230,31 +231,35 @@ def tree_pss(proc) -> int:
     return total
 
 
-def run_job(manifest: Path, out: Path, job_args: list[str], tries: int = 6) -> dict:
-    """Run the job in a fresh process (its own local Ray) and sample its memory; returns its manifest + peak.
+def start_ray(tries: int = 10) -> None:
+    """One local Ray for both job runs, started here so that it is part of this process tree (memory sampling);
+    retried because a local Ray misses its 30 s raylet deadline on an overloaded machine."""
+    import ray
 
-    A local Ray that fails to come up (its 30 s raylet deadline, on an overloaded machine) is retried.
-    """
-    for _ in range(tries - 1):
+    for i in range(tries):
         try:
-            return _run_job_once(manifest, out, job_args)
-        except RuntimeError as e:
-            if "timed out during startup" not in str(e):
+            ray.init(log_to_driver=False)
+            return
+        except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception for the start-up deadline
+            ray.shutdown()
+            if i == tries - 1:
                 raise
-            print(f"local Ray did not start ({e}); retrying in 30 s", file=sys.stderr)
+            print(f"local Ray did not start ({str(e)[:80]}); retrying in 30 s", file=sys.stderr)
             time.sleep(30)
-    return _run_job_once(manifest, out, job_args)
 
 
-def _run_job_once(manifest: Path, out: Path, job_args: list[str]) -> dict:
+def run_job(manifest: Path, out: Path, job_args: list[str]) -> dict:
+    """Run the job in this process (on the Ray started by :func:`start_ray`) while sampling the memory of the whole
+    process tree (this driver, the Ray daemons, the actors and their decode children); returns its manifest + peak.
+    """
     import psutil
 
+    from tokenize_jobs.video import parse_args
+    from tokenize_jobs.video import run_job as tokenize
+
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "tokenize_jobs.video", "--manifest", str(manifest), "--out", str(out), *job_args]
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(REPO))
-    log = open(out.parent / f"{out.name}.log", "w")
-    proc = psutil.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    peak, stop = [0], threading.Event()
+    proc = psutil.Process()
+    base, peak, stop = tree_pss(proc), [0], threading.Event()
 
     def sample():
         while not stop.wait(0.5):
@@ -262,16 +267,13 @@ def _run_job_once(manifest: Path, out: Path, job_args: list[str]) -> dict:
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    code = proc.wait()
-    stop.set()
-    thread.join()
-    log.close()
-    if code:
-        tail = Path(log.name).read_text()[-3000:]
-        raise RuntimeError(f"tokenize job failed (exit {code}); see {log.name}" +
-                           (": timed out during startup" if "timed out during startup" in tail else ""))
-    doc = json.loads((out / "_manifest.json").read_text())
+    try:
+        doc = tokenize(parse_args(["--manifest", str(manifest), "--out", str(out), *job_args]))
+    finally:
+        stop.set()
+        thread.join()
     doc["peak_pss_bytes"] = peak[0]
+    doc["idle_pss_bytes"] = base
     return doc
 
 
@@ -280,7 +282,7 @@ def job_summary(doc: dict) -> dict:
     return {"clips": doc["counts"]["clips_written"], "errors": doc["counts"]["errors"], "wall_s": r["wall_s"],
             "execute_s": r["execute_s"], "clips_per_s": doc["counts"]["clips_written"] / r["execute_s"],
             "decode_s_per_clip": r["decode_s"] / max(1, r["clips"]), "strategies": r["strategies"],
-            "peak_pss_mb": doc["peak_pss_bytes"] / 2**20}
+            "peak_pss_mb": doc["peak_pss_bytes"] / 2**20, "idle_pss_mb": doc["idle_pss_bytes"] / 2**20}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -355,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     fit = fit_constants([c for r in choice.values() for c in r["per_clip"]])
     job_args = [*tok_args, "--fps", "8", "--seconds", "2", "--clip-policy", "all", "--target-size", "64",
                 "--patch", "16", "--batch-size", "16"]  # pools: auto (1 decode + 1 tokenizer actor on 2 CPUs)
+    start_ray()
     jobs = {k: run_job(write_manifest(corpus, work / f"manifest_{k}.jsonl", n), work / f"out_{k}", job_args)
             for k, n in (("1x", 1), ("10x", 10))}
     job = {k: job_summary(v) for k, v in jobs.items()}
