@@ -67,17 +67,25 @@ def choose_bucket(width: int, height: int, target: int, patch: int = 32,
     return max(sizes, key=lambda s: (area_kept(width, height, s), s))
 
 
+def halving_factor(width: int, height: int, bucket: tuple[int, int]) -> int:
+    """2^m for the m halvings upstream applies while the frame is at least twice the bucket in both sides."""
+    f = 1
+    while width // f >= 2 * bucket[0] and height // f >= 2 * bucket[1]:
+        f *= 2
+    return f
+
+
 def cover_size(width: int, height: int, bucket: tuple[int, int]) -> tuple[int, int]:
     """Size (W, H) after halving + bicubic resize: the smallest scaled frame that covers ``bucket``."""
-    while width >= 2 * bucket[0] and height >= 2 * bucket[1]:
-        width, height = width // 2, height // 2
+    f = halving_factor(width, height, bucket)
+    width, height = width // f, height // f
     scale = max(bucket[0] / width, bucket[1] / height)
     return max(bucket[0], round(width * scale)), max(bucket[1], round(height * scale))
 
 
 def resize_frame(frame: np.ndarray, bucket: tuple[int, int]) -> np.ndarray:
     """Halve (box filter) while at least twice the bucket, bicubic-resize to cover it, centre-crop — upstream's
-    Pillow recipe.
+    Pillow recipe (the halvings done as one box reduction).
 
     Args:
         frame: uint8 (H, W, 3).
@@ -87,9 +95,13 @@ def resize_frame(frame: np.ndarray, bucket: tuple[int, int]) -> np.ndarray:
         uint8 (bucket H, bucket W, 3).
     """
     img = Image.fromarray(np.ascontiguousarray(frame))
+    f = halving_factor(img.width, img.height, bucket)
+    if f > 1:
+        # m box halvings = one f×f box average (f = 2^m) of the centred multiple-of-f region; reduce() is ~4x faster
+        # than m BOX resizes.
+        dx, dy = img.width % f, img.height % f
+        img = img.crop((dx // 2, dy // 2, dx // 2 + img.width - dx, dy // 2 + img.height - dy)).reduce(f)
     bw, bh = bucket
-    while img.width >= 2 * bw and img.height >= 2 * bh:
-        img = img.resize((img.width // 2, img.height // 2), resample=Image.BOX)
     size = cover_size(img.width, img.height, bucket)
     if size != img.size:
         img = img.resize(size, resample=Image.BICUBIC)

@@ -7,8 +7,8 @@
 * **Reading only what a clip needs** with decord, choosing per clip between ``get_batch`` (seeks to the key frame
   before each sample that lies in a new GOP) and a sequential read of the span (``next()`` from the first sample to
   the last); see :func:`choose_strategy` for the cost model and ``bench/README.md`` for its calibration.
-* **Bucket resize.** Frames are box-halved, bicubic-resized and centre-cropped into the aspect bucket of the
-  source (:mod:`lumos.buckets`).
+* **Bucket resize.** Frames are box-halved (by decord while decoding, when it reads the file), bicubic-resized
+  and centre-cropped into the aspect bucket of the source (:mod:`lumos.buckets`).
 * **Isolation.** Decord can hang or crash on broken files, so files are opened and read in a child process
   (:class:`tokenize_jobs.worker.DecodeWorker`); every step (open, read one clip) runs under a timeout, after which
   the child is killed and restarted and the input becomes an error row.

@@ -87,7 +87,7 @@ class _ChildState:
         self.close()
         path, is_temp = fetch(source)
         self.temp = path if is_temp else None
-        self.reader = open_reader(path, source, settings.threads)
+        self.reader = open_reader(path, source, settings)
         try:
             info = self.reader.info()
         except InputError:

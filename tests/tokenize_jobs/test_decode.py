@@ -20,7 +20,7 @@ from tokenize_jobs.decode import (
     seek_cost,
     sequential_cost,
 )
-from tokenize_jobs.readers import DecordReader
+from tokenize_jobs.readers import DecordReader, decoder_scale, open_reader, probe
 from tokenize_jobs.worker import DecodeWorker
 
 
@@ -113,10 +113,35 @@ def test_worker_reads_resized_clips(worker, clip_small):
     assert (info.backend, info.width, info.height, info.num_frames) == ("decord", 176, 144, 120)
     plans = plan_clips(info, worker.settings)
     assert len(plans) == 3  # 4.0 s of video, 1.25 s windows
-    ref = pyav_frames(clip_small)
     frames, decode_s = worker.read(plans[1], "sequential", (64, 48))
     assert frames.shape == (5, 48, 64, 3) and decode_s > 0
-    np.testing.assert_array_equal(frames, resize_center_crop(ref[plans[1].indices], (64, 48)))
+    # exactly what the same readers give in this process ...
+    reader = open_reader(str(clip_small), str(clip_small), worker.settings)
+    np.testing.assert_array_equal(frames, resize_center_crop(reader.read(plans[1].indices, "seek"), (64, 48)))
+    # ... and, with decord scaling inside the decoder, close to PyAV full frames + the Pillow recipe
+    ref = resize_center_crop(pyav_frames(clip_small)[plans[1].indices], (64, 48))
+    assert np.abs(frames.astype(int) - ref).mean() < 4
+
+
+def test_decoder_scale_is_the_box_halving_size(clip_hd):
+    settings = ClipSettings(target_size=64, patch=16)
+    p = probe(str(clip_hd))
+    assert (p.width, p.height, p.rotation) == (1280, 720, 0)
+    assert decoder_scale(p, settings) == (160, 90)  # 3 halvings for the 80x48 bucket
+    reader = open_reader(str(clip_hd), str(clip_hd), settings)
+    assert reader.info().width == 1280 and reader.read([0, 40], "seek").shape == (2, 90, 160, 3)
+
+
+def test_rotated_video_is_read_upright_through_pyav(worker, tmp_path):
+    frames = np.zeros((12, 48, 80, 3), np.uint8)
+    frames[:, :, :40] = 255  # left half white in the stored frames
+    path = write_video(tmp_path / "rot.mp4", frames, fps=8, rotation=90)
+    info = worker.open(str(path))
+    assert (info.backend, info.width, info.height) == ("pyav", 48, 80)  # display orientation
+    (plan,) = plan_clips(info, ClipSettings(fps=4, seconds=1, clip_policy="first"))
+    out, _ = worker.read(plan, "sequential", (48, 80))
+    # 90° counter-clockwise: the stored left half ends up at the bottom
+    assert out.shape == (5, 80, 48, 3) and out[:, 44:].mean() > 250 and out[:, :36].mean() < 5
 
 
 def test_mpeg_program_stream_goes_through_pyav(worker, clip_mpeg2):

@@ -17,14 +17,16 @@ def pyav_frames(path) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
 
-def write_video(path, frames: np.ndarray, fps: int = 25, gop: int | None = None) -> Path:
-    """Encode uint8 (N, H, W, 3) frames as H.264 mp4 (even sizes)."""
+def write_video(path, frames: np.ndarray, fps: int = 25, gop: int | None = None, rotation: int = 0) -> Path:
+    """Encode uint8 (N, H, W, 3) frames as H.264 mp4 (even sizes), optionally with a display rotation."""
     import av
 
     n, h, w, _ = frames.shape
     with av.open(str(path), "w") as out:
         s = out.add_stream("libx264", rate=fps)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        if rotation:
+            s.set_display_rotation(rotation)
         if gop:
             s.gop_size = gop
             s.options = {"keyint_min": str(gop), "sc_threshold": "0"}
@@ -84,9 +86,9 @@ JOB_ARGS = ["--fps", "4", "--seconds", "1", "--target-size", "64", "--patch", "1
 
 
 def reference_clips(path, source: str, caption: str, settings, tokenizer_uri: str) -> dict[int, dict]:
-    """Direct decode + tokenize of one input, outside Ray: PyAV frames at the planned indices, bucket resize, the
-    video tokenizer, and the prompt's text ids. Returns ``{clip_index: {"video_tokens", "text_ids", "grid",
-    "start_s", "size"}}``."""
+    """Direct decode + tokenize of one input, outside Ray and outside the child process: the job's readers in
+    this process, the bucket resize, the video tokenizer, and the prompt's text ids. Returns ``{clip_index:
+    {"video_tokens", "text_ids", "grid", "start_s", "size"}}``."""
     from lumos.buckets import choose_bucket, resize_center_crop
     from lumos.sequence import format_prompt
     from lumos.tokenizers import load_text_tokenizer, load_video_tokenizer
@@ -97,18 +99,12 @@ def reference_clips(path, source: str, caption: str, settings, tokenizer_uri: st
     tok = load_video_tokenizer(tokenizer_uri)
     layout = build_layout("compact", tok.codebook_size)
     text = load_text_tokenizer(None, layout)
-    info = open_reader(str(path), source).info()
+    reader = open_reader(str(path), source, settings)
+    info = reader.info()
     bucket = choose_bucket(info.width, info.height, settings.target_size, settings.patch)
-    frames_all = pyav_frames(path) if not info.is_image else None
     out = {}
     for plan in plan_clips(info, settings):
-        if info.is_image:
-            from PIL import Image
-
-            frames = np.asarray(Image.open(path).convert("RGB"))[None]
-        else:
-            frames = frames_all[plan.indices]
-        clip = resize_center_crop(frames, bucket)
+        clip = resize_center_crop(reader.read(plan.indices, "sequential"), bucket)
         codes = tok.encode(clip).numpy()
         n = len(plan.indices)
         fps = 1 if info.is_image else settings.fps
