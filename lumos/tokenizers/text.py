@@ -2,9 +2,11 @@
 ``chameleon``.
 
 Upstream Lumos-1 uses Chameleon's BPE (65,536 ids, merged with 64,000 visual tokens into
-``text_tokenizer.json``); :class:`HFTextTokenizer` loads such a JSON from a local path or s3://. The built-in
+``text_tokenizer.json``); :func:`load_text_tokenizer` opens it for the ``chameleon`` layout as
+:class:`lumos.convert.chameleon_text.ChameleonTextTokenizer` (upstream's prompt ids); :class:`HFTextTokenizer`
+loads any other HF tokenizers JSON from a local path or s3://. The built-in
 :class:`ByteTokenizer` needs no download: token id = ``layout.byte_offset + byte`` of the UTF-8 encoding.
-Both encode without BOS (the sequence builder adds it).
+All encode without BOS (the sequence builder adds it).
 """
 
 from __future__ import annotations
@@ -86,8 +88,21 @@ class HFTextTokenizer:
 
 
 def load_text_tokenizer(uri: str | None, layout: VocabLayout) -> TextTokenizer:
-    """The text tokenizer for a layout: a HF JSON at ``uri``, or the built-in byte tokenizer when ``uri`` is
-    None (only layouts with a byte range, i.e. ``compact``)."""
+    """The text tokenizer for a layout.
+
+    * ``chameleon`` layout + ``uri``: the merged Lumos-1 ``text_tokenizer.json``, validated, as a
+      :class:`~lumos.convert.chameleon_text.ChameleonTextTokenizer` — its ``encode`` of a
+      :func:`lumos.sequence.format_prompt` text gives upstream's ids token for token (frame/fps numbers as
+      num2tokens digit ids), so every caller that encodes ``format_prompt(...)`` (sampler, serve, tokenize jobs)
+      gets the training-time ids;
+    * other layouts + ``uri``: a plain HF tokenizers JSON (:class:`HFTextTokenizer`);
+    * ``uri`` None: the built-in byte tokenizer (only layouts with a byte range, i.e. ``compact``).
+    """
+    if uri and layout.name == "chameleon":
+        # lazy: importing lumos.convert loads the model and safetensors code
+        from lumos.convert.chameleon_text import ChameleonTextTokenizer
+
+        return ChameleonTextTokenizer(uri, layout)
     if uri:
         return HFTextTokenizer(uri, layout)
     if layout.byte_offset < 0:

@@ -25,6 +25,7 @@ from lumos.convert.chameleon_text import (
 )
 from lumos.convert.hf_model import load_hf_model, load_hf_state, model_config_from_hf
 from lumos.convert.package import convert_hf_checkpoint
+from lumos.sampler import encode_prompt, plan_video
 from lumos.sequence import build_sequence, format_prompt
 from workflows import convert_hf
 from workflows.generate import load_generator
@@ -142,6 +143,15 @@ def tokenizer_json(tmp_path_factory) -> str:
     """Path of a merged tokenizer JSON in upstream's (unsanitized) format."""
     path = tmp_path_factory.mktemp("tok") / "text_tokenizer.json"
     path.write_text(merged_tokenizer_json())
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def glued_tokenizer_json(tmp_path_factory) -> str:
+    """Like ``tokenizer_json`` but its pre-tokenizer keeps " 24" in one piece (BPE merges digits), so the inline
+    prompt text does NOT give upstream's digit ids: only the placeholder splice does."""
+    path = tmp_path_factory.mktemp("tok") / "text_tokenizer.json"
+    path.write_text(merged_tokenizer_json(isolate_digits=False))
     return str(path)
 
 
@@ -270,15 +280,17 @@ def test_config_errors_are_one_line():
     assert cfg.rope_theta == 1e6 and cfg.rope_variant == "mm"
 
 
-def test_convert_upstream_checkpoint_from_s3_and_build_the_spec_prompt(s3_bucket, tokenizer_json, chameleon_tok,
+def test_convert_upstream_checkpoint_from_s3_and_build_the_spec_prompt(s3_bucket, glued_tokenizer_json,
                                                                       cosmos_dir, tmp_path):
     """A 129,536-vocabulary upstream-style checkpoint on S3 + Cosmos + merged tokenizer → our checkpoint, opened by
-    workflows.generate unchanged → the chameleon-layout sequence of a text-to-video prompt has exactly the ids of
-    LUMOS_SPEC §4, the model runs on it and the Cosmos decoder turns its codes into frames."""
+    workflows.generate unchanged → its text tokenizer encodes the spec §4 prompt as upstream (num2tokens digits
+    between BPE pieces, even with a BPE that merges digits), the chameleon-layout sequence of a text-to-video
+    prompt has exactly the ids of LUMOS_SPEC §4, the model runs on it and the Cosmos decoder turns its codes into
+    frames."""
     cfg = upstream_config(vocab_size=129536, dim=64, heads=2, kv_heads=1)
     hf_uri = write_hf_checkpoint(storage.join(s3_bucket, "Lumos-1/1B/stage-2-joint"), cfg, upstream_state(cfg))
     out = str(tmp_path / "converted")
-    assert convert_hf.main(["--hf", hf_uri, "--text-tokenizer", tokenizer_json, "--cosmos", cosmos_dir,
+    assert convert_hf.main(["--hf", hf_uri, "--text-tokenizer", glued_tokenizer_json, "--cosmos", cosmos_dir,
                             "--copy-cosmos", "--out", out, "--quiet"]) == 0
     gen = load_generator(out, "cpu")
     model, mcfg, meta = gen.model, gen.model_cfg, gen.meta
@@ -286,12 +298,28 @@ def test_convert_upstream_checkpoint_from_s3_and_build_the_spec_prompt(s3_bucket
     assert meta["video_tokenizer"] == "tokenizer" and meta["video_tokenizer_source"] == cosmos_dir
     assert gen.video_tokenizer.codebook_size == 64000
     assert meta["resolution"] == [448, 256]  # a 256p stage; generate/serve default to it
-    layout, tok = mcfg.layout, chameleon_tok
-    assert storage.read_text(meta["text_tokenizer"]) == tok.json  # the sanitized tokenizer, loadable as is
+    layout, tok = mcfg.layout, gen.text_tokenizer
+    assert isinstance(tok, ChameleonTextTokenizer)  # load_text_tokenizer picks it for the chameleon layout
+    # the sanitized tokenizer, loadable as is
+    assert storage.read_text(meta["text_tokenizer"]) == sanitize_tokenizer_json(open(glued_tokenizer_json).read())
 
     W, H, duration, fps = 64, 32, 2, 12  # latent grid 4 × 8, grid tokens H/32 = 1, W/32 = 2
     prompt = format_prompt(layout, CAPTION, width=W, height=H, frames=duration * fps, fps=fps)
-    text_ids = tok.encode(prompt)
+
+    def bpe(s):  # plain BPE of the merged tokenizer
+        return tok.tok.encode(s, add_special_tokens=False).ids
+
+    text_ids = (bpe("Generate a video with a resolution of 64x32, consisting of ") + [16401, 16403]
+                + bpe(" frames at ") + [16400, 16401]
+                + bpe(" frames per second, according to the following prompt:\n " + CAPTION))
+    assert text_ids != bpe(prompt)  # this BPE merges " 24": only upstream's placeholder splice gives these ids
+    plan = plan_video("t2v", (H // 8, W // 8), fps=fps, duration=duration)
+    assert encode_prompt(tok, layout, CAPTION, plan, gen.spatial) == text_ids  # what generate/serve/eval feed
+    from tokenize_jobs.udfs import TokenizeClips  # and what the tokenize job writes into training shards
+
+    clips = TokenizeClips(cosmos_dir, layout="chameleon", text_tokenizer=meta["text_tokenizer"])
+    row = {"caption": CAPTION, "width": W, "height": H, "num_frames": duration * fps + 1, "fps": float(fps)}
+    assert clips.tokens_row(row, torch.zeros(2, H // 8, W // 8, dtype=torch.int64).numpy())["text_ids"] == text_ids
     codes = torch.randint(0, 64000, (2, H // 8, W // 8), generator=torch.Generator().manual_seed(4))
     ids = build_sequence(layout, text_ids, codes, duration=duration, fps=fps).ids.tolist()
 
@@ -308,8 +336,6 @@ def test_convert_upstream_checkpoint_from_s3_and_build_the_spec_prompt(s3_bucket
         assert ids[pos] == 8196
         pos += 1
     assert ids[pos:] == [9005, 8710]
-
-    assert gen.text_tokenizer.encode(prompt) == text_ids  # generate's tokenizer: same ids (digit-isolating BPE)
 
     with torch.no_grad():
         logits = model(**{k: v for k, v in _inputs(layout, text_ids, codes, duration, fps).items()})

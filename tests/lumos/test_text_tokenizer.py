@@ -58,15 +58,18 @@ def _check_hf(tok):
 def test_hf_tokenizer_from_local_file(tmp_path):
     path = tmp_path / "text_tokenizer.json"
     path.write_text(_tiny_bpe_json())
-    tok = load_text_tokenizer(str(path), chameleon_layout())
+    tok = load_text_tokenizer(str(path), compact_layout(240))
     assert isinstance(tok, HFTextTokenizer)
     _check_hf(tok)
+    # the chameleon layout takes only the merged Lumos-1 tokenizer (ChameleonTextTokenizer, tests/lumos/test_hf_loader)
+    with pytest.raises(ValueError, match="<eoss> has id None, Lumos-1 expects 8196"):
+        load_text_tokenizer(str(path), chameleon_layout())
 
 
 def test_hf_tokenizer_from_s3(s3_bucket):
     uri = storage.join(s3_bucket, "tok", "text_tokenizer.json")
     storage.write_text(uri, _tiny_bpe_json())
-    _check_hf(load_text_tokenizer(uri, chameleon_layout()))
+    _check_hf(load_text_tokenizer(uri, compact_layout(240)))
 
 
 def test_hf_tokenizer_bad_inputs(tmp_path):
