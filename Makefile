@@ -34,7 +34,7 @@ test-fast: setup
 	$(VPY) -m pytest -m "not gpu and not slow" -q -x $(PYTEST_ARGS)
 
 bench: setup
-	@for b in bench/*.py; do echo "== $$b"; $(VPY) -P $$b || exit 1; done  # -P: bench/tokenize.py must not shadow the stdlib tokenize
+	@for b in bench/*.py; do echo "== $$b"; $(VPY) -P $$b || exit 1; done
 
 lint: setup
 	$(VPY) -m ruff check lumos tokenize_jobs workflows tests bench

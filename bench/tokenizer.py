@@ -24,12 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from lumos.media import read_video_frames
+from lumos.tokenizers import default_tokenizer_uri, load_video_tokenizer
+from lumos.tokenizers.train import fit_clip, psnr, shapes_clips
 
-from lumos.media import read_video_frames  # noqa: E402
-from lumos.tokenizers import default_tokenizer_uri, load_video_tokenizer  # noqa: E402
-from lumos.tokenizers.train import fit_clip, psnr, shapes_clips  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def carphone() -> Path | None:

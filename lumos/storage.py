@@ -48,6 +48,16 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(Path(uri).expanduser().absolute())
 
 
+def absolute(uri: str | None) -> str | None:
+    """``s3://`` URIs (and empty values) unchanged; local paths made absolute.
+
+    Ray workers do not share the driver's working directory, so every local path handed to them must be absolute.
+    """
+    if not uri or is_s3(uri):
+        return uri
+    return resolve(uri)[1]
+
+
 def join(uri: str, *parts: str) -> str:
     """Join path components onto a URI (keeps the ``s3://`` scheme)."""
     if is_s3(uri):

@@ -89,6 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and validate the command line (bad values exit with one clear line)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    for name in ("out", "tokenizer", "text_tokenizer"):  # Ray workers do not share the driver's cwd
+        setattr(args, name, storage.absolute(getattr(args, name)))
     for name in ("decode_concurrency", "tokenize_concurrency"):
         try:
             setattr(args, name, _pair(getattr(args, name)))

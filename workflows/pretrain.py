@@ -63,14 +63,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def absolute_paths(cfg: PretrainConfig) -> PretrainConfig:
     """Make local paths absolute, since Ray workers do not share the driver's working directory."""
-    def fix(uri: str | None) -> str | None:
-        return uri if not uri or storage.is_s3(uri) else storage.resolve(uri)[1]
-
-    cfg.checkpoint.storage = fix(cfg.checkpoint.storage)
-    cfg.data.shards = fix(cfg.data.shards)
-    cfg.data.video_tokenizer = fix(cfg.data.video_tokenizer)
+    cfg.checkpoint.storage = storage.absolute(cfg.checkpoint.storage)
+    cfg.data.shards = storage.absolute(cfg.data.shards)
+    cfg.data.video_tokenizer = storage.absolute(cfg.data.video_tokenizer)
     if cfg.fault.marker:
-        cfg.fault.marker = fix(cfg.fault.marker)
+        cfg.fault.marker = storage.absolute(cfg.fault.marker)
     return cfg
 
 

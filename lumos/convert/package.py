@@ -51,11 +51,6 @@ def check_resolution(resolution: tuple[int, int], cfg: ModelConfig) -> tuple[int
     return w, h
 
 
-def absolute_uri(uri: str) -> str:
-    """``s3://`` URIs unchanged; local paths made absolute (so config.json does not depend on the cwd)."""
-    return uri if storage.is_s3(uri) else os.path.abspath(uri)
-
-
 def check_cosmos_dir(uri: str, cfg: ModelConfig, load: bool = True) -> None:
     """Raise ValueError unless ``uri`` is a Cosmos TorchScript tokenizer matching ``cfg``.
 
@@ -103,7 +98,7 @@ def write_tokenizers(out: str, cfg: ModelConfig, video_tokenizer: str | None, te
     elif cfg.vocab == "chameleon":
         log.warning("no text tokenizer given: generate/serve need the merged text_tokenizer.json for prompts")
     if video_tokenizer:
-        video_tokenizer = absolute_uri(video_tokenizer.rstrip("/"))
+        video_tokenizer = storage.absolute(video_tokenizer.rstrip("/"))
         check_cosmos_dir(video_tokenizer, cfg, load=check_video_tokenizer)
         if copy_video_tokenizer:
             _copy_dir(video_tokenizer, storage.join(out, VIDEO_TOKENIZER_DIR))
@@ -147,14 +142,14 @@ def convert_hf_checkpoint(hf: str, out: str, *, video_tokenizer: str | None = No
     """
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} must be one of {sorted(DTYPES)}")
-    out = absolute_uri(out.rstrip("/"))
+    out = storage.absolute(out.rstrip("/"))
     if storage.exists(storage.join(out, "config.json")):
         raise ValueError(f"--out {out} already holds a checkpoint (config.json); choose a new directory")
     state, cfg, hf_cfg = load_hf_state(hf, vocab=vocab, rope_variant=rope_variant, progress=progress)
     width, height = check_resolution(resolution or default_resolution(hf), cfg)
     refs = write_tokenizers(out, cfg, video_tokenizer, text_tokenizer, copy_video_tokenizer=copy_video_tokenizer,
                             check_video_tokenizer=check_video_tokenizer)
-    source = {"kind": "hf", "uri": absolute_uri(hf), "architectures": hf_cfg.get("architectures"),
+    source = {"kind": "hf", "uri": storage.absolute(hf), "architectures": hf_cfg.get("architectures"),
               "qk_norm": "per_head" if cfg.qk_norm_per_head else "shared"}
     save_checkpoint(out, _meta_model(cfg, state), cfg, extra={**refs, "source": source, "resolution": [width, height]},
                     dtype=DTYPES[dtype] if dtype else None)

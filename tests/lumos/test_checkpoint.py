@@ -73,3 +73,13 @@ def test_checkpoint_rejects_reserved_extra_and_missing_dir(tmp_path):
         save_checkpoint(str(tmp_path), LumosModel(cfg), cfg, extra={"model": {}})
     with pytest.raises(FileNotFoundError):
         load_checkpoint(str(tmp_path / "nothing"))
+
+
+def test_storage_absolute_makes_local_paths_absolute_and_keeps_s3(tmp_path, monkeypatch):
+    from lumos import storage
+
+    monkeypatch.chdir(tmp_path)
+    assert storage.absolute("runs/shards") == str(tmp_path / "runs" / "shards")
+    assert storage.absolute("file://" + str(tmp_path / "x")) == str(tmp_path / "x")
+    assert storage.absolute("s3://bucket/key") == "s3://bucket/key"
+    assert storage.absolute(None) is None and storage.absolute("") == ""
