@@ -27,7 +27,7 @@ browser:
 demo: setup
 	$(VPY) -m workflows.demo $(DEMO_ARGS)
 
-test: setup browser
+test: setup browser lint
 	$(VPY) -m pytest -m "not gpu" -q $(PYTEST_ARGS)
 
 test-fast: setup

@@ -65,7 +65,7 @@ class ModelConfig:
             raise ValueError(f"head_dim={self.head_dim} must be a multiple of 32 for MM-RoPE (16-frequency blocks)")
         if self.rope_variant not in ROPE_VARIANTS:
             raise ValueError(f"model.rope_variant={self.rope_variant!r} not in {ROPE_VARIANTS}")
-        self.layout  # validates vocab/codebook_size
+        _ = self.layout  # validates vocab/codebook_size
 
     @property
     def head_dim(self) -> int:

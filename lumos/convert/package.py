@@ -157,6 +157,6 @@ def convert_hf_checkpoint(hf: str, out: str, *, video_tokenizer: str | None = No
     return out
 
 
-__all__ = ["COSMOS_FILES", "DTYPES", "RESOLUTIONS", "TEXT_TOKENIZER_NAME", "VIDEO_TOKENIZER_DIR", "absolute_uri",
+__all__ = ["COSMOS_FILES", "DTYPES", "RESOLUTIONS", "TEXT_TOKENIZER_NAME", "VIDEO_TOKENIZER_DIR",
            "check_cosmos_dir", "check_resolution", "convert_hf_checkpoint", "default_resolution",
            "write_tokenizers"]

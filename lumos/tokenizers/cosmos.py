@@ -25,7 +25,7 @@ import io
 import torch
 
 from lumos import storage
-from lumos.tokenizers.frames import check_codes, check_video, from_unit, rgb_frames, to_unit
+from lumos.tokenizers.frames import check_codes, check_video, from_unit, in_chunks, rgb_frames, to_unit
 from lumos.tokenizers.fsq import FSQ_LEVELS, codebook_size
 
 COSMOS_KIND = "cosmos_jit"
@@ -96,20 +96,16 @@ class CosmosTokenizer:
         target = rgb_frames(1 + -(-(n - 1) // 4))
         if target > n:  # pad to 1 + 4k frames with the last frame
             v = torch.cat([v, v[:, -1:].expand(-1, target - n, -1, -1, -1)], dim=1)
-        out = []
-        for chunk in v.split(self.batch_size):
+
+        def encode_chunk(chunk: torch.Tensor) -> torch.Tensor:
             x = to_unit(chunk.to(self.device), self.dtype)
-            out.append(self._indices(self.encoder(x), x))
-        codes = torch.cat(out)
-        return codes if batched else codes[0]
+            return self._indices(self.encoder(x), x)
+
+        return in_chunks(encode_chunk, v, self.batch_size, batched)
 
     @torch.inference_mode()
     def decode(self, codes) -> torch.Tensor:
         """int [F,h,w] or [B,F,h,w] → uint8 [N,H,W,3] or [B,N,H,W,3] (CPU), N = 1 + 4(F − 1)."""
         c, batched = check_codes(codes, self.codebook_size)
-        out = []
-        for chunk in c.split(self.batch_size):
-            y = self.decoder(chunk.to(self.device))
-            out.append(from_unit(y.float()).cpu())
-        video = torch.cat(out)
-        return video if batched else video[0]
+        return in_chunks(lambda chunk: from_unit(self.decoder(chunk.to(self.device)).float()).cpu(), c,
+                         self.batch_size, batched)

@@ -83,6 +83,13 @@ def check_codes(codes, codebook_size: int) -> tuple[torch.Tensor, bool]:
     return (c if batched else c.unsqueeze(0)), batched
 
 
+def in_chunks(fn, x: torch.Tensor, batch_size: int, batched: bool) -> torch.Tensor:
+    """``fn`` over ``x`` in chunks of ``batch_size`` along dim 0, concatenated; the batch dim dropped unless
+    ``batched`` (the input was a single video or code grid)."""
+    out = torch.cat([fn(chunk) for chunk in x.split(batch_size)])
+    return out if batched else out[0]
+
+
 def to_unit(video_u8: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 [B, N, H, W, 3] → float [B, 3, N, H, W] in [−1, 1]."""
     x = rearrange(video_u8, "b n h w c -> b c n h w")  # (B, 3, N, H, W)

@@ -33,7 +33,7 @@ from lumos.tokenizers.causal_conv import (
     ConvTokenizerConfig,
     tokenizer_preset,
 )
-from lumos.tokenizers.frames import check_codes, check_video, from_unit, to_unit
+from lumos.tokenizers.frames import check_codes, check_video, from_unit, in_chunks, to_unit
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 CONV_KIND = "fsq_conv"
@@ -109,23 +109,17 @@ class ConvVideoTokenizer:
     def encode(self, video) -> torch.Tensor:
         """uint8 [N,H,W,3] or [B,N,H,W,3] → int64 [F,h,w] or [B,F,h,w] (CPU)."""
         x, batched = check_video(video, SPATIAL)
-        out = []
-        for chunk in x.split(self.batch_size):
-            _, idx = self.model.encode_latents(to_unit(chunk.to(self.device)))
-            out.append(idx.cpu())
-        codes = torch.cat(out)
-        return codes if batched else codes[0]
+        return in_chunks(lambda chunk: self.model.encode_latents(to_unit(chunk.to(self.device)))[1].cpu(), x,
+                         self.batch_size, batched)
 
     @torch.inference_mode()
     def decode(self, codes) -> torch.Tensor:
         """int [F,h,w] or [B,F,h,w] → uint8 [N,H,W,3] or [B,N,H,W,3] (CPU), N = 1 + 4(F − 1)."""
         c, batched = check_codes(codes, self.codebook_size)
-        out = []
-        for chunk in c.split(self.batch_size):
-            q = self.model.fsq.indices_to_codes(chunk.to(self.device))
-            out.append(from_unit(self.model.decode_codes(q)).cpu())
-        video = torch.cat(out)
-        return video if batched else video[0]
+        def decode_chunk(chunk: torch.Tensor) -> torch.Tensor:
+            return from_unit(self.model.decode_codes(self.model.fsq.indices_to_codes(chunk.to(self.device)))).cpu()
+
+        return in_chunks(decode_chunk, c, self.batch_size, batched)
 
 
 def build_video_tokenizer(cfg: ConvTokenizerConfig | str = "debug", seed: int = 0) -> ConvVideoTokenizer:

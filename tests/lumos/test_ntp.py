@@ -11,16 +11,10 @@ from lumos.ntp import generate_ntp
 from lumos.sampler import SamplerConfig, plan_video
 from lumos.sequence import collate_sequences, frame_sequence, prompt_sequence
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 GRID = (2, 3)
 PROMPTS = [[300, 301, 302], [310, 311, 312, 313, 314]]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -31,17 +31,10 @@ from lumos.sampling import (
 from lumos.sequence import build_sequence, frame_sequence, prompt_sequence
 from lumos.tokenizers import ByteTokenizer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 GRID = (3, 4)
 PROMPTS = [[300, 301, 302, 303, 304], [310]]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These tensors are tiny: one intra-op thread avoids OpenMP barrier costs on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

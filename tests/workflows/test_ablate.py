@@ -29,16 +29,10 @@ from workflows.ablate import (
 from workflows.eval import update_doc_section
 from workflows.eval_sets import is_heldout_prompt
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--steps", "2", "--eval-every", "1", "--batch", "2", "--eval-num", "1", "--eval-steps", "1", "--quiet"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

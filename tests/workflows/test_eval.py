@@ -32,16 +32,10 @@ from workflows.eval import (
 from workflows.eval_sets import SUITES, first_frames, is_heldout_prompt, prompt_set, reference_videos
 from workflows.generate import load_generator
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["--size", "32", "--steps", "2", "--quiet"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

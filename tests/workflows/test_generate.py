@@ -23,17 +23,11 @@ from lumos.tokenizers import (
 )
 from workflows.generate import main, tokenizer_uri
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[2]
 SIZE = ["--width", "32", "--height", "32"]
 FAST = ["--steps", "2", "--cfg", "3", "--quiet", "--threads", "1"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _debug_tokenizer(out_dir: Path) -> str:
