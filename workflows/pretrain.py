@@ -9,6 +9,9 @@ Launch recipes::
     # 48 GPUs (6 nodes × 8), ZeRO-3 + bf16, on a running cluster
     ray job submit --working-dir . -- python -m workflows.pretrain \\
         --config workflows/configs/pretrain_1b_48gpu.yaml data.shards=s3://bucket/shards-256p
+    # fine-tune: start from a checkpoint's weights, its config.json gives the model (workflows.finetune)
+    python -m workflows.pretrain --config workflows/configs/pretrain_1b_48gpu.yaml \
+        model.init_from=s3://bucket/ckpt/lumos1-1b-256p data.shards=s3://bucket/shards/mine
 
 Running the same command again (same ``checkpoint.storage`` + ``checkpoint.name``) resumes from the latest
 checkpoint at the same step and data position. A lost worker restarts the worker group from the last checkpoint
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 
 from lumos import storage
 from workflows.config_io import ConfigError, dump_config
+from workflows.finetune import prepare_init
 from workflows.run_metrics import plot_metrics, read_metrics
 from workflows.shard_data import check_shards, manifest_tokenizer, read_shards
 from workflows.train_config import PretrainConfig, load_pretrain_config
@@ -181,11 +185,13 @@ def run_pretraining(cfg: PretrainConfig) -> PretrainResult:
     """
     cfg = absolute_paths(cfg)
     manifest = check_shards(cfg.data.shards)
+    cfg = prepare_init(cfg, manifest)  # model.init_from: checkpoint config, weights header, shards' vocabulary
     tokenizer = resolve_tokenizer(cfg, manifest)
     run_uri = storage.join(cfg.checkpoint.storage, cfg.checkpoint.name)
     storage.write_text(storage.join(run_uri, "train_config.yaml"), dump_config(cfg))
     init_ray(cfg)
-    log.info("run %s: %d workers, model %s, ZeRO-%d", run_uri, cfg.ray.num_workers, cfg.model.preset,
+    log.info("run %s: %d workers, model %s, ZeRO-%d", run_uri, cfg.ray.num_workers,
+             cfg.model.init_from or cfg.model.preset,
              cfg.engine.zero_stage)
     try:
         result = build_trainer(cfg, tokenizer).fit()

@@ -23,28 +23,87 @@ PRECISIONS = ("auto", "bf16", "fp32")
 ZERO_STAGES = (0, 1, 2, 3)
 
 
+RUNTIME_MODEL_FIELDS = ("activation_checkpointing", "max_seq_len")
+"""``ModelConfig`` fields that change how a model runs, not its weights. With ``model.init_from`` they are the only
+ones the recipe (``preset`` + ``overrides``) decides; all others come from the checkpoint."""
+
+
 @dataclass(kw_only=True)
 class ModelSection:
-    """Which model to train: a named preset of :mod:`lumos.config` plus field overrides."""
+    """Which model to train: a named preset of :mod:`lumos.config` plus field overrides, or a checkpoint to
+    fine-tune from (``init_from``)."""
 
     preset: str = "debug"
-    """``debug``, ``small``, ``1b`` or ``3b``."""
+    """``debug``, ``small``, ``1b`` or ``3b``. With ``init_from`` only its runtime fields count (see there)."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """``ModelConfig`` fields to change, e.g. ``{n_layers: 4, activation_checkpointing: true}``."""
+    init_from: str | None = None
+    """Fine-tune: a consolidated checkpoint directory (local or s3://; ``model.safetensors`` + ``config.json`` as
+    written by ``workflows.convert_hf`` or a run's ``final/``) whose weights every rank loads before training.
+    The architecture then comes from the checkpoint's ``config.json``; the preset's architecture is ignored (the
+    run logs a note) and supplies only the runtime fields ``activation_checkpointing`` / ``max_seq_len`` (so the
+    1B/3B recipes keep activation checkpointing), which ``overrides`` may change too. An ``overrides`` entry of any
+    other field must equal the checkpoint's value, else a ``ConfigError`` names it before Ray starts (no silent
+    disagreement). The token shards must match the checkpoint's vocabulary layout and codebook. Relaunching a run
+    that has a checkpoint resumes it instead: its Ray Train checkpoint takes precedence over ``init_from``."""
 
     def __post_init__(self) -> None:
         known = {f.name for f in dataclasses.fields(ModelConfig)}
         for key in self.overrides:
             if key not in known:
                 raise ConfigError(f"unknown key: model.overrides.{key}")
+        if self.init_from is not None and not str(self.init_from).strip():
+            self.init_from = None
         try:
-            self.build()
+            if self.init_from:  # the rest is resolved against the checkpoint by build() (before Ray starts)
+                model_preset(self.preset, **{k: v for k, v in self.overrides.items() if k in RUNTIME_MODEL_FIELDS})
+            else:
+                self.build()
         except ValueError as e:
             raise ConfigError(f"model: {e}") from None
 
     def build(self) -> ModelConfig:
-        """The resolved :class:`ModelConfig`."""
-        return model_preset(self.preset, **self.overrides)
+        """The resolved :class:`ModelConfig`: the preset with overrides, or the ``init_from`` checkpoint's config
+        with the recipe's runtime fields (raises ``ConfigError`` on an unreadable checkpoint or a conflicting
+        override)."""
+        if not self.init_from:
+            return model_preset(self.preset, **self.overrides)
+        return self.init_checkpoint()[0]
+
+    def init_checkpoint(self) -> tuple[ModelConfig, dict]:
+        """``(the checkpoint's ModelConfig with the recipe's runtime fields, the other config.json keys)`` of
+        ``init_from`` (read once)."""
+        cached = getattr(self, "_init_cache", None)
+        if cached is not None and cached[0] == self.init_from:
+            return cached[1], cached[2]
+        from lumos.checkpoint import read_config
+
+        uri = self.init_from
+        try:
+            ckpt, meta = read_config(uri)
+        except FileNotFoundError:
+            raise ConfigError(f"model.init_from={uri}: no config.json (expected a checkpoint directory with "
+                              "model.safetensors + config.json; convert released HF weights with "
+                              "python -m workflows.convert_hf)") from None
+        except (OSError, ValueError, TypeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if "no 'model' section" in first:
+                first += " (a Hugging Face checkpoint? convert it first: python -m workflows.convert_hf)"
+            raise ConfigError(f"model.init_from={uri}: {first}") from None
+        try:
+            recipe = model_preset(self.preset, **{k: v for k, v in self.overrides.items()
+                                                  if k in RUNTIME_MODEL_FIELDS})
+            runtime = {k: getattr(recipe, k) for k in RUNTIME_MODEL_FIELDS}
+            merged = ModelConfig.from_dict({**ckpt.to_dict(), **self.overrides, **runtime})
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"model with model.init_from: {e}") from None
+        for key in self.overrides:
+            if key not in RUNTIME_MODEL_FIELDS and getattr(merged, key) != getattr(ckpt, key):
+                raise ConfigError(f"model.overrides.{key}={self.overrides[key]!r} conflicts with model.init_from="
+                                  f"{uri} ({key}={getattr(ckpt, key)!r}); the architecture comes from the "
+                                  "checkpoint: drop the override")
+        self._init_cache = (uri, merged, meta)
+        return merged, meta
 
 
 @dataclass(kw_only=True)
@@ -249,5 +308,6 @@ def load_pretrain_config(path: str | None, overrides: list[str] | None = None) -
     return load_config(PretrainConfig, path, overrides)
 
 
-__all__ = ["CheckpointSection", "DataSection", "EngineSection", "FaultSection", "MetricsSection",
+__all__ = ["RUNTIME_MODEL_FIELDS", "CheckpointSection", "DataSection", "EngineSection", "FaultSection",
+           "MetricsSection",
            "ModelSection", "OptimSection", "PretrainConfig", "RaySection", "load_pretrain_config"]

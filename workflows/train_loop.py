@@ -1,9 +1,11 @@
 """The Ray Train worker: ``train_loop_per_worker(config)`` with AR-DF steps on a DeepSpeed engine.
 
 Each worker rebuilds :class:`PretrainConfig` from ``config["cfg"]`` (it reads no globals), builds the model
-(:class:`lumos.model.LumosModel`), wraps it with :func:`workflows.engine.build_engine`, streams its shard of the
-token dataset (:mod:`workflows.shard_data`), and runs optimizer steps of ``grad_accum`` micro-batches, each an
-AR-DF batch (:func:`lumos.ardf.make_batch`, LUMOS_SPEC §7) scored by :func:`lumos.loss.ardf_loss`.
+(:class:`lumos.model.LumosModel`; fine-tuning loads the ``model.init_from`` weights into it unless the run resumes
+from its own checkpoint, :mod:`workflows.finetune`), wraps it with :func:`workflows.engine.build_engine`, streams
+its shard of the token dataset (:mod:`workflows.shard_data`), and runs optimizer steps of ``grad_accum``
+micro-batches, each an AR-DF batch (:func:`lumos.ardf.make_batch`, LUMOS_SPEC §7) scored by
+:func:`lumos.loss.ardf_loss`.
 
 Checkpoints (DESIGN §4.5): every rank writes its DeepSpeed state under ``ds/``; rank 0 also writes the
 consolidated ``model.safetensors`` + ``config.json`` (with a copy of the video tokenizer under ``tokenizer/``),
@@ -85,15 +87,21 @@ def setup_worker(cfg: PretrainConfig) -> Worker:
     return Worker(ctx.get_world_rank(), ctx.get_world_size(), device)
 
 
-def build_model_engine(cfg: PretrainConfig, w: Worker):
-    """The LumosModel wrapped in its DeepSpeed engine (model built partitioned under ZeRO-3 on GPU)."""
+def build_model_engine(cfg: PretrainConfig, w: Worker, init_from: str | None = None):
+    """The LumosModel wrapped in its DeepSpeed engine (model built partitioned under ZeRO-3 on GPU), with the
+    weights of the ``init_from`` checkpoint loaded before ``deepspeed.initialize`` when given."""
     from lumos.loss import ardf_loss
     from lumos.model import LumosModel
     from workflows.engine import build_ds_config
+    from workflows.finetune import load_init_weights
 
     model_cfg = cfg.model.build()
     with model_init_context(cfg, build_ds_config(cfg, w.world, w.on_gpu), w.on_gpu):
         model = LumosModel(model_cfg)
+    if init_from:
+        load_init_weights(model, init_from, w.rank)
+        if w.rank == 0:
+            log.info("initialised the model from %s", init_from)
     model.to(w.device)
     engine = build_engine(model, ardf_loss, cfg, w.world, w.on_gpu)
     return model_cfg, model, engine
@@ -188,6 +196,8 @@ def write_consolidated(out_dir: str, model, model_cfg, cfg: PretrainConfig, stat
     from lumos.checkpoint import save_checkpoint as save_model
 
     extra = {"text_tokenizer": cfg.data.text_tokenizer, "train": state.to_dict(), "video_tokenizer": None}
+    if cfg.model.init_from:
+        extra["init_from"] = cfg.model.init_from
     if tokenizer_uri:
         download_tree(tokenizer_uri, os.path.join(out_dir, "tokenizer"))
         extra["video_tokenizer"] = "tokenizer"
@@ -269,7 +279,9 @@ def train_loop_per_worker(config: dict) -> None:
     cfg = PretrainConfig.from_dict(config["cfg"])
     tokenizer_uri = config.get("tokenizer")
     w = setup_worker(cfg)
-    model_cfg, model, engine = build_model_engine(cfg, w)
+    # a relaunch of a run that has a checkpoint resumes it: its state takes precedence over model.init_from
+    init_from = cfg.model.init_from if ray.train.get_checkpoint() is None else None
+    model_cfg, model, engine = build_model_engine(cfg, w, init_from)
     layout = model_cfg.layout
     state = restore(engine, w)
     resumed = state is not None
