@@ -8,8 +8,10 @@ without doing its work: ``python -m`` modules through their own argument parsers
 through Ray's click CLI (plus the files they name), ``make`` with ``make -n``, ``curl`` against the HTTP app's routes
 and request schema, ``pip``/``hf`` with their parsers, and every repo path must exist. The cheap commands also run
 for real: ``--help`` of every entry point, the by-hand pipeline's corpus and tokenization job (shrunk to 2 videos) with
-every local pre-training command checked against the shards it made, and the ``workflows.generate`` commands on a
-debug checkpoint placed where the README's checkpoint paths point. The quick demo runs in tests/workflows/test_demo.py.
+every local pre-training command checked against the shards it made, the fine-tuning commands' driver checks and
+weight loading on a debug checkpoint placed at their ``model.init_from`` URI, and the ``workflows.generate`` commands
+on a debug checkpoint placed where the README's checkpoint paths point. The quick demo runs in
+tests/workflows/test_demo.py.
 """
 
 from __future__ import annotations
@@ -483,6 +485,47 @@ def test_by_hand_pipeline_corpus_and_tokenize_run_and_pretraining_accepts_the_sh
         argv = [f"data.shards={shards}" if a.startswith("data.shards=") else local_path(a, sandbox) for a in c.argv]
         cfg = check_pretrain(argv[3:])
         assert resolve_tokenizer(cfg, check_shards(cfg.data.shards)), c
+
+
+def pretrain_commands(commands: list[Command]) -> list[Command]:
+    """``workflows.pretrain`` commands, also those run through ``ray job submit ... -- COMMAND``."""
+    out = []
+    for c in commands:
+        argv = c.argv[c.argv.index("--") + 1:] if c.argv[:3] == ["ray", "job", "submit"] and "--" in c.argv else c.argv
+        if argv[:3] == ["python", "-m", "workflows.pretrain"]:
+            out.append(Command(c.line, argv))
+    return out
+
+
+def test_finetune_commands_start_from_their_checkpoint(commands, sandbox, s3_server):
+    """Every ``model.init_from`` pre-training command: a debug checkpoint placed at its URI (moto S3, or local under
+    the sandbox) passes the driver's checks (config, weights header) and its weights load as the workers do."""
+    import dataclasses
+
+    import boto3
+    import torch
+
+    from lumos import storage
+    from lumos.checkpoint import save_checkpoint
+    from lumos.config import model_preset
+    from lumos.model import LumosModel
+    from workflows.finetune import load_init_weights, prepare_init
+
+    runs = [c for c in pretrain_commands(commands) if any(a.startswith("model.init_from=") for a in c.argv)]
+    assert runs
+    torch.manual_seed(0)
+    src = LumosModel(model_preset("debug"))
+    for c in runs:
+        uri = next(a.split("=", 1)[1] for a in c.argv if a.startswith("model.init_from="))
+        if storage.is_s3(uri):
+            boto3.client("s3", endpoint_url=s3_server["AWS_ENDPOINT_URL"]).create_bucket(Bucket=uri[5:].split("/")[0])
+        save_checkpoint(uri, src, src.cfg, extra={"video_tokenizer": None, "text_tokenizer": None})
+        cfg = prepare_init(check_pretrain(c.argv[3:]), {})
+        recipe = model_preset(cfg.model.preset, **cfg.model.overrides)
+        assert cfg.model.build() == dataclasses.replace(src.cfg, activation_checkpointing=recipe.activation_checkpointing)
+        model = LumosModel(cfg.model.build())
+        load_init_weights(model, cfg.model.init_from, rank=0)
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), src.state_dict().values())), c
 
 
 @pytest.mark.slow
