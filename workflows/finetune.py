@@ -86,8 +86,9 @@ def check_shards_vocab(manifest: dict, model_cfg: ModelConfig, shards: str, sour
         raise ValueError(f"data.shards={shards} were tokenized with the {name!r} vocabulary layout, the model of "
                          f"{source} uses {model_cfg.vocab!r} (re-tokenize with --layout {model_cfg.vocab})")
     if codes is not None and codes != model_cfg.codebook_size:
+        hint = " (set model.overrides.codebook_size)" if source.startswith("model.preset") else ""
         raise ValueError(f"data.shards={shards} hold codes of a {codes}-code video tokenizer, the model of "
-                         f"{source} expects {model_cfg.codebook_size}")
+                         f"{source} expects {model_cfg.codebook_size}{hint}")
 
 
 def _relative_to(checkpoint: str, ref: str) -> str:
