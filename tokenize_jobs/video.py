@@ -116,13 +116,15 @@ def clip_settings(args: argparse.Namespace) -> ClipSettings:
                         timeout_s=args.timeout, threads=max(1, int(args.decode_cpus)))
 
 
-def tokenizer_info(uri: str, layout_name: str, patch: int) -> dict:
-    """Identity and geometry of the video tokenizer (loaded once on the driver), checked against the patch."""
-    from lumos.tokenizers import load_video_tokenizer
+def tokenizer_info(uri: str, layout_name: str, patch: int, text_tokenizer: str | None = None) -> dict:
+    """Identity and geometry of the video tokenizer (loaded once on the driver), checked against the patch; the
+    text tokenizer is opened here too, so a bad JSON fails before any Ray work."""
+    from lumos.tokenizers import load_text_tokenizer, load_video_tokenizer
     from lumos.vocab import build_layout
 
     tok = load_video_tokenizer(uri)
     layout = build_layout(layout_name, tok.codebook_size)
+    load_text_tokenizer(text_tokenizer, layout)
     unit = tok.spatial_compression * layout.grid_unit
     if patch % unit:
         raise ValueError(f"--patch {patch} must be a multiple of {unit} (tokenizer spatial compression "
@@ -250,7 +252,8 @@ def setup(args: argparse.Namespace) -> tuple[Manifest, dict, dict]:
         manifest = read_manifest(args.manifest)
         if args.layout == "chameleon" and not args.text_tokenizer:
             raise ValueError("--layout chameleon needs --text-tokenizer (the merged Chameleon tokenizer JSON)")
-        tok = tokenizer_info(args.tokenizer or default_tokenizer_uri("small"), args.layout, args.patch)
+        tok = tokenizer_info(args.tokenizer or default_tokenizer_uri("small"), args.layout, args.patch,
+                             args.text_tokenizer)
         settings = job_settings(args, tok)
         prepare_output(args.out, settings)
     except (ValueError, FileNotFoundError) as e:

@@ -121,3 +121,15 @@ def test_done_state_from_part_files(tmp_path):
     assert not (out / "_tmp").exists()
     with pytest.raises(ValueError, match="other settings"):
         prepare_output(str(out), {"id_key": "k2", "fps": 3})
+
+
+def test_a_bad_text_tokenizer_is_refused_before_any_work(tmp_path, clip_small):
+    manifest = write_manifest(tmp_path / "m.jsonl", [{"path": str(clip_small), "caption": "car"}])
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text("{not json")
+    out = tmp_path / "out"
+    tok = make_tokenizer(tmp_path / "t")
+    args = parse_args(["--manifest", str(manifest), "--out", str(out), "--tokenizer", tok, "--text-tokenizer", str(bad)])
+    with pytest.raises(JobError):
+        run_job(args)
+    assert not (out / "_manifest.json").exists()
