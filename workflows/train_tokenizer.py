@@ -93,8 +93,13 @@ class OptimConfig:
     warmup_steps: int = 20
     weight_decay: float = 0.0
     mse_weight: float = 1.0
+    fg_weight: float = 0.0
+    """Extra loss weight on pixels that differ from their frame's median colour (small objects on a plain
+    background; see ``lumos.tokenizers.train.foreground_weights``)."""
 
     def __post_init__(self) -> None:
+        if self.fg_weight < 0 or self.mse_weight < 0:
+            raise ValueError(f"fg_weight and mse_weight must be >= 0, got {self.fg_weight}, {self.mse_weight}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
         if self.lr <= 0:
@@ -200,7 +205,8 @@ def run_worker(cfg: TrainTokenizerConfig, rank: int, world: int, report, wrap=la
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.optim.steps, cfg.optim.lr, cfg.optim.warmup_steps)
-        m = train_step(model, opt, batches.next(cfg.optim.batch_size), cfg.optim.mse_weight)
+        m = train_step(model, opt, batches.next(cfg.optim.batch_size), cfg.optim.mse_weight,
+                       cfg.optim.fg_weight)
         bar.set_postfix(loss=f"{m['loss']:.4f}")
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.optim.steps:
@@ -240,10 +246,8 @@ def train_loop_per_worker(config: dict) -> None:
 
 def absolute_paths(cfg: TrainTokenizerConfig) -> TrainTokenizerConfig:
     """Local paths → absolute (Ray workers do not share the driver's working directory)."""
-    def fix(uri):
-        return uri if not uri or storage.is_s3(uri) else storage.resolve(uri)[1]
-
-    cfg.out, cfg.data.manifest, cfg.data.real_dir = fix(cfg.out), fix(cfg.data.manifest), fix(cfg.data.real_dir)
+    cfg.out, cfg.data.manifest = storage.absolute(cfg.out), storage.absolute(cfg.data.manifest)
+    cfg.data.real_dir = storage.absolute(cfg.data.real_dir)
     return cfg
 
 
@@ -261,6 +265,7 @@ def run_ray(cfg: TrainTokenizerConfig) -> dict:
     import ray.train
 
     from workflows.pretrain import trainer_class
+
     # Import the worker function by module name: when this file runs as __main__, cloudpickle would otherwise
     # ship it (and the config dataclasses) by value, without the module globals it needs.
     from workflows.train_tokenizer import train_loop_per_worker

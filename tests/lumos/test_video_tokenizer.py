@@ -1,5 +1,8 @@
 """Our conv video tokenizer: shapes and ranges, causality, errors, save/load (local + S3), training helps."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -134,3 +137,30 @@ def test_training_on_shapes_clips_improves_reconstruction():
     after = evaluate(model, held)
     assert after["psnr"] > before["psnr"] + 6.0, (before, after)
     assert after["l1"] < 0.5 * before["l1"]
+
+
+def test_committed_small_tokenizer_reconstructs_heldout_shapes():
+    from lumos.shapes import metrics
+    from lumos.tokenizers import default_tokenizer_uri
+    from lumos.tokenizers.train import psnr, shapes_clips
+
+    uri = default_tokenizer_uri("small")
+    tok = load_video_tokenizer(uri)
+    saved = json.loads((Path(uri) / "config.json").read_text())
+    assert tok.codebook_size == 1000 and tok.identity["sha256"] == saved["sha256"]
+    clips = shapes_clips(np.random.default_rng(77), 4, 9, 64, split="heldout")
+    codes = tok.encode(clips)
+    assert codes.shape == (4, 3, 8, 8)
+    recon = tok.decode(codes).numpy()
+    assert psnr(recon, clips) > 20.0
+    # the reconstruction still shows every object's colour in the first frame
+    for clip, rec in zip(clips, recon):
+        want = {d.color for d in metrics.detect_objects(clip[0])}
+        assert want <= {d.color for d in metrics.detect_objects(rec[0])}
+
+
+def test_default_tokenizer_uri_unknown_name():
+    from lumos.tokenizers import default_tokenizer_uri
+
+    with pytest.raises(ValueError, match="no committed tokenizer named 'huge'"):
+        default_tokenizer_uri("huge")
