@@ -164,3 +164,20 @@ def test_default_tokenizer_uri_unknown_name():
 
     with pytest.raises(ValueError, match="no committed tokenizer named 'huge'"):
         default_tokenizer_uri("huge")
+
+
+def test_foreground_weights_single_out_objects_and_loss_reduces_to_l1_plus_mse():
+    from lumos.tokenizers.train import foreground_weights, reconstruction_loss
+
+    target = -torch.ones(1, 3, 2, 16, 16)
+    target[:, 0, :, 4:8, 4:8] = 1.0  # a red square on a black background
+    w = foreground_weights(target, fg_weight=8.0)
+    assert w.shape == (1, 1, 2, 16, 16)
+    assert (w[..., 4:8, 4:8] == 9.0).all() and w.sum() == 256 * 2 + 8 * 16 * 2
+    recon = target + 0.1 * torch.randn_like(target)
+    plain, m = reconstruction_loss(recon, target, mse_weight=1.0)
+    assert plain.item() == pytest.approx(m["l1"] + m["mse"], rel=1e-5)
+    recon_bad_object = target.clone()
+    recon_bad_object[:, :, :, 4:8, 4:8] = 0.0  # object wrong, background perfect
+    assert (reconstruction_loss(recon_bad_object, target, fg_weight=8.0)[0]
+            > 4 * reconstruction_loss(recon_bad_object, target)[0])
