@@ -91,6 +91,51 @@ def test_metrics_recover_ground_truth(size, scenes, need):
     assert right / total >= need
 
 
+def _blur(frame: np.ndarray, sigma: float | None = None) -> np.ndarray:
+    """Separable Gaussian blur of std ``sigma`` px, or a 3×3 box blur (radius 1) when ``sigma`` is None."""
+    if sigma is None:
+        k = np.ones(3) / 3
+    else:
+        x = np.arange(-3, 4)
+        k = np.exp(-0.5 * (x / sigma) ** 2)
+        k /= k.sum()
+    r = len(k) // 2
+    f = np.pad(frame.astype(np.float64), ((r, r), (r, r), (0, 0)), mode="edge")
+    f = sum(w * f[i:i + frame.shape[0]] for i, w in enumerate(k))
+    f = sum(w * f[:, i:i + frame.shape[1]] for i, w in enumerate(k))
+    return np.clip(np.round(f), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("sigma", [1.0, None])
+def test_shapes_survive_a_one_pixel_blur(sigma):
+    # Tokenizer reconstructions are blurred, with rounded corners; every shape must still read back.
+    rng = np.random.default_rng(21)
+    shapes = []
+    for _ in range(40):
+        s = sample_scene(rng)
+        frame = render_frame(s, 0.0, 64)
+        blurred = _blur(frame, sigma)
+        assert np.abs(blurred.astype(int) - frame).max() > 50  # edges really are smeared
+        got = {}
+        for d in metrics.detect_objects(blurred):
+            got.setdefault(d.color, d.shape)
+        assert got == {o.color: o.shape for o in s.objects}
+        shapes += [o.shape for o in s.objects]
+    assert set(shapes) == {"circle", "square", "triangle"}
+
+
+def test_classify_shape_on_ideal_and_blurred_masks():
+    yy, xx = np.mgrid[:20, :20] + 0.5
+    ideal = {"circle": (xx - 10) ** 2 + (yy - 10) ** 2 <= 64, "square": (abs(xx - 10) <= 8) & (abs(yy - 10) <= 8),
+             "triangle": (yy >= 2) & (yy <= 18) & (abs(xx - 10) <= (yy - 2) / 2)}
+    for shape, mask in ideal.items():
+        assert metrics.classify_shape(mask) == shape
+        soft = _blur(np.repeat(mask[..., None] * 255, 3, axis=-1).astype(np.uint8), 1.0)[..., 0] / 255
+        assert metrics.classify_shape(soft) == shape
+    with pytest.raises(ValueError, match="coverage"):
+        metrics.classify_shape(np.zeros((5, 5)))
+
+
 def test_scores_are_perfect_on_renders_and_near_chance_on_noise():
     rng = np.random.default_rng(5)
     scenes = [sample_scene(rng) for _ in range(12)]
