@@ -576,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", default=None, help="training token shards (default: made under --data)")
     p.add_argument("--val-shards", default=None, help="validation token shards of held-out clips")
     p.add_argument("--data", default=None, help="where to make/reuse shards (default runs/ablate-data/<preset>)")
-    p.add_argument("--tokenizer", default=None, help="video tokenizer URI (default: committed one of the preset)")
+    p.add_argument("--tokenizer", default=None, help="video tokenizer URI (default: the committed small tokenizer)")
     p.add_argument("--videos", type=int, default=256, help="training videos to synthesize (default 256)")
     p.add_argument("--images", type=int, default=128, help="training stills to synthesize (default 128)")
     p.add_argument("--val-videos", type=int, default=32, help="held-out validation videos (default 32)")
@@ -620,10 +620,7 @@ def resolve_data(args: argparse.Namespace, cfg: AblationConfig) -> AblationData 
     if not shards:
         from lumos.tokenizers import default_tokenizer_uri
 
-        try:
-            tok = tok or default_tokenizer_uri(cfg.preset)
-        except ValueError as e:
-            raise UsageError(f"{e}; pass --tokenizer") from None
+        tok = tok or default_tokenizer_uri("small")  # the committed one; every preset's vocab is sized to it
         size = args.size or (32 if cfg.preset == "debug" else 64)
         data_dir = args.data or f"runs/ablate-data/{cfg.preset}-{size}"
         shards, val = prepare_data(data_dir, tok, videos=args.videos, images=args.images,
