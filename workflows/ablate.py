@@ -528,11 +528,18 @@ def study_markdown(report: dict) -> str:
     """The study's results as Markdown: setting, one table, the plots."""
     cfg, study, variants = report["config"], report["study"], report["variants"]
     data = report.get("data") or {}
-    lines = [f"## Ablation: {study}\n",
-             f"Preset `{cfg['preset']}`, {cfg['steps']} steps × batch {cfg['batch']} per variant, LR {cfg['lr']:g}, "
-             f"seed {cfg['seed']}; data: {data.get('train_clips', '–')} training clips, {data.get('val_clips', '–')} "
-             f"held-out validation clips ({data.get('size', '–')} px, {data.get('latent_frames', '–')} latent "
-             f"frames); validation masks: tube, ratio {cfg['val_ratio']}. Wall time {report['seconds']:.0f} s.\n"]
+    model = report.get("model") or {}
+    if study == "history" and model.get("checkpoint"):  # nothing trained: the settings are the sampler's
+        setting = (f"Checkpoint `{model['checkpoint']}` sampled with and without inference-time history masking, "
+                   f"{cfg['eval_num']} held-out prompts per suite, {cfg['eval_steps']} steps per frame, CFG "
+                   f"{cfg['cfg']:g}, seed {cfg['seed']}. Wall time {report['seconds']:.0f} s.\n")
+    else:
+        setting = (f"Preset `{cfg['preset']}`, {cfg['steps']} steps × batch {cfg['batch']} per variant, LR "
+                   f"{cfg['lr']:g}, seed {cfg['seed']}; data: {data.get('train_clips', '–')} training clips, "
+                   f"{data.get('val_clips', '–')} held-out validation clips ({data.get('size', '–')} px, "
+                   f"{data.get('latent_frames', '–')} latent frames); validation masks: tube, ratio "
+                   f"{cfg['val_ratio']}. Wall time {report['seconds']:.0f} s.\n")
+    lines = [f"## Ablation: {study}\n", setting]
     if study == "rope":
         lines.append("| rope variant | final val loss | best val loss | final train loss | s/step |\n|---|---|---|---|---|")
         for name, r in variants.items():
@@ -549,7 +556,8 @@ def study_markdown(report: dict) -> str:
                          f"{_fmt(e['t2v'].get('motion_direction'))} | {_fmt(e['i2v'].get('motion_direction'))} | "
                          f"{_fmt(e['i2v'].get('subject_consistency'))} | {_fmt(e['i2v'].get('background_stability'))} |")
     else:
-        lines.append(f"Model: `{json.dumps(report.get('model'))}`.\n")
+        if not model.get("checkpoint"):
+            lines.append(f"Model: `{json.dumps(model)}`.\n")
         lines.append("| history ratio | t2v motion | t2v subject | t2v background | i2v motion | i2v subject | "
                      "i2v background |\n|---|---|---|---|---|---|---|")
         for name, r in variants.items():

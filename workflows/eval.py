@@ -387,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--results-doc", default=None, help="also write the tables into this Markdown file")
+    p.add_argument("--results-section", default="eval",
+                   help="name of the section of --results-doc to (re)write (default eval); one per checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -425,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     md = markdown_report(report)
     if args.results_doc:
         md_doc = md.replace("# Shapes-world evaluation", "## Shapes-world evaluation").replace("\n## ", "\n### ")
-        update_doc_section(args.results_doc, "eval", md_doc,
+        update_doc_section(args.results_doc, args.results_section, md_doc,
                            {f"{s}_sheet.png": storage.join(args.out, f"{s}_sheet.png") for s in suites})
     print(md)
     log.info("wrote %s (eval.json, eval.md, contact sheets)", args.out)

@@ -162,6 +162,8 @@ def test_history_study_scores_a_checkpoint_with_and_without_history_masks(tmp_pa
         assert set(res["eval"]) == {"t2v", "i2v"} and set(res["eval"]["t2v"]) == {
             "motion_direction", "subject_consistency", "background_stability"}
     assert (out / "history" / "history_scores.png").stat().st_size > 1000
+    md = (out / "history" / "results.md").read_text()
+    assert f"Checkpoint `{ckpt}` sampled with and without" in md and "Preset" not in md  # nothing was trained
 
 
 def test_bad_arguments_exit_with_one_line(tmp_path, capsys):

@@ -165,6 +165,12 @@ def test_cli_end_to_end_writes_json_markdown_and_contact_sheets(checkpoint, tmp_
     text = doc.read_text()
     assert "<!-- eval begin -->" in text and "<!-- eval end -->" in text and "img/eval_t2i_sheet.png" in text
     assert (tmp_path / "img" / "eval_t2i_sheet.png").stat().st_size > 0
+    # a second checkpoint's tables go into their own section; the first stays
+    assert main(["--checkpoint", checkpoint, "--suite", "t2i", "--num", "1", "--out", str(tmp_path / "eval2"),
+                 "--results-doc", str(doc), "--results-section", "eval:second", *SMALL]) == 0
+    text = doc.read_text()
+    assert "<!-- eval begin -->" in text and "<!-- eval:second begin -->" in text
+    assert (tmp_path / "img" / "eval_second_t2i_sheet.png").stat().st_size > 0
 
 
 def test_bad_arguments_exit_with_one_line(checkpoint, tmp_path, capsys):
