@@ -12,6 +12,7 @@ import json
 
 import torch
 from safetensors.torch import load as load_safetensors
+from safetensors.torch import load_file as load_safetensors_file
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
@@ -75,6 +76,23 @@ def read_config(uri: str) -> tuple[ModelConfig, dict]:
     return cfg, meta
 
 
+def resolve_ref(checkpoint: str, ref: str) -> str:
+    """A tokenizer reference from a checkpoint's config.json as a URI: ``s3://``, ``file://`` and absolute paths as
+    they are, relative ones inside the checkpoint directory."""
+    ref = str(ref)
+    if storage.is_s3(ref) or ref.startswith("file://") or ref.startswith("/"):
+        return ref
+    return storage.join(checkpoint, ref)
+
+
+def read_weights(uri: str) -> dict[str, torch.Tensor]:
+    """The state dict in ``<uri>/model.safetensors`` (a local file is memory-mapped; s3:// is read into memory)."""
+    path = storage.join(uri, WEIGHTS_NAME)
+    if storage.is_s3(path):
+        return load_safetensors(storage.read_bytes(path))
+    return load_safetensors_file(storage.resolve(path)[1])
+
+
 def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> None:
     """Raise ValueError naming the first missing, unexpected or mis-shaped tensor."""
     for name, t in expected.items():
@@ -99,12 +117,12 @@ def load_checkpoint(uri: str, device: str | torch.device = "cpu") -> tuple[Lumos
         (model in eval mode, float32 weights; its ModelConfig; the other config.json keys incl. ``layout``).
     """
     cfg, meta = read_config(uri)
-    state = load_safetensors(storage.read_bytes(storage.join(uri, WEIGHTS_NAME)))
+    state = read_weights(uri)
     model = LumosModel(cfg)
     check_state_dict(model.state_dict(), state)
     model.load_state_dict(state)
     return model.to(device).eval(), cfg, meta
 
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "check_state_dict", "load_checkpoint", "read_config",
-           "save_checkpoint", "unwrap"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "check_state_dict", "load_checkpoint", "read_config", "read_weights",
+           "resolve_ref", "save_checkpoint", "unwrap"]

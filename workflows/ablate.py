@@ -202,7 +202,7 @@ def load_data(cfg: AblationConfig, shards: str, val_shards: str, tokenizer: str 
     tok = tokenizer or manifest_tokenizer(json.loads(storage.read_text(storage.join(shards, MANIFEST))))
     if not tok:
         raise ValueError("the shards name no video tokenizer: pass --tokenizer")
-    tok = tok if storage.is_s3(tok) else storage.resolve(tok)[1]  # absolute: checkpoints refer to it
+    tok = storage.absolute(tok)  # checkpoints refer to it
     from lumos.tokenizers import load_video_tokenizer
 
     codes = load_video_tokenizer(tok).codebook_size

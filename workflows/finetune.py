@@ -25,11 +25,11 @@ import struct
 import torch
 
 from lumos import storage
+from lumos.checkpoint import WEIGHTS_NAME, read_weights, resolve_ref
 from lumos.config import ModelConfig
 from workflows.train_config import PretrainConfig
 
 log = logging.getLogger("workflows.finetune")
-WEIGHTS = "model.safetensors"
 _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
                        "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
                        "U8": torch.uint8, "BOOL": torch.bool}
@@ -37,7 +37,7 @@ _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.
 
 def weights_header(uri: str) -> dict[str, tuple[int, ...]]:
     """Tensor name → shape from the header of ``<uri>/model.safetensors`` (reads only the header bytes)."""
-    path_uri = storage.join(uri, WEIGHTS)
+    path_uri = storage.join(uri, WEIGHTS_NAME)
     fs, path = storage.resolve(path_uri)
     try:
         with fs.open_input_file(path) as f:
@@ -46,9 +46,9 @@ def weights_header(uri: str) -> dict[str, tuple[int, ...]]:
                 raise ValueError("bad header length")
             header = json.loads(f.read(n))
     except FileNotFoundError:
-        raise ValueError(f"model.init_from={uri}: no {WEIGHTS}") from None
+        raise ValueError(f"model.init_from={uri}: no {WEIGHTS_NAME}") from None
     except (struct.error, ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"model.init_from={uri}: {WEIGHTS} is not a safetensors file ({e})") from None
+        raise ValueError(f"model.init_from={uri}: {WEIGHTS_NAME} is not a safetensors file ({e})") from None
     return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
 
 
@@ -91,13 +91,6 @@ def check_shards_vocab(manifest: dict, model_cfg: ModelConfig, shards: str, sour
                          f"{source} expects {model_cfg.codebook_size}{hint}")
 
 
-def _relative_to(checkpoint: str, ref: str) -> str:
-    """A tokenizer reference of a checkpoint's config.json as a URI (relative ones are inside the checkpoint)."""
-    if storage.is_s3(ref) or ref.startswith("file://") or ref.startswith("/"):
-        return ref
-    return storage.join(checkpoint, ref)
-
-
 def prepare_init(cfg: PretrainConfig, manifest: dict) -> PretrainConfig:
     """Driver-side checks of the model against the shards, and of ``model.init_from`` (see the module docstring).
 
@@ -117,22 +110,12 @@ def prepare_init(cfg: PretrainConfig, manifest: dict) -> PretrainConfig:
              "model.preset=%s is ignored; activation_checkpointing=%s)", uri, model_cfg.vocab, model_cfg.n_layers,
              model_cfg.dim, cfg.model.preset, model_cfg.activation_checkpointing)
     if cfg.data.text_tokenizer is None and meta.get("text_tokenizer"):
-        cfg.data.text_tokenizer = _relative_to(uri, str(meta["text_tokenizer"]))
+        cfg.data.text_tokenizer = resolve_ref(uri, meta["text_tokenizer"])
         log.info("text tokenizer from the checkpoint: %s", cfg.data.text_tokenizer)
     elif cfg.data.text_tokenizer is None and model_cfg.vocab == "chameleon":
         log.warning("model.init_from=%s names no text tokenizer and data.text_tokenizer is unset: the new "
                     "checkpoints cannot encode prompts for generate/serve", uri)
     return cfg
-
-
-def read_weights(uri: str) -> dict[str, torch.Tensor]:
-    """The state dict of ``<uri>/model.safetensors`` (local: from the file; s3://: read into memory)."""
-    from safetensors.torch import load, load_file
-
-    path = storage.join(uri, WEIGHTS)
-    if storage.is_s3(path):
-        return load(storage.read_bytes(path))
-    return load_file(storage.resolve(path)[1])
 
 
 def load_init_weights(model: torch.nn.Module, uri: str, rank: int) -> None:
@@ -170,4 +153,4 @@ def load_init_weights(model: torch.nn.Module, uri: str, rank: int) -> None:
 
 
 __all__ = ["check_init_weights", "check_shards_vocab", "load_init_weights", "prepare_init",
-           "read_weights", "shard_vocab", "weights_header"]
+           "shard_vocab", "weights_header"]

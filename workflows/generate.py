@@ -72,10 +72,9 @@ def tokenizer_uri(checkpoint: str, meta: dict, override: str | None = None) -> s
     uri = override or meta.get("video_tokenizer")
     if not uri:
         raise UsageError(f"checkpoint {checkpoint} names no video tokenizer in config.json; pass --tokenizer URI")
-    uri = str(uri)
-    if storage.is_s3(uri) or uri.startswith("file://") or Path(uri).is_absolute():
-        return uri
-    return storage.join(checkpoint, uri)
+    from lumos.checkpoint import resolve_ref
+
+    return resolve_ref(checkpoint, uri)
 
 
 def load_generator(checkpoint: str, device: str | torch.device | None = None,
@@ -87,7 +86,7 @@ def load_generator(checkpoint: str, device: str | torch.device | None = None,
     """
     import torch
 
-    from lumos.checkpoint import load_checkpoint
+    from lumos.checkpoint import load_checkpoint, resolve_ref
     from lumos.tokenizers import load_text_tokenizer, load_video_tokenizer
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -104,7 +103,8 @@ def load_generator(checkpoint: str, device: str | torch.device | None = None,
         raise UsageError(f"video tokenizer {uri} has {video_tok.codebook_size} codes, the model expects "
                          f"{cfg.codebook_size}")
     try:
-        text_tok = load_text_tokenizer(meta.get("text_tokenizer"), model.layout)
+        text_ref = meta.get("text_tokenizer")
+        text_tok = load_text_tokenizer(resolve_ref(checkpoint, text_ref) if text_ref else None, model.layout)
     except (OSError, ValueError) as e:
         raise UsageError(f"cannot read text tokenizer of {checkpoint}: {_one_line(e)}") from None
     return GenerationBundle(model, cfg, meta, video_tok, text_tok, device)

@@ -10,7 +10,7 @@ Launch recipes::
     ray job submit --working-dir . -- python -m workflows.pretrain \\
         --config workflows/configs/pretrain_1b_48gpu.yaml data.shards=s3://bucket/shards-256p
     # fine-tune: start from a checkpoint's weights, its config.json gives the model (workflows.finetune)
-    python -m workflows.pretrain --config workflows/configs/pretrain_1b_48gpu.yaml \
+    python -m workflows.pretrain --config workflows/configs/pretrain_1b_48gpu.yaml \\
         model.init_from=s3://bucket/ckpt/lumos1-1b-256p data.shards=s3://bucket/shards/mine
 
 Running the same command again (same ``checkpoint.storage`` + ``checkpoint.name``) resumes from the latest
@@ -82,7 +82,7 @@ def resolve_tokenizer(cfg: PretrainConfig, manifest: dict) -> str | None:
         log.warning("no video tokenizer named in data.video_tokenizer or the shard manifest: checkpoints "
                     "will not be self-contained")
         return None
-    uri = uri if storage.is_s3(uri) else storage.resolve(uri)[1]
+    uri = storage.absolute(uri)
     meta_uri = storage.join(uri, "config.json")
     if storage.exists(meta_uri):
         codes = json.loads(storage.read_text(meta_uri)).get("codebook_size")

@@ -309,5 +309,4 @@ def load_pretrain_config(path: str | None, overrides: list[str] | None = None) -
 
 
 __all__ = ["RUNTIME_MODEL_FIELDS", "CheckpointSection", "DataSection", "EngineSection", "FaultSection",
-           "MetricsSection",
-           "ModelSection", "OptimSection", "PretrainConfig", "RaySection", "load_pretrain_config"]
+           "MetricsSection", "ModelSection", "OptimSection", "PretrainConfig", "RaySection", "load_pretrain_config"]

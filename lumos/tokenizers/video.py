@@ -116,6 +116,7 @@ class ConvVideoTokenizer:
     def decode(self, codes) -> torch.Tensor:
         """int [F,h,w] or [B,F,h,w] → uint8 [N,H,W,3] or [B,N,H,W,3] (CPU), N = 1 + 4(F − 1)."""
         c, batched = check_codes(codes, self.codebook_size)
+
         def decode_chunk(chunk: torch.Tensor) -> torch.Tensor:
             return from_unit(self.model.decode_codes(self.model.fsq.indices_to_codes(chunk.to(self.device)))).cpu()
 

@@ -83,3 +83,12 @@ def test_storage_absolute_makes_local_paths_absolute_and_keeps_s3(tmp_path, monk
     assert storage.absolute("file://" + str(tmp_path / "x")) == str(tmp_path / "x")
     assert storage.absolute("s3://bucket/key") == "s3://bucket/key"
     assert storage.absolute(None) is None and storage.absolute("") == ""
+
+
+def test_resolve_ref_keeps_absolute_refs_and_puts_relative_ones_in_the_checkpoint():
+    from lumos.checkpoint import resolve_ref
+
+    assert resolve_ref("s3://b/ckpt", "tokenizer") == "s3://b/ckpt/tokenizer"
+    assert resolve_ref("/runs/final", "tokenizer") == "/runs/final/tokenizer"
+    for ref in ("/abs/tok", "s3://b/tok", "file:///abs/tok"):
+        assert resolve_ref("/runs/final", ref) == ref
