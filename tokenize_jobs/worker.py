@@ -163,6 +163,7 @@ class DecodeWorker:
         self.settings = settings
         self._proc: subprocess.Popen | None = None
         self._conn = None
+        self._ready = False  # the running child has answered a ping (its imports are done)
 
     def _start(self) -> None:
         from multiprocessing.connection import Connection
@@ -185,11 +186,10 @@ class DecodeWorker:
         if self._conn is not None:
             self._conn.close()
         self._proc = self._conn = None
+        self._ready = False
 
     def _call(self, op: str, args: tuple, stage: str, timeout_s: float | None = None):
-        if not self._alive():
-            self._kill()
-            self._start()
+        self.launch()
         timeout_s = timeout_s or self.settings.timeout_s
         try:
             self._conn.send((op, args))
@@ -209,14 +209,23 @@ class DecodeWorker:
             raise InputError(reply[1], reply[2])
         return reply[1]
 
+    def launch(self) -> None:
+        """Start the child process without waiting for it (its imports overlap with the caller's own start-up)."""
+        if not self._alive():
+            self._kill()
+            self._start()
+
     def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
-        """Start the child (imports included) if it is not running, so later steps are timed on their work alone.
+        """Start the child if it is not running and wait until it has imported its decoders, so later steps are
+        timed on their work alone.
 
         Raises:
             InputError: stage ``open`` if the child does not come up within ``timeout_s``.
         """
-        if not self._alive():
+        self.launch()
+        if not self._ready:
             self._call("ping", (), "open", timeout_s)
+            self._ready = True
 
     def open(self, source: str) -> VideoInfo:
         """Fetch and open ``source`` in the child; returns what is known before decoding frames."""

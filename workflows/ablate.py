@@ -158,8 +158,7 @@ def prepare_data(data_dir: str, tokenizer: str, *, videos: int, images: int, val
         uri = storage.join(data_dir, name)
         if not storage.exists(storage.join(uri, "_manifest.json")):
             rc = video.main(["--manifest", manifest, "--out", uri, "--tokenizer", tokenizer, "--fps", str(fps),
-                             "--seconds", str(seconds), "--target-size", str(size), "--patch", "16",
-                             "--decode-concurrency", "1", "--tokenize-concurrency", "1"])
+                             "--seconds", str(seconds), "--target-size", str(size), "--patch", "16"])
             if rc != 0:
                 raise RuntimeError(f"tokenize_jobs.video failed for {manifest}")
         out.append(uri)

@@ -21,7 +21,7 @@ from tj_media import (
 
 from tokenize_jobs.decode import ClipSettings
 from tokenize_jobs.shards import SHARD_SCHEMA, clip_id
-from tokenize_jobs.video import main, parse_args, run_job
+from tokenize_jobs.video import main, parse_args, pool_sizes, run_job
 
 SETTINGS = ClipSettings(fps=4, seconds=1, clip_policy="all", target_size=64, patch=16)
 
@@ -39,6 +39,48 @@ def test_help_and_bad_arguments_exit_with_one_line(tmp_path):
     assert e.value.code == 2
     with pytest.raises(SystemExit):
         parse_args(["--manifest", "m.jsonl", "--out", "o", "--fps", "0"])
+
+
+def test_pools_fuse_decode_and_tokenize_on_cpus_and_split_them_for_gpus(caplog):
+    def pools(*extra, cpus=4, gpus=0):
+        return pool_sizes(parse_args(["--manifest", "m.jsonl", "--out", "o", *extra]), cpus, gpus)
+
+    # CPU only: one pool of decode+tokenize actors, one per CPU, all started at once (auto MAX)
+    assert pools() == {"stages": "fused", "decode": (1, 4, 4), "tokenize": None, "num_gpus": 0, "device": "cpu"}
+    assert pools("--decode-concurrency", "2,8")["decode"] == (2, 8, 2)  # an explicit MAX starts at MIN
+    assert pools("--decode-cpus", "2", cpus=5)["decode"] == (1, 2, 2)
+    # GPUs: decoding on the CPUs the GPU tokenizer actors leave
+    assert pools(cpus=16, gpus=2) == {"stages": "split", "decode": (1, 14, 14), "tokenize": (1, 2, 2), "num_gpus": 1,
+                                      "device": "cuda"}
+    # split on CPUs when asked: the tokenizer pool starts at MIN and may grow into what decoding leaves
+    assert pools("--stages", "split") == {"stages": "split", "decode": (1, 3, 3), "tokenize": (1, 3, 1),
+                                          "num_gpus": 0, "device": "cpu"}
+    with caplog.at_level("WARNING"):
+        assert pools("--stages", "fused", gpus=1)["stages"] == "fused"
+    assert "--num-gpus is ignored" in caplog.text
+    with pytest.raises(SystemExit):
+        parse_args(["--manifest", "m.jsonl", "--out", "o", "--stages", "both"])
+
+
+def test_fused_actor_gives_the_rows_of_decode_then_tokenize(tmp_path, tokenizer, clip_small):
+    """DecodeTokenizeClips (CPU clusters) and DecodeClips → TokenizeClips (GPU clusters) write the same rows."""
+    from dataclasses import asdict
+
+    from tokenize_jobs.udfs import DecodeClips, DecodeTokenizeClips, TokenizeClips
+
+    inputs = pa.table({"source": [str(clip_small), str(tmp_path / "missing.mp4")], "caption": ["a car", "none"],
+                       "input_index": [0, 1], "skip": [[], []]})
+    settings = asdict(SETTINGS)
+    fused = DecodeTokenizeClips(settings, "key", batch_size=3, tokenizer=tokenizer)
+    outputs = list(fused(inputs))
+    decode, tokenize = DecodeClips(settings, "key"), TokenizeClips(tokenizer)
+    want = tokenize(pa.concat_tables(list(decode(inputs)))).drop_columns(["decode_s"]).to_pylist()
+    got = pa.concat_tables(outputs).drop_columns(["decode_s"]).to_pylist()
+    assert got == want
+    assert len(want) >= 4 and [r["stage"] for r in want].count("read") == 1 and want[0]["video_tokens"]
+    assert [t.num_rows for t in outputs[:-1]] == [3] * (len(outputs) - 1)  # tokenized 3 clips at a time
+    for worker in (fused.decode.worker, decode.worker):
+        worker.close()
 
 
 def test_unusable_manifest_or_tokenizer_fail_before_any_work(tmp_path, capsys, tokenizer):
@@ -102,13 +144,15 @@ def test_job_output_matches_direct_decode_and_tokenize(ray_local, tmp_path, toke
     assert doc["tokenizer"]["identity"]["sha256"] and doc["tokenizer"]["uri"] == tokenizer
     assert len(doc["shards"]) >= 2  # --rows-per-file 8
     assert doc["last_run"]["strategies"] and sum(doc["last_run"]["strategies"].values()) == expected
+    assert doc["last_run"]["pools"]["stages"] == "fused"  # no GPU: decode and tokenize in one actor pool
     assert not list((out / "_tmp").glob("*")) if (out / "_tmp").exists() else True
 
 
 @pytest.mark.slow
 @pytest.mark.ray
 def test_shapes_corpus_with_the_default_tokenizer(ray_local, tmp_path):
-    """synth → tokenize with the job's default tokenizer, as the demo does; synth's extra columns carried."""
+    """synth → tokenize with the job's default tokenizer, as the demo does; synth's extra columns carried; with
+    the split stages of GPU clusters (a decode pool feeding a tokenizer pool), here on CPUs."""
     from lumos.tokenizers import default_tokenizer_uri
     from tokenize_jobs import synth
 
@@ -121,8 +165,8 @@ def test_shapes_corpus_with_the_default_tokenizer(ray_local, tmp_path):
     out = tmp_path / "shards"
     doc = run_job(parse_args(["--manifest", str(corpus / "manifest.jsonl"), "--out", str(out), "--fps", "8",
                               "--seconds", "2", "--target-size", "64", "--patch", "16",
-                              "--decode-concurrency", "1", "--tokenize-concurrency", "1"]))
-    assert doc["tokenizer"]["uri"] == default
+                              "--decode-concurrency", "1", "--tokenize-concurrency", "1", "--stages", "split"]))
+    assert doc["tokenizer"]["uri"] == default and doc["last_run"]["pools"]["stages"] == "split"
     assert doc["counts"]["clips_written"] == 3 and doc["counts"]["errors"] == 0
     rows = read_shards(out).to_pylist()
     manifest = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
