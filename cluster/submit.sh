@@ -84,7 +84,9 @@ case "$JOB" in
          "data.manifest=$RAW/manifest.jsonl" "out=$TOKENIZER") ;;
   tokenize)
     # Pool bounds sized for cluster/aws-48gpu.yaml's CPU pool (16 x 32 vCPU): "auto" would size them from the
-    # nodes up at submission time, before the autoscaler has added any. Later ARGS override them.
+    # nodes up at submission time, before the autoscaler has added any. Later ARGS override them. Without
+    # GPUs the job fuses decoding and tokenizing into one pool (DECODE_CONCURRENCY); with `tokenize --num-gpus 1`
+    # the tokenizer runs on GPU actors (TOKENIZE_CONCURRENCY) fed by the decode pool.
     CMD=(python -m tokenize_jobs.video --manifest "$RAW/manifest.jsonl" --out "$SHARDS"
          --decode-concurrency "${DECODE_CONCURRENCY:-4,448}" --tokenize-concurrency "${TOKENIZE_CONCURRENCY:-1,16}")
     # TOKENIZER= (empty) leaves the choice to the job's default tokenizer.

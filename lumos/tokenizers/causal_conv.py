@@ -88,7 +88,8 @@ def frame_norm(channels: int) -> nn.GroupNorm:
 class TimeConv3d(nn.Conv3d):
     """A ``Conv3d`` whose kernel spans time only (k×1×1, stride 1, no padding), run as a 2D convolution over
     (time, height·width): the same parameters and result, but PyTorch's CPU backend sends such 3D kernels to its
-    slow reference path (a third of the encoder's time), and 2D ones to oneDNN."""
+    slow reference path (a third of the encoder's time), and 2D ones to oneDNN. One call per clip, so that a clip's
+    result never depends on what else is in the batch (oneDNN picks its kernels by shape)."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int = 1):
         super().__init__(c_in, c_out, kernel_size=(kernel, 1, 1))
@@ -96,7 +97,8 @@ class TimeConv3d(nn.Conv3d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = x.shape
         weight = self.weight.view(self.out_channels, c, self.kernel_size[0], 1)
-        y = F.conv2d(x.reshape(b, c, t, h * w), weight, self.bias)  # (B, C_out, T − k + 1, H·W)
+        flat = x.reshape(b, c, t, h * w)
+        y = torch.cat([F.conv2d(flat[i:i + 1], weight, self.bias) for i in range(b)])  # (B, C_out, T−k+1, H·W)
         return y.view(b, self.out_channels, y.shape[2], h, w)
 
 

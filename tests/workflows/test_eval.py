@@ -132,8 +132,11 @@ def test_results_do_not_depend_on_the_batch_size(checkpoint):
                          progress=False)
     three = evaluate_suite(bundle, "t2v", EvalSettings(num=3, steps=2, size=32, frames=2, batch=3,
                                                        references=False), progress=False)
-    assert np.array_equal(one["videos"], three["videos"])
     assert one["items"] == three["items"]
+    # Same prompts, seeds and tokens; only the tokenizer's float rounding may differ with the batch shape (GroupNorm
+    # and oneDNN pick kernels by shape), which can move a rare pixel by one level.
+    diff = np.abs(one["videos"].astype(int) - three["videos"].astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
 
 
 def test_cli_end_to_end_writes_json_markdown_and_contact_sheets(checkpoint, tmp_path, capsys):
