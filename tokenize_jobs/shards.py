@@ -6,7 +6,8 @@ An output directory (local or s3://) looks like::
     _errors/part-<run>-....parquet     one row per failed input or clip (ERROR_SCHEMA)
     _settings.json                     the settings the shards were made with (checked when a run resumes)
     _manifest.json                     written LAST, atomically: settings, tokenizer identity, counts, file list
-    _tmp/                              local only: files being written (renamed into place when complete)
+    _tmp/                              local only: files being written (renamed into place when complete;
+                                       removed when a run finishes)
 
 Readers take the ``*.parquet`` files outside ``_``/``.``-prefixed entries, and only once ``_manifest.json``
 exists. A run starts by deleting ``_manifest.json``, so an interrupted run never looks finished.
@@ -212,7 +213,10 @@ def write_table(table: pa.Table, uri: str, row_group_bytes: int = 32 << 20) -> i
 
 
 def write_manifest(out_uri: str, doc: dict) -> None:
-    """Write ``_manifest.json`` (atomic: temp + rename locally, one PUT on S3). Call it last."""
+    """Write ``_manifest.json`` (atomic: temp + rename locally, one PUT on S3). Call it last: it also removes the
+    local ``_tmp/`` directory, empty once every file is in place."""
+    if not storage.is_s3(out_uri):
+        storage.delete_dir(storage.join(out_uri, TMP_DIR))
     storage.write_text(storage.join(out_uri, MANIFEST), json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
