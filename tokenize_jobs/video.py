@@ -217,6 +217,7 @@ def write_manifest_errors(out: str, errors: pa.Table, done: DoneState, run_id: s
 
 
 def actor_pool(ray, sizes: tuple[int, int, int]):
+    """Ray Data's actor pool strategy from ``(min, max, initial)`` of :func:`pool_sizes`."""
     lo, hi, initial = sizes
     return ray.data.ActorPoolStrategy(min_size=lo, max_size=hi, initial_size=initial)
 
