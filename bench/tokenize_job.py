@@ -186,12 +186,10 @@ def raw_decode_parallel(corpus, settings: ClipSettings, per_clip: list[dict], pr
     clip read by its measured best strategy; clips/s over the slowest process."""
     import multiprocessing as mp
 
-    best = {(c["input"], c["clip"]): "seek" if c["seek_s"] <= c["sequential_s"] else "sequential" for c in per_clip}
-    items = []
-    for path, _ in corpus:
-        strategies = [best[(path.name, i)] for i in range(len(best)) if (path.name, i) in best]
-        if strategies:
-            items.append((str(path), strategies))
+    best: dict[str, list[str]] = {}  # input name → the best strategy of each of its clips, in clip order
+    for c in per_clip:
+        best.setdefault(c["input"], []).append("seek" if c["seek_s"] == c["best_s"] else "sequential")
+    items = [(str(path), best[path.name]) for path, _ in corpus if path.name in best]
     ctx = mp.get_context("fork")  # before Ray starts in this process
     barrier, results = ctx.Barrier(procs), ctx.Queue()
     workers = [ctx.Process(target=_decode_share, args=(items[k::procs], settings, repeats, barrier, results))
@@ -411,21 +409,16 @@ def main(argv: list[str] | None = None) -> int:
     configs = {"job_settings": ClipSettings(**job_clip),
                "sparse_2fps_2s": ClipSettings(fps=2, seconds=2, clip_policy="all"),
                "dense_25fps_1s": ClipSettings(fps=25, seconds=1, clip_policy="all")}
-    cache = work / "raw.json"  # the single-process measurements, reused when only the job runs are repeated
+    cache = work / "raw.json"  # the raw measurements, reused when only the job runs are repeated
     if cache.exists():
-        choice, tokenize, tok_args, tok_name = json.loads(cache.read_text())
+        choice, parallel, tokenize, tok_args, tok_name = json.loads(cache.read_text())
     else:
         choice = {name: raw_decode(corpus, s) for name, s in configs.items()}
-        tok_args, tok_name = tokenizer_args(work)
-        tokenize = raw_tokenize(corpus, configs["job_settings"], tok_args[1])
-        cache.write_text(json.dumps([choice, tokenize, tok_args, tok_name]))
-    parallel_cache = work / "raw_parallel.json"
-    if parallel_cache.exists():
-        parallel = json.loads(parallel_cache.read_text())
-    else:
         parallel = raw_decode_parallel(corpus, configs["job_settings"], choice["job_settings"]["per_clip"],
                                        os.cpu_count())
-        parallel_cache.write_text(json.dumps(parallel))
+        tok_args, tok_name = tokenizer_args(work)
+        tokenize = raw_tokenize(corpus, configs["job_settings"], tok_args[1])
+        cache.write_text(json.dumps([choice, parallel, tokenize, tok_args, tok_name]))
     fit = fit_constants([c for r in choice.values() for c in r["per_clip"]])
     job_args = [*tok_args, "--fps", "8", "--seconds", "2", "--clip-policy", "all", "--target-size", "64",
                 "--patch", "16", "--batch-size", "16", *args.job_args]  # pools: auto (2 fused actors on 2 CPUs)

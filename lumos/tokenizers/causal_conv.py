@@ -87,14 +87,17 @@ def frame_norm(channels: int) -> nn.GroupNorm:
 
 class TimeConv3d(nn.Conv3d):
     """A ``Conv3d`` whose kernel spans time only (k×1×1, stride 1, no padding), run as a 2D convolution over
-    (time, height·width): the same parameters and result, but PyTorch's CPU backend sends such 3D kernels to its
-    slow reference path (a third of the encoder's time), and 2D ones to oneDNN. One call per clip, so that a clip's
-    result never depends on what else is in the batch (oneDNN picks its kernels by shape)."""
+    (time, height·width) on CPU: the same parameters and result, but PyTorch's CPU backend sends such 3D kernels to
+    its slow reference path (a third of the encoder's time), and 2D ones to oneDNN. One call per clip, so that a
+    clip's result never depends on what else is in the batch (oneDNN picks its kernels by shape). Other devices
+    (cuDNN) run the 3D convolution as it is, one call per batch."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int = 1):
         super().__init__(c_in, c_out, kernel_size=(kernel, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return super().forward(x)
         b, c, t, h, w = x.shape
         weight = self.weight.view(self.out_channels, c, self.kernel_size[0], 1)
         flat = x.reshape(b, c, t, h * w)
