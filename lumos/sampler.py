@@ -7,15 +7,17 @@ Per latent frame f:
 2. for s = 0..S-1: one forward of the conditional rows and one of the unconditional rows (the same sequence
    without the text, starting at VIDEO_BEGIN), fed only the frame's tokens on top of their KV caches; guided
    logits l = l_u + g·(l_c − l_u) over the visual codebook at the still-masked positions; temperature / top-k;
-   multinomial sample; confidence = log p(x) + tau·Gumbel (fixed tokens: +inf); the m = floor(N·cos(π(s+1)/2S))
+   multinomial sample; confidence = log p(x) + tau·Gumbel (fixed tokens: +inf; tau annealed per step, see
+   :class:`~lumos.sampling.schedule.NoiseTemperature`); the m = floor(N·cos(π(s+1)/2S))
    (clamped to [1, #masked − 1], 0 at the last step) lowest-confidence positions are re-masked; both caches are
    cropped back to the frame start;
 3. commit: the finished frame with a fixed subset of its content span (content + newline positions between the
    header and EOI; ratio 0.7, evenly spaced, the same positions in every frame — a temporal tube) replaced by MASK
    is fed once to both branches, appending its keys/values.
 
-I2V feeds the given frames (tokenized by the video tokenizer) with the same history mask and generates the rest;
-the given codes are returned unchanged. T2I is a one-frame video with duration 1 and fps 1.
+I2V feeds the given frames (tokenized by the video tokenizer) to both caches UNMASKED, as upstream's code does (spec
+§8.2 step 6; ``mask_given_frames=True`` commits them with the history mask too) and generates the rest; the given
+codes are returned unchanged. T2I is a one-frame video with duration 1 and fps 1.
 
 Batches: B prompts (same grid) advance together; pass one ``torch.Generator`` per row to make row b's result equal
 to generating it alone with that generator. Every forward is counted per branch (``stats``).
@@ -64,14 +66,18 @@ class SamplerConfig:
     top_k: int | None = None
     """Sample among the top-k visual codes only (upstream: no top-k)."""
     gumbel_tau: float = 1.0
-    """Gumbel noise temperature of the confidence at the first step of a frame."""
+    """Gumbel noise temperature of the confidence at the first step of a frame (by default)."""
     upstream_tau_decay: bool = False
-    """Reproduce upstream's tau decay without reset (tau ← tau·(1 − r) every step, so 0 after the first frame);
-    by default tau restarts at ``gumbel_tau`` every frame."""
+    """Reproduce upstream's tau exactly: tau ← tau·(1 − (s+1)/S) BEFORE step s's confidence (step 0 already uses
+    0.98·``gumbel_tau`` for S = 50) and never reset, so 0 from the first frame's last step on. By default tau
+    restarts at ``gumbel_tau`` every frame and is annealed after each step (step 0 uses ``gumbel_tau``)."""
     history_ratio: float = 0.7
     """Fraction of a committed frame's content span replaced by MASK in the cache (0 = no history masking)."""
     history_mode: str = "even"
     """``even`` (evenly spaced, upstream) or ``random`` (a random subset per row); fixed for the whole video."""
+    mask_given_frames: bool = False
+    """I2V: also commit the GIVEN frames with the history mask. Default (upstream, spec §8.2 step 6): the given
+    frames enter both KV caches unmasked; only generated frames are committed with the history mask."""
     use_kv_cache: bool = True
     """``False`` recomputes the whole sequence at every step (same logits, for checking and benchmarks)."""
     fuse_branches: bool = True
@@ -248,18 +254,20 @@ class ARDFRun:
         return torch.stack([history_indices(n, self.cfg.history_ratio, "random", _cpu_generator(g))
                             for g in self.gens])
 
-    def committed_frame(self, tmpl: FrameTemplate, codes: torch.Tensor):
-        """The segment fed to the caches for frame codes [B, h, w]: history positions replaced by MASK."""
+    def committed_frame(self, tmpl: FrameTemplate, codes: torch.Tensor, history_mask: bool = True):
+        """The segment fed to the caches for frame codes [B, h, w]: history positions replaced by MASK (unless
+        ``history_mask`` is false)."""
         seg = tmpl.segment(codes.reshape(self.B, -1).to(torch.long) + self.layout.visual_offset)
-        rows = torch.arange(self.B).unsqueeze(1)  # (B, 1)
-        seg.ids[rows, tmpl.span[self.history]] = self.layout.mask
+        if history_mask:
+            rows = torch.arange(self.B).unsqueeze(1)  # (B, 1)
+            seg.ids[rows, tmpl.span[self.history]] = self.layout.mask
         return seg
 
     def frames(self) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield (frame index, codes int64 [B, h, w]) for every frame as it is committed (given frames first)."""
         for f in range(self.plan.given):
             self.branches.queue(self.committed_frame(frame_template(self.layout, self.plan.grid, f),
-                                                     self.given[:, f]))
+                                                     self.given[:, f], self.cfg.mask_given_frames))
             yield f, self.given[:, f].clone()
         for f in range(self.plan.given, self.plan.num_frames):
             t0 = time.perf_counter()
@@ -280,14 +288,14 @@ class ARDFRun:
         self.bar.set_postfix(frame=f"{tmpl.index + 1}/{self.plan.num_frames}", refresh=False)
         for s in range(self.cfg.steps):
             hidden_c, hidden_u = self.branches.peek(tmpl.segment(tokens))
-            self.unmask_step(tokens, masked, hidden_c, hidden_u, tmpl, s)
-            self.tau.after_step(s, self.cfg.steps)
+            self.unmask_step(tokens, masked, hidden_c, hidden_u, tmpl, s, self.tau.for_step(s, self.cfg.steps))
             self.bar.update(1)
         return (tokens - self.layout.visual_offset).view(self.B, h, w).cpu()
 
     def unmask_step(self, tokens: torch.Tensor, masked: torch.Tensor, hidden_c: torch.Tensor,
-                    hidden_u: torch.Tensor | None, tmpl: FrameTemplate, step: int) -> None:
-        """One MaskGIT step in place on ``tokens`` / ``masked`` [B, N] from pre-norm hidden states [B, Lf, D]."""
+                    hidden_u: torch.Tensor | None, tmpl: FrameTemplate, step: int, tau: float) -> None:
+        """One MaskGIT step in place on ``tokens`` / ``masked`` [B, N] from pre-norm hidden states [B, Lf, D];
+        ``tau`` is the Gumbel temperature of this step's confidence."""
         B, N = tokens.shape
         idx = masked.nonzero()[:, 1].view(B, -1)  # (B, M) still-masked content indices, ascending
         pos = tmpl.content.to(self.device)[idx]  # (B, M) positions within the frame
@@ -298,7 +306,7 @@ class ARDFRun:
         m = keep_masked_count(N, step, self.cfg.steps, idx.shape[1])
         for b in range(B):
             x, logp = sample_tokens(logits[b], self.gens[b])  # (M,), (M,)
-            conf = logp + self.tau.value * gumbel_noise(x.numel(), self.gens[b], self.device)
+            conf = logp + tau * gumbel_noise(x.numel(), self.gens[b], self.device)
             accept = torch.ones_like(x, dtype=torch.bool)
             accept[remask_lowest(conf, m)] = False
             tokens[b, idx[b, accept]] = x[accept] + self.layout.visual_offset

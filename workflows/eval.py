@@ -75,6 +75,8 @@ class EvalSettings:
     """Inference-time history masking of committed frames (0 = off)."""
     temperature: float = 1.0
     top_k: int | None = None
+    upstream_tau_decay: bool = False
+    """Upstream's exact Gumbel tau schedule (``SamplerConfig.upstream_tau_decay``)."""
     references: bool = True
     """Also score the ground-truth / tokenizer / chance references."""
 
@@ -99,6 +101,7 @@ class EvalSettings:
 
         ratio = self.history_ratio if history_ratio is None else history_ratio
         return SamplerConfig(steps=self.steps, cfg_scale=self.cfg, temperature=self.temperature, top_k=self.top_k,
+                             upstream_tau_decay=self.upstream_tau_decay,
                              history_ratio=ratio if suite != "t2i" else 0.0)
 
 
@@ -382,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history-ratio", type=float, default=d.history_ratio, help="history mask ratio (0.7; 0 = off)")
     p.add_argument("--temperature", type=float, default=d.temperature, help="logit temperature (default 1)")
     p.add_argument("--top-k", type=int, default=None, help="sample among the top-k codes only")
+    p.add_argument("--upstream-tau-decay", action="store_true",
+                   help="upstream's exact Gumbel tau: decayed before each step's confidence, never reset")
     p.add_argument("--no-references", action="store_true", help="skip the ground-truth/tokenizer/chance rows")
     p.add_argument("--tokenizer", default=None, help="video tokenizer URI (default: the checkpoint's)")
     p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
@@ -398,7 +403,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         return EvalSettings(num=args.num, steps=args.steps, cfg=args.cfg, seed=args.seed, size=args.size,
                             fps=args.fps, duration=args.duration, frames=args.frames, batch=args.batch,
                             history_ratio=args.history_ratio, temperature=args.temperature, top_k=args.top_k,
-                            references=not args.no_references)
+                            upstream_tau_decay=args.upstream_tau_decay, references=not args.no_references)
     except ValueError as e:
         raise UsageError(str(e)) from None
 

@@ -196,9 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0, help="logit temperature (default 1)")
     p.add_argument("--top-k", type=int, default=None, help="sample among the top-k codes only")
     p.add_argument("--gumbel-tau", type=float, default=1.0, help="confidence noise temperature (default 1)")
-    p.add_argument("--upstream-tau-decay", action="store_true", help="upstream's tau decay without reset")
+    p.add_argument("--upstream-tau-decay", action="store_true",
+                   help="upstream's exact tau: decayed before each step's confidence, never reset")
     p.add_argument("--history-ratio", type=float, default=0.7, help="history mask ratio (default 0.7)")
     p.add_argument("--history-mode", choices=("even", "random"), default="even")
+    p.add_argument("--mask-given-frames", action="store_true",
+                   help="i2v: commit the given frames with the history mask too (default: unmasked, as upstream)")
     p.add_argument("--no-kv-cache", action="store_true", help="recompute the whole sequence every step")
     p.add_argument("--tokenizer", default=None, help="video tokenizer URI (default: the checkpoint's)")
     p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
@@ -248,7 +251,8 @@ def sampler_config(args: argparse.Namespace) -> SamplerConfig:
     return SamplerConfig(steps=args.steps, cfg_scale=args.cfg, use_cfg=not args.no_cfg,
                          temperature=args.temperature, top_k=args.top_k, gumbel_tau=args.gumbel_tau,
                          upstream_tau_decay=args.upstream_tau_decay, history_ratio=args.history_ratio,
-                         history_mode=args.history_mode, use_kv_cache=not args.no_kv_cache)
+                         history_mode=args.history_mode, mask_given_frames=args.mask_given_frames,
+                         use_kv_cache=not args.no_kv_cache)
 
 
 def resolution(args: argparse.Namespace, meta: dict) -> tuple[int, int]:

@@ -1,8 +1,8 @@
 """Unmasking schedule of AR-DF inference (LUMOS_SPEC §8.2 step 4, §14.4).
 
 * :func:`keep_masked_count` — how many tokens stay masked after step s of S (cosine schedule);
-* :class:`NoiseTemperature` — the Gumbel noise temperature tau of the confidence, with upstream's decay quirk as an
-  option.
+* :class:`NoiseTemperature` — the Gumbel noise temperature tau of the confidence per step, with upstream's exact
+  decay (before the confidence, no reset between frames) as an option.
 
 References: upstream ``inference_solver_vid.py`` / ``model/sampling.py`` (spec §8.2), MaskGIT's cosine schedule.
 """
@@ -36,30 +36,43 @@ def keep_masked_count(num_tokens: int, step: int, steps: int, num_masked: int) -
 
 
 class NoiseTemperature:
-    """Gumbel temperature tau used in ``confidence = log p(x) + tau · Gumbel``.
+    """Gumbel temperature tau used in ``confidence = log p(x) + tau · Gumbel``; call :meth:`for_step` once per step.
 
-    Within a frame tau is annealed after every step: ``tau ← tau · (1 − (s+1)/S)`` (so it reaches 0 at the last
-    step). Upstream never resets it between frames, so every frame after the first runs without noise; that quirk
-    is ``upstream_decay=True``. By default tau restarts at ``tau0`` at the start of every frame.
+    Within a frame tau is annealed by ``tau ← tau · (1 − (s+1)/S)`` at every step s. Two variants (spec §8.2 step 4):
+
+    * default: tau restarts at ``tau0`` at the start of every frame and is annealed AFTER step s's confidence, so
+      step 0 uses ``tau0``, step 1 ``tau0·(1 − 1/S)``, …;
+    * ``upstream_decay=True``: upstream's code exactly — annealed BEFORE the confidence (step 0 already uses
+      ``tau0·(1 − 1/S)``, 0.98 for tau0 = 1 and S = 50; then 0.9408, …) and never reset, so it is 0 from the first
+      frame's last step on (every later frame runs without noise).
 
     Args:
         tau0: starting temperature (``SamplerConfig.gumbel_tau``).
-        upstream_decay: reproduce upstream's missing reset.
+        upstream_decay: reproduce upstream's order (decay first) and its missing reset.
     """
 
     def __init__(self, tau0: float, upstream_decay: bool = False):
         self.tau0 = float(tau0)
         self.upstream_decay = upstream_decay
         self.value = self.tau0
+        """The temperature that the next :meth:`for_step` call starts from."""
 
     def start_frame(self) -> None:
         """Called before the first step of every frame."""
         if not self.upstream_decay:
             self.value = self.tau0
 
-    def after_step(self, step: int, steps: int) -> None:
-        """Anneal after step ``step`` of ``steps``: tau ← tau · (1 − (step+1)/steps)."""
-        self.value *= 1.0 - (step + 1) / steps
+    def for_step(self, step: int, steps: int) -> float:
+        """The tau of step ``step`` (0-based) of ``steps``; advances the anneal by one step."""
+        if not 0 <= step < steps:
+            raise ValueError(f"step={step} must lie in [0, steps={steps})")
+        decay = 1.0 - (step + 1) / steps
+        if self.upstream_decay:
+            self.value *= decay
+            return self.value
+        tau = self.value
+        self.value *= decay
+        return tau
 
 
 __all__ = ["NoiseTemperature", "keep_masked_count"]

@@ -25,10 +25,12 @@ from lumos.sampling import (
     filter_logits,
     frame_template,
     guided_logits,
+    gumbel_noise,
     keep_masked_count,
     remask_lowest,
+    sample_tokens,
 )
-from lumos.sequence import build_sequence, frame_sequence, prompt_sequence
+from lumos.sequence import TokenSequence, build_sequence, frame_sequence, prompt_sequence
 from lumos.tokenizers import ByteTokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -73,21 +75,65 @@ def test_keep_masked_count_follows_the_cosine_schedule_and_reveals_everything():
         keep_masked_count(N, 6, 6, 3)
 
 
-def test_noise_temperature_resets_per_frame_unless_upstream_quirk():
+def upstream_taus(tau: float, steps: int, frames: int) -> list[float]:
+    """The Gumbel temperature of every step as upstream's loop computes it (spec §8.2 step 4): ``temperature =
+    temperature * (1.0 - ratio)`` with ``ratio = 1.0 * (step + 1) / timesteps``, BEFORE the confidence, no reset."""
+    seen = []
+    for _frame in range(frames):
+        for step in range(steps):
+            ratio = 1.0 * (step + 1) / steps
+            tau = tau * (1.0 - ratio)
+            seen.append(tau)
+    return seen
+
+
+def test_noise_temperature_resets_per_frame_and_decays_after_the_step_by_default():
     S = 4
+    tau = NoiseTemperature(1.0)
+    seen = []
+    for _frame in range(2):
+        tau.start_frame()
+        seen += [tau.for_step(s, S) for s in range(S)]
+    assert seen[:S] == [1.0, 0.75, 0.75 * 0.5, 0.75 * 0.5 * 0.25]
+    assert seen[S:] == seen[:S]
+    with pytest.raises(ValueError, match="step"):
+        tau.for_step(S, S)
+
+
+def test_upstream_tau_decay_equals_upstreams_sequence():
+    S = 50
+    tau = NoiseTemperature(1.0, upstream_decay=True)
+    seen = []
+    for _frame in range(2):
+        tau.start_frame()
+        seen += [tau.for_step(s, S) for s in range(S)]
+    assert seen == upstream_taus(1.0, S, 2)  # bit-exact, same float operations in the same order
+    assert seen[0] == 0.98 and seen[1] == pytest.approx(0.9408, abs=1e-15)
+    assert seen[S - 1] == 0.0 and seen[S:] == [0.0] * S  # 0 at the first frame's last step, never recovers
+    half = NoiseTemperature(0.5, upstream_decay=True)
+    assert [half.for_step(s, 4) for s in range(4)] == upstream_taus(0.5, 4, 1)
+
+
+def test_sampler_uses_upstreams_tau_per_step_under_the_option(model, monkeypatch):
+    """The tau values the sampler multiplies the Gumbel noise with, step by step over two frames."""
+    S = 50
+    used: dict[bool, list[float]] = {}
     for upstream in (False, True):
-        tau = NoiseTemperature(1.0, upstream_decay=upstream)
-        seen = []
-        for _frame in range(2):
-            tau.start_frame()
-            for s in range(S):
-                seen.append(tau.value)
-                tau.after_step(s, S)
-        assert seen[0] == 1.0 and seen[1] == pytest.approx(0.75) and seen[2] == pytest.approx(0.75 * 0.5)
-        if upstream:
-            assert seen[S:] == [0.0] * S  # τ hit 0 at the first frame's last step and never recovers
-        else:
-            assert seen[S:] == seen[:S]
+        run = ARDFRun(model, PROMPTS[:1], video_plan(frames=2), SamplerConfig(steps=S, upstream_tau_decay=upstream),
+                      generator=gens(0))
+        used[upstream] = steps = []
+
+        def spy(*args, real=run.unmask_step, seen=steps):
+            seen.append(args[-1])  # the tau argument
+            return real(*args)
+
+        monkeypatch.setattr(run, "unmask_step", spy)
+        list(run.frames())
+    assert used[True] == upstream_taus(1.0, S, 2)
+    one_frame = [1.0]
+    for s in range(S - 1):
+        one_frame.append(one_frame[-1] * (1.0 - (s + 1) / S))
+    assert used[False] == one_frame * 2
 
 
 def test_guidance_and_filters():
@@ -230,6 +276,143 @@ def test_i2v_keeps_the_given_frames_bit_exact(model):
     other = generate(model, PROMPTS, plan, SamplerConfig(steps=3), given_codes=(given + 1) % 240,
                      generator=gens(1, 2))
     assert not torch.equal(other.codes[:, 2:], res.codes[:, 2:])
+
+
+def given_frame_spans(layout, committed, G: int) -> list[torch.Tensor]:
+    """Indices (into a committed segment) of each given frame's content + newline span."""
+    return [torch.nonzero(committed.visual & (committed.frame_ids == f)).squeeze(1) for f in range(G)]
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_i2v_given_frames_enter_both_caches_unmasked_by_default(model, fuse):
+    """Upstream clones the cache input before it masks the given frames (spec §8.2 step 6): the KV caches of both
+    branches are built from the given frames as they are; only generated frames carry the history mask."""
+    layout = model.layout
+    given = torch.randint(0, layout.codebook_size, (2, 2, *GRID), generator=torch.Generator().manual_seed(9))
+    plan = video_plan(frames=4, given=2, mode="i2v")
+    n = GRID[0] * (GRID[1] + 1)
+    hist = history_indices(n, 0.7)
+    for mask_given in (False, True):
+        fed: list[torch.Tensor] = []  # ids of every forward (the input whose keys/values the caches keep)
+        hook = model.tok_embeddings.register_forward_hook(lambda mod, inp, out, fed=fed: fed.append(inp[0].clone()))
+        try:
+            run = ARDFRun(model, PROMPTS, plan, SamplerConfig(steps=2, mask_given_frames=mask_given,
+                                                              fuse_branches=fuse),
+                          given_codes=given, generator=gens(1, 2))
+            codes = torch.stack([c for _, c in run.frames()], 1)
+        finally:
+            hook.remove()
+        # the prefill (prompt + given frames, one forward per batch) is the first forward of each batch
+        prefills = fed[:len(run.branches.batches)]
+        for batch, ids in zip(run.branches.batches, prefills):
+            committed = batch.committed
+            assert ids.shape[0] == committed.ids.shape[0]  # 2B rows fused, else B per branch
+            for f, span in enumerate(given_frame_spans(layout, committed, 2)):
+                full = torch.stack([frame_sequence(layout, given[b, f], f).ids[3:-1] for b in range(2)])
+                full = full.repeat(ids.shape[0] // 2, 1)  # cond rows then uncond rows
+                expected = full.clone()
+                if mask_given:
+                    expected[:, hist] = layout.mask
+                assert torch.equal(ids[:, span], expected)  # what the prefill forward (and so the cache) saw
+                assert torch.equal(committed.ids[:, span], expected)
+            # generated frames are committed with the history mask whatever the option
+            for f in (2, 3):
+                span = torch.nonzero(committed.visual & (committed.frame_ids == f)).squeeze(1)
+                masked = committed.ids[:, span] == layout.mask
+                assert torch.equal(torch.nonzero(masked.all(0)).squeeze(1), hist) and masked.sum(1).eq(len(hist)).all()
+        assert torch.equal(codes[:, :2], given)
+
+
+def test_mask_given_frames_changes_the_i2v_continuation(model):
+    given = torch.randint(0, model.layout.codebook_size, (1, *GRID), generator=torch.Generator().manual_seed(5))
+    plan = video_plan(frames=3, given=1, mode="i2v")
+    out = {m: generate(model, PROMPTS, plan, SamplerConfig(steps=4, mask_given_frames=m), given_codes=given,
+                       generator=gens(1, 2)).codes for m in (False, True)}
+    assert torch.equal(out[False][:, 0], out[True][:, 0])
+    assert not torch.equal(out[False][:, 1:], out[True][:, 1:])
+    # without history masking there is nothing to mask: the option changes nothing
+    off = {m: generate(model, PROMPTS, plan, SamplerConfig(steps=4, history_ratio=0.0, mask_given_frames=m),
+                       given_codes=given, generator=gens(1, 2)).codes for m in (False, True)}
+    assert torch.equal(off[False], off[True])
+
+
+def _masked_copy(seq: TokenSequence, positions: torch.Tensor, mask_id: int) -> TokenSequence:
+    ids = seq.ids.clone()
+    ids[positions] = mask_id
+    return TokenSequence(ids, seq.frame_ids, seq.visual, seq.coords)
+
+
+def reference_video(model, text: list[int], plan, cfg: SamplerConfig, generator: torch.Generator,
+                    given: torch.Tensor | None = None) -> torch.Tensor:
+    """Spec §8.2 / §14.4 written out for one prompt as upstream's loop runs it, without KV caches or padding: every
+    step runs the WHOLE cond sequence and the whole text-free uncond sequence through ``model.forward_sequences``.
+    Committed frames carry the history mask (even positions, fixed per video); I2V given frames enter unmasked unless
+    ``cfg.mask_given_frames``; tau as upstream (decayed before the confidence, no reset) under
+    ``cfg.upstream_tau_decay``. Random draws in the sampler's order (one uniform per masked position for the
+    multinomial, then one Gumbel per masked position). Returns codes int64 [F, h, w]."""
+    layout = model.layout
+    h, w = plan.grid
+    N = h * w
+    hist = 3 + history_indices(h * (w + 1), cfg.history_ratio)  # indices within a frame segment
+    content = 3 + torch.arange(h * (w + 1)).view(h, w + 1)[:, :w].reshape(-1)  # (N,)
+    g = cfg.guidance(plan.image)
+    cond = prompt_sequence(layout, text, duration=plan.duration, fps=plan.fps)
+    uncond = prompt_sequence(layout, None, duration=plan.duration, fps=plan.fps)
+    frames = []
+    for f in range(plan.given):
+        seg = frame_sequence(layout, given[f], f)
+        if cfg.mask_given_frames:
+            seg = _masked_copy(seg, hist, layout.mask)
+        cond, uncond = cond.cat(seg), uncond.cat(seg)
+        frames.append(given[f])
+    tau = cfg.gumbel_tau
+    lo, hi = layout.visual_offset, layout.visual_offset + layout.codebook_size
+    for f in range(plan.given, plan.num_frames):
+        frame = frame_sequence(layout, None, f, grid=(h, w))
+        if not cfg.upstream_tau_decay:
+            tau = cfg.gumbel_tau
+        for s in range(cfg.steps):
+            logits = model.forward_sequences([cond.cat(frame), uncond.cat(frame)])[..., lo:hi].float()
+            still = torch.nonzero(frame.ids[content] == layout.mask).squeeze(1)  # masked content indices
+            lc, lu = logits[0, len(cond) + content[still]], logits[1, len(uncond) + content[still]]
+            x, logp = sample_tokens(lu + g * (lc - lu), generator)
+            if cfg.upstream_tau_decay:
+                tau *= 1.0 - (s + 1) / cfg.steps
+            conf = logp + tau * gumbel_noise(x.numel(), generator)
+            if not cfg.upstream_tau_decay:
+                tau *= 1.0 - (s + 1) / cfg.steps
+            m = 0 if s == cfg.steps - 1 else max(1, min(len(still) - 1,
+                                                        math.floor(N * math.cos(math.pi / 2 * (s + 1) / cfg.steps))))
+            accept = torch.ones(len(still), dtype=torch.bool)
+            accept[torch.argsort(conf, stable=True)[:m]] = False
+            ids = frame.ids.clone()
+            ids[content[still[accept]]] = x[accept] + lo
+            frame = TokenSequence(ids, frame.frame_ids, frame.visual, frame.coords)
+        frames.append((frame.ids[content] - lo).view(h, w))
+        seg = _masked_copy(frame, hist, layout.mask) if cfg.history_ratio > 0 else frame
+        cond, uncond = cond.cat(seg), uncond.cat(seg)
+    return torch.stack(frames)
+
+
+@pytest.mark.parametrize("mode, options", [
+    ("t2v", {}),
+    ("t2v", {"upstream_tau_decay": True}),
+    ("i2v", {}),
+    ("i2v", {"mask_given_frames": True}),
+    ("i2v", {"upstream_tau_decay": True}),
+])
+def test_sampler_equals_the_spec_reference_loop_with_history_masking(model, mode, options):
+    """Pins our codes (KV caches, left-padded batch of two prompts, fused branches) to the uncached one-prompt
+    reference of upstream's loop above, with history masking on (ratio 0.7) and upstream's guidance 15."""
+    given = None
+    if mode == "i2v":
+        given = torch.randint(0, model.layout.codebook_size, (1, *GRID), generator=torch.Generator().manual_seed(7))
+    plan = video_plan(frames=3, given=0 if given is None else 1, mode=mode)
+    cfg = SamplerConfig(steps=4, history_ratio=0.7, **options)
+    ours = generate(model, PROMPTS, plan, cfg, given_codes=given, generator=gens(1, 2)).codes
+    with torch.inference_mode():
+        ref = torch.stack([reference_video(model, p, plan, cfg, g, given) for p, g in zip(PROMPTS, gens(1, 2))])
+    assert torch.equal(ours, ref), f"{(ours != ref).sum().item()} of {ours.numel()} codes differ"
 
 
 @pytest.mark.parametrize("mode", ["even", "random"])

@@ -261,3 +261,12 @@ def test_bench_sets_bad_input_exits_with_one_line(checkpoint, tmp_path, capsys):
         assert msg in err and len(err.splitlines()) == 1, err
     assert bench_main(["--checkpoint", str(tmp_path), "--bench", "vbench", "--prompts", "x", "--out", "o"]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_upstream_tau_decay_flag_reaches_the_sampler_config():
+    from workflows.eval import build_parser, settings_from_args
+
+    base = ["--checkpoint", "c", "--suite", "t2v"]
+    assert not settings_from_args(build_parser().parse_args(base)).sampler("t2v").upstream_tau_decay
+    settings = settings_from_args(build_parser().parse_args([*base, "--upstream-tau-decay"]))
+    assert settings.sampler("t2v").upstream_tau_decay and settings.sampler("i2v").upstream_tau_decay

@@ -166,3 +166,13 @@ def test_cli_modes_match_the_sampler():
     from workflows import generate as cli
 
     assert cli.MODES == MODES
+
+
+def test_sampler_flags_reach_the_sampler_config():
+    from workflows.generate import build_parser, sampler_config
+
+    base = ["--checkpoint", "c", "--prompt", "p", "--out", "x.gif"]
+    default = sampler_config(build_parser().parse_args(base))
+    assert not default.upstream_tau_decay and not default.mask_given_frames  # upstream's I2V, our tau reset
+    cfg = sampler_config(build_parser().parse_args([*base, "--upstream-tau-decay", "--mask-given-frames"]))
+    assert cfg.upstream_tau_decay and cfg.mask_given_frames
