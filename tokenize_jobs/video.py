@@ -15,7 +15,10 @@ DecodeClips)`` on an autoscaling pool of CPU actors (decord in a child process p
 CPUs (``--stages auto`` without GPUs, or ``fused``) decoding and tokenizing share one actor pool
 (``DecodeTokenizeClips``): every CPU then decodes instead of one tokenizer actor per CPU mostly waiting for frames.
 Rerunning with the same ``--out`` resumes: finished inputs are skipped, partially written ones continue with the
-clips still missing.
+clips still missing; ``--retry-errors`` also retries the inputs and clips that failed (their error rows are
+replaced by what the retry gives). One job at a time writes into an ``--out``: the job claims it
+(``_claim.json``, :mod:`lumos.claims`) before touching anything, a second job is refused in one line, and the claim
+of a killed job is taken over. Ctrl-C stops the job with one line and exit status 130; rerunning resumes.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from dataclasses import asdict
 import pyarrow as pa
 
 from lumos import storage
+from lumos.claims import ClaimError, acquire
 from tokenize_jobs.decode import CLIP_POLICIES, ClipSettings
 from tokenize_jobs.manifest import Manifest, read_manifest
 from tokenize_jobs.shards import (
@@ -90,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenize-cpus", type=float, default=1.0, help="CPUs per tokenizer actor (split stages)")
     p.add_argument("--num-gpus", default="auto", help="GPUs per tokenizer actor: auto (1 if the cluster has GPUs), 0, 1")
     p.add_argument("--rows-per-file", type=int, default=1024, help="clips per shard file")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="rerun: also retry inputs and clips that failed before (e.g. a file that was missing)")
     return p
 
 
@@ -275,8 +281,31 @@ class JobError(ValueError):
     """The job cannot start (bad manifest, tokenizer, settings or output directory); one line."""
 
 
-def setup(args: argparse.Namespace) -> tuple[Manifest, dict, dict]:
-    """Validate the manifest, load the tokenizer identity and claim ``--out``, before any Ray work."""
+def check_out_dir(out: str) -> None:
+    """``--out`` must be a directory or not exist yet (raises ``JobError``, one line)."""
+    import pyarrow.fs as pafs
+
+    fs, path = storage.resolve(out)
+    parts = path.rstrip("/").split("/")
+    for i in range(len(parts), 1, -1):  # the first existing entry on the way up must be a directory
+        try:
+            kind = fs.get_file_info("/".join(parts[:i])).type
+        except OSError:  # e.g. "Not a directory": a file further up
+            continue
+        if kind == pafs.FileType.Directory:
+            return
+        if kind == pafs.FileType.File:
+            raise JobError(f"--out {out}: {'/'.join(parts[:i])} is a file, not a directory")
+        if storage.is_s3(out):
+            return  # S3 "directories" need not exist
+
+
+def setup(args: argparse.Namespace):
+    """Validate the manifest, load the tokenizer identity and claim ``--out``, before any Ray work.
+
+    Returns:
+        ``(manifest, tokenizer info, settings, claim)``; the caller releases the claim.
+    """
     from lumos.tokenizers import default_tokenizer_uri
 
     try:
@@ -286,24 +315,84 @@ def setup(args: argparse.Namespace) -> tuple[Manifest, dict, dict]:
         tok = tokenizer_info(args.tokenizer or default_tokenizer_uri("small"), args.layout, args.patch,
                              args.text_tokenizer)
         settings = job_settings(args, tok)
-        prepare_output(args.out, settings)
     except (ValueError, FileNotFoundError) as e:
         raise JobError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
-    return manifest, tok, settings
+    check_out_dir(args.out)
+    try:
+        claim = acquire(args.out, "tokenize_jobs.video", what="--out")
+    except (ClaimError, OSError) as e:
+        raise JobError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+    try:
+        prepare_output(args.out, settings)
+    except (ValueError, OSError) as e:
+        claim.release()
+        raise JobError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+    except BaseException:
+        claim.release()
+        raise
+    return manifest, tok, settings, claim
+
+
+def retry_errors(out: str, done: DoneState, sources: set[str]) -> int:
+    """Remove the error rows of ``sources`` that failed as a whole or per clip (not manifest errors), so that
+    :func:`pending_inputs` schedules them again; returns how many rows were removed.
+
+    Each error file holding such rows is deleted before its remaining rows are written back under a new name:
+    an interruption in between loses only error rows, whose inputs the next run then processes again.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from tokenize_jobs.shards import ERROR_SCHEMA
+
+    retry = {s for s in sources if s in done.failed or done.clip_errors.get(s)}
+    if not retry:
+        return 0
+    removed = 0
+    for i, uri in enumerate(done.error_files):
+        fs, path = storage.resolve(uri)
+        table = pq.read_table(path, filesystem=fs).cast(ERROR_SCHEMA)
+        drop = pc.and_(pc.is_in(table.column("source"), pa.array(sorted(retry), pa.string())),
+                       pc.not_equal(table.column("stage"), "manifest"))
+        drop = pc.fill_null(drop, False)
+        n = int(pc.sum(pc.cast(drop, pa.int64())).as_py() or 0)
+        if not n:
+            continue
+        keep = table.filter(pc.invert(drop))
+        fs.delete_file(path)
+        if keep.num_rows:
+            name = f"err-part-retry-{uuid.uuid4().hex[:8]}-{i:05d}.parquet"
+            write_table(keep, storage.join(out, ERRORS_DIR, name))
+        removed += n
+    log.info("--retry-errors: %d error rows of %d inputs removed; retrying them", removed, len(retry))
+    return removed
 
 
 def run_job(args: argparse.Namespace) -> dict:
     """Run the job (see the module docstring); returns the ``_manifest.json`` document.
 
     Raises:
-        JobError: the job cannot start (nothing in ``--out`` is touched except ``_settings.json``).
+        JobError: the job cannot start, or another job is writing into ``--out`` (nothing in ``--out`` is
+            touched except ``_settings.json``).
     """
+    t0 = time.time()
+    manifest, tok, settings, claim = setup(args)
+    try:
+        return _run_claimed(args, manifest, tok, settings, t0)
+    finally:
+        claim.release()
+
+
+def _run_claimed(args, manifest: Manifest, tok: dict, settings: dict, t0: float) -> dict:
     from tokenize_jobs.writer import ShardSink, merge_stats
 
-    t0 = time.time()
-    manifest, tok, settings = setup(args)
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     done = scan_outputs(args.out)
+    retried = 0
+    if getattr(args, "retry_errors", False):
+        retried = retry_errors(args.out, done, set(manifest.inputs.column("source").to_pylist()))
+        if retried:
+            done = scan_outputs(args.out)
     todo, skipped = pending_inputs(manifest.inputs, done)
     new_manifest_errors = write_manifest_errors(args.out, manifest.errors, done, run_id)
     ray = init_ray()
@@ -321,6 +410,7 @@ def run_job(args: argparse.Namespace) -> dict:
     execute_s = time.time() - t_exec
     wall = time.time() - t0
     run = {"run_id": run_id, "inputs_processed": todo.num_rows, "inputs_skipped": skipped,
+           "error_rows_retried": retried,
            "manifest_errors_written": new_manifest_errors, "wall_s": round(wall, 3),
            "execute_s": round(execute_s, 3),
            "clips_per_s": round(stats["clips"] / wall, 3) if wall > 0 else 0.0, "pools": pools}
@@ -345,6 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     except JobError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: {args.out} is unfinished (no _manifest.json); rerun the same command to resume",
+              file=sys.stderr)
+        return 130
     print(summary_line(doc, args.out))
     return 0
 
