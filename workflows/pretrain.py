@@ -14,7 +14,10 @@ Launch recipes::
         model.init_from=s3://bucket/ckpt/lumos1-1b-256p data.shards=s3://bucket/shards/mine
 
 Running the same command again (same ``checkpoint.storage`` + ``checkpoint.name``) resumes from the latest
-checkpoint at the same step and data position. A lost worker restarts the worker group from the last checkpoint
+checkpoint at the same step and data position; a changed config that the checkpoint cannot follow (model shape,
+vocabulary, data) is refused in one line before Ray starts, resumable changes (LR, steps) are logged. One run at a
+time per storage + name (a claim file, ``_claim.json``); shards with duplicate clips are refused.
+A lost worker restarts the worker group from the last checkpoint
 (``ray.max_failures``). At the end the consolidated weights are copied to ``<storage>/<name>/final`` — the path to
 give ``workflows.generate`` / ``workflows.serve`` — and loss plots are drawn into ``<storage>/<name>/metrics``.
 """
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from lumos import storage
 from workflows.config_io import ConfigError, dump_config
 from workflows.finetune import prepare_init
+from workflows.run_guard import check_resume, claim_run, verify_shards, write_record
 from workflows.run_metrics import plot_metrics, read_metrics
 from workflows.shard_data import check_shards, manifest_tokenizer, read_shards
 from workflows.train_config import PretrainConfig, load_pretrain_config
@@ -180,15 +184,28 @@ def run_pretraining(cfg: PretrainConfig) -> PretrainResult:
     """Validate inputs, run the TorchTrainer to ``optim.max_steps``, publish ``final/`` and the plots.
 
     Raises:
-        ValueError: missing/partial shards, a tokenizer that does not match the model.
-        RuntimeError: training failed after ``ray.max_failures`` restarts.
+        ValueError: missing/partial shards, duplicate clips, a tokenizer that does not match the model, a resume
+            with a changed model/vocabulary/data.
+        RuntimeError: training failed after ``ray.max_failures`` restarts; another run holds the run name
+            (``lumos.claims.ClaimError``).
     """
     cfg = absolute_paths(cfg)
     manifest = check_shards(cfg.data.shards)
+    verify_shards(cfg.data.shards, manifest)
     cfg = prepare_init(cfg, manifest)  # model.init_from: checkpoint config, weights header, shards' vocabulary
     tokenizer = resolve_tokenizer(cfg, manifest)
     run_uri = storage.join(cfg.checkpoint.storage, cfg.checkpoint.name)
+    claim = claim_run(run_uri)
+    try:
+        return _run_claimed(cfg, manifest, tokenizer, run_uri)
+    finally:
+        claim.release()
+
+
+def _run_claimed(cfg: PretrainConfig, manifest: dict, tokenizer: str | None, run_uri: str) -> PretrainResult:
+    record = check_resume(cfg, run_uri, manifest)  # before anything in the run is written
     storage.write_text(storage.join(run_uri, "train_config.yaml"), dump_config(cfg))
+    write_record(run_uri, record)
     init_ray(cfg)
     log.info("run %s: %d workers, model %s, ZeRO-%d", run_uri, cfg.ray.num_workers,
              cfg.model.init_from or cfg.model.preset,

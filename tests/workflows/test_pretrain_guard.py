@@ -1,0 +1,133 @@
+"""Issue 17 on the pre-training side, all before Ray starts: shards with duplicate clips or disagreeing with their
+manifest are refused, a second run on the same storage + name is refused (the first one a real process), and a
+resume with a changed model is one line that overwrites nothing while a changed LR is logged as resumable."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pretrain_helpers import debug_overrides, write_shards
+
+from workflows.config_io import dump_config
+from workflows.pretrain import main
+from workflows.run_guard import check_resume, run_record, verify_shards, write_record
+from workflows.train_config import load_pretrain_config
+
+REPO = Path(__file__).resolve().parents[2]
+DEBUG = str(REPO / "workflows" / "configs" / "pretrain_debug.yaml")
+
+
+@pytest.fixture(scope="module")
+def clean_shards(tmp_path_factory) -> str:
+    return write_shards(str(tmp_path_factory.mktemp("guard_shards")), videos=4, images=2)
+
+
+def copy_shards(src: str, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_clean_shards_pass(clean_shards):
+    manifest = json.loads((Path(clean_shards) / "_manifest.json").read_text())
+    assert verify_shards(clean_shards, manifest) == 6
+
+
+def test_shards_written_twice_are_refused(clean_shards, tmp_path, capsys):
+    shards = copy_shards(clean_shards, tmp_path / "twice")
+    shutil.copy(shards / "part-00000.parquet", shards / "part-00000-again.parquet")  # a second job's copy
+    runs = tmp_path / "runs"
+    assert main(["--config", DEBUG, *debug_overrides(str(shards), str(runs), "dup")]) == 2
+    assert "rows in the shard files but _manifest.json counts 6 clips" in one_error_line(capsys)
+    # counts made to agree (as the racing jobs' manifest did): the duplicate ids themselves are refused
+    manifest = json.loads((shards / "_manifest.json").read_text())
+    manifest["counts"]["clips"] = 9
+    (shards / "_manifest.json").write_text(json.dumps(manifest))
+    assert main(["--config", DEBUG, *debug_overrides(str(shards), str(runs), "dup")]) == 2
+    assert "3 duplicate clip ids among 9 rows" in one_error_line(capsys)
+    assert not runs.exists()  # refused before the run was touched
+
+
+def test_files_missing_from_the_manifest_list_are_refused(clean_shards, tmp_path):
+    shards = copy_shards(clean_shards, tmp_path / "listed")
+    manifest = json.loads((shards / "_manifest.json").read_text())
+    manifest["shards"] = ["part-00000.parquet"]
+    with pytest.raises(ValueError, match=r"1 Parquet file\(s\) not in its _manifest.json \(e.g. part-00001"):
+        verify_shards(str(shards), manifest)
+
+
+def test_second_run_with_the_same_name_is_refused(clean_shards, tmp_path, capsys):
+    run_uri = str(tmp_path / "runs" / "busy")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom workflows.run_guard import claim_run\nc = claim_run(sys.argv[1])\n"
+                               "print('held', flush=True)\nsys.stdin.readline()\nc.release()\n", run_uri],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["--config", DEBUG, *debug_overrides(clean_shards, str(tmp_path / "runs"), "busy")]) == 1
+        line = one_error_line(capsys)
+        assert f"run (checkpoint.storage + checkpoint.name) {run_uri} is in use by workflows.pretrain " \
+               f"(pid {holder.pid} " in line
+        assert not (Path(run_uri) / "train_config.yaml").exists()
+    finally:
+        holder.communicate("\n", timeout=60)
+
+
+def fake_finished_run(shards: str, storage: Path, name: str, *overrides: str, record: bool = True) -> Path:
+    """What a run leaves behind: train_config.yaml, _resume.json (new runs) and a checkpoint directory."""
+    cfg = load_pretrain_config(DEBUG, debug_overrides(shards, str(storage), name) + list(overrides))
+    run = storage / name
+    (run / "checkpoint_00000002").mkdir(parents=True)
+    (run / "train_config.yaml").write_text(dump_config(cfg))
+    if record:
+        manifest = json.loads((Path(shards) / "_manifest.json").read_text())
+        write_record(str(run), run_record(cfg, manifest))
+    return run
+
+
+@pytest.mark.parametrize("record", [True, False], ids=["resume-record", "train_config-only"])
+def test_resume_with_another_model_shape_is_one_line_and_overwrites_nothing(clean_shards, tmp_path, capsys,
+                                                                             record):
+    run = fake_finished_run(clean_shards, tmp_path, "shape", record=record)
+    def files():  # the claim's lock file (_claim.json.lock) may stay; nothing else may change
+        return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and not p.name.startswith("_claim")}
+
+    before = files()
+    argv = ["--config", DEBUG, *debug_overrides(clean_shards, str(tmp_path), "shape"), "model.overrides.n_layers=3"]
+    assert main(argv) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"error: cannot resume run {run}: changed model.n_layers (2 -> 3)")
+    assert files() == before and set(before) >= {"train_config.yaml"}
+    assert not (run / "_claim.json").exists()
+
+
+def test_resume_with_other_data_is_refused(clean_shards, tmp_path):
+    run = fake_finished_run(clean_shards, tmp_path, "data")
+    other = write_shards(str(tmp_path / "other"), videos=3, images=2, seed=1)
+    cfg = load_pretrain_config(DEBUG, debug_overrides(other, str(tmp_path), "data"))
+    manifest = json.loads((Path(other) / "_manifest.json").read_text())
+    with pytest.raises(ValueError, match=r"changed data \(the shards' contents changed\), data.shards"):
+        check_resume(cfg, str(run), manifest)
+
+
+def test_resumable_changes_are_logged(clean_shards, tmp_path, caplog):
+    run = fake_finished_run(clean_shards, tmp_path, "lr")
+    cfg = load_pretrain_config(DEBUG, debug_overrides(clean_shards, str(tmp_path), "lr") +
+                               ["optim.lr=0.0005", "optim.max_steps=7"])
+    manifest = json.loads((Path(clean_shards) / "_manifest.json").read_text())
+    with caplog.at_level(logging.INFO, logger="workflows.pretrain"):
+        check_resume(cfg, str(run), manifest)
+    (message,) = [r.getMessage() for r in caplog.records if "resuming run" in r.getMessage()]
+    assert "optim.lr (0.003 -> 0.0005)" in message and "optim.max_steps" in message and "(resumable)" in message
