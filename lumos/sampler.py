@@ -218,8 +218,15 @@ def _given(given_codes, B: int, plan: VideoPlan, codebook_size: int) -> torch.Te
     return c
 
 
+class SamplingStopped(RuntimeError):
+    """Raised by the sampler when its ``should_stop`` callback returns True (checked before every step)."""
+
+
 class ARDFRun:
     """One generation: the state between frames. Use :func:`generate` / :func:`iter_generate`."""
+
+    should_stop: Callable[[], bool] | None = None
+    """Called before every unmasking step; True abandons the run with :class:`SamplingStopped` (deadlines)."""
 
     def __init__(self, model: LumosModel, prompts: Sequence[Sequence[int]], plan: VideoPlan, cfg: SamplerConfig,
                  given_codes=None, generator=None, progress: bool = False):
@@ -287,6 +294,8 @@ class ARDFRun:
         self.tau.start_frame()
         self.bar.set_postfix(frame=f"{tmpl.index + 1}/{self.plan.num_frames}", refresh=False)
         for s in range(self.cfg.steps):
+            if self.should_stop is not None and self.should_stop():
+                raise SamplingStopped(f"stopped before step {s} of latent frame {tmpl.index}")
             hidden_c, hidden_u = self.branches.peek(tmpl.segment(tokens))
             self.unmask_step(tokens, masked, hidden_c, hidden_u, tmpl, s, self.tau.for_step(s, self.cfg.steps))
             self.bar.update(1)
@@ -320,12 +329,14 @@ class ARDFRun:
 
 def iter_generate(model: LumosModel, prompts: Sequence[Sequence[int]], plan: VideoPlan,
                   cfg: SamplerConfig | None = None, *, given_codes=None, generator=None, progress: bool = False,
-                  stats: dict | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+                  stats: dict | None = None, should_stop: Callable[[], bool] | None = None
+                  ) -> Iterator[tuple[int, torch.Tensor]]:
     """Generate frame by frame, yielding (f, codes int64 [B, h, w]) as each frame is committed.
 
     Same arguments as :func:`generate`; ``stats``, if given, is filled in when the iterator is exhausted.
     """
     run = ARDFRun(model, prompts, plan, cfg or SamplerConfig(), given_codes, generator, progress)
+    run.should_stop = should_stop
     yield from run.frames()
     if stats is not None:
         stats.update(run.stats())
@@ -333,7 +344,7 @@ def iter_generate(model: LumosModel, prompts: Sequence[Sequence[int]], plan: Vid
 
 def generate(model: LumosModel, prompts: Sequence[Sequence[int]], plan: VideoPlan, cfg: SamplerConfig | None = None,
              *, given_codes=None, generator=None, on_frame: Callable[[int, torch.Tensor], None] | None = None,
-             progress: bool = False) -> GenerationResult:
+             progress: bool = False, should_stop: Callable[[], bool] | None = None) -> GenerationResult:
     """Sample videos (or images) for B prompts with AR-DF.
 
     Args:
@@ -346,6 +357,8 @@ def generate(model: LumosModel, prompts: Sequence[Sequence[int]], plan: VideoPla
             then a batch equals its rows generated one by one); on the model's device. Default: seed 0.
         on_frame: called with (f, codes int64 [B, h, w]) for every committed frame, given frames included.
         progress: show a tqdm bar over frames × steps.
+        should_stop: called before every unmasking step; when it returns True the generation stops with
+            :class:`SamplingStopped` (a deadline nobody waits for any more: stops within one step).
 
     Returns:
         :class:`GenerationResult` with codes int64 [B, F, h, w] and stats.
@@ -353,12 +366,12 @@ def generate(model: LumosModel, prompts: Sequence[Sequence[int]], plan: VideoPla
     stats: dict = {}
     frames = []
     for f, codes in iter_generate(model, prompts, plan, cfg, given_codes=given_codes, generator=generator,
-                                  progress=progress, stats=stats):
+                                  progress=progress, stats=stats, should_stop=should_stop):
         frames.append(codes)
         if on_frame is not None:
             on_frame(f, codes)
     return GenerationResult(torch.stack(frames, dim=1), stats)
 
 
-__all__ = ["GenerationResult", "HISTORY_MODES", "IMAGE_CFG", "MODES", "SamplerConfig", "VIDEO_CFG", "VideoPlan",
-           "encode_prompt", "generate", "iter_generate", "plan_video"]
+__all__ = ["GenerationResult", "HISTORY_MODES", "IMAGE_CFG", "MODES", "SamplerConfig", "SamplingStopped", "VIDEO_CFG",
+           "VideoPlan", "encode_prompt", "generate", "iter_generate", "plan_video"]
