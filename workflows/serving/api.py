@@ -6,9 +6,12 @@
 ``limits.request_timeout_s`` for this request. Every check here runs in the ingress before any sampler work:
 
 * 400 — the body is not JSON, the image is not base64 or not a readable image;
-* 413 — the body or the image is too large;
+* 413 — the body or the image is too large (bytes or pixels, also images too large for Pillow to open);
 * 422 — schema errors (unknown field, wrong type, unknown mode/format) and limit violations (prompt length,
-  frames, steps, guidance range, size), i2v without an image, t2i with several frames.
+  frames, steps, guidance range, size, work = frames × steps × tokens), i2v without an image, t2i with several
+  frames.
+
+The limits ``GET /v1/models`` advertises are :func:`advertised_limits`: exactly the values enforced here.
 
 Every error body is ``{"error": "<one line>"}``.
 """
@@ -117,6 +120,9 @@ def decode_image(text: str, cfg: ServeConfig, size: tuple[int, int]) -> np.ndarr
         raise RequestError(400, "image is empty")
     try:
         w, h = Image.open(io.BytesIO(data)).size  # header only: no decompression bomb is expanded
+    except Image.DecompressionBombError:  # more pixels than Pillow agrees to open: far over any pixel limit
+        raise RequestError(413, "image has more pixels than limits.max_image_pixels="
+                                f"{cfg.limits.max_image_pixels}") from None
     except Exception:  # Pillow raises several unrelated types for non-images
         raise RequestError(400, "image is not a readable image (PNG, JPEG, GIF, WebP, ...)") from None
     if w * h > cfg.limits.max_image_pixels:
@@ -132,15 +138,44 @@ def _first(*values):
     return next(v for v in values if v is not None)
 
 
+def max_side(cfg: ServeConfig, info: ModelInfo) -> int:
+    """The largest width/height enforced: ``limits.max_side`` rounded down to the size unit, and at most what the
+    vocabulary's grid tokens can say (``max_number`` grid units)."""
+    unit = info.size_unit
+    return max(unit, min(cfg.limits.max_side // unit * unit, info.max_number * unit))
+
+
+def advertised_limits(cfg: ServeConfig, info: ModelInfo) -> dict:
+    """``limits`` of ``GET /v1/models``: the configured limits with ``max_side`` as enforced for this checkpoint."""
+    from dataclasses import asdict
+
+    return {**asdict(cfg.limits), "max_side": max_side(cfg, info), "size_unit": info.size_unit}
+
+
 def output_size(req: GenerateRequest, cfg: ServeConfig, info: ModelInfo) -> tuple[int, int]:
-    """(width, height) of the request, checked against the size unit and ``limits.max_side``."""
+    """(width, height) of the request, checked against the size unit and :func:`max_side`."""
     width = _first(req.width, cfg.defaults.width, info.resolution[0])
     height = _first(req.height, cfg.defaults.height, info.resolution[1])
-    unit = info.size_unit
+    unit, top = info.size_unit, max_side(cfg, info)
     for name, v in (("width", width), ("height", height)):
-        if v < unit or v % unit or v > cfg.limits.max_side:
-            raise RequestError(422, f"{name}={v} must be a multiple of {unit} in [{unit}, {cfg.limits.max_side}]")
+        if v < unit or v % unit or v > top:
+            raise RequestError(422, f"{name}={v} must be a multiple of {unit} in [{unit}, {top}] (max_side)")
     return width, height
+
+
+def check_work(req: GenerateRequest, frames: int, steps: int, size: tuple[int, int], cfg: ServeConfig,
+               info: ModelInfo) -> int:
+    """Work of a request (generated latent frames × steps × latent tokens per frame) vs ``limits.max_token_steps``;
+    returns it."""
+    tokens = (size[0] // info.spatial) * (size[1] // info.spatial)
+    generated = frames - (1 if req.mode == "i2v" else 0)
+    work = generated * steps * tokens
+    limit = cfg.limits.max_token_steps
+    if work > limit:
+        raise RequestError(422, f"request needs {work} token-steps ({generated} frames x {steps} steps x {tokens} "
+                                f"tokens), more than limits.max_token_steps={limit}: ask for fewer frames, steps or "
+                                "pixels")
+    return work
 
 
 def latent_frames(req: GenerateRequest, cfg: ServeConfig) -> int:
@@ -199,6 +234,7 @@ def build_job(req: GenerateRequest, cfg: ServeConfig, info: ModelInfo) -> Job:
         raise RequestError(422, f"timeout_s={timeout} must be in (0, {limits.request_timeout_s}]")
     size = output_size(req, cfg, info)
     check_sequence(req, frames, size, info)
+    check_work(req, frames, steps, size, cfg, info)
     image = decode_image(req.image, cfg, size) if req.mode == "i2v" else None
     return Job(prompt=prompt, mode=req.mode, frames=frames, steps=steps, cfg_scale=cfg_scale, seed=seed,
                width=size[0], height=size[1], image=image, deadline=time.time() + timeout)
@@ -232,5 +268,6 @@ def sse(event: str, data: dict) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-__all__ = ["CONTENT_TYPES", "FORMATS", "GenerateRequest", "RequestError", "build_job", "decode_image", "describe",
-           "encode_result", "output_format", "parse_request", "result_headers", "sse"]
+__all__ = ["CONTENT_TYPES", "FORMATS", "GenerateRequest", "RequestError", "advertised_limits", "build_job",
+           "check_work", "decode_image", "describe", "encode_result", "max_side", "output_format", "parse_request",
+           "result_headers", "sse"]

@@ -27,12 +27,17 @@ class Limits:
     """Most latent frames per video (output frames = 1 + 4·(F − 1))."""
     max_steps: int = 100
     """Most unmasking steps per latent frame."""
+    max_token_steps: int = 2_000_000
+    """Most work per request: generated latent frames × steps × tokens per latent frame (h·w of the latent
+    grid). The default admits e.g. 7 frames × 50 steps at 512×512 (64×64 latent tokens) on an 8× tokenizer, and
+    refuses the same at 1024×1024; so one request cannot hold a replica for many minutes."""
     min_cfg: float = 0.0
     """Smallest guidance scale."""
     max_cfg: float = 30.0
     """Largest guidance scale (upstream uses 15 for video, 16 for images)."""
     max_side: int = 1024
-    """Largest output width or height in pixels."""
+    """Largest output width or height in pixels (``/v1/models`` advertises the value enforced: this, rounded down
+    to the checkpoint's size unit and capped by the sizes its vocabulary's grid tokens can say)."""
     max_image_bytes: int = 8 * 1024 * 1024
     """Largest i2v input image (decoded base64 bytes)."""
     max_image_pixels: int = 4096 * 4096
@@ -47,7 +52,7 @@ class Limits:
     """Per-request deadline (504 beyond); the sampler stops working on a batch whose rows are all past it."""
 
     def __post_init__(self) -> None:
-        for name in ("max_prompt_chars", "max_frames", "max_steps", "max_side", "max_image_bytes",
+        for name in ("max_prompt_chars", "max_frames", "max_steps", "max_token_steps", "max_side", "max_image_bytes",
                      "max_image_pixels", "max_body_bytes", "max_queued"):
             if getattr(self, name) < 1:
                 raise ValueError(f"limits.{name}={getattr(self, name)} must be >= 1")

@@ -9,7 +9,8 @@ and compatible jobs run as the rows of one sampler call with per-row seeds (:mod
 send server-sent events: a ``frame`` event per committed latent frame, then ``done`` with the GIF (or ``error``).
 
 Routes (each handler has its own name; STYLE A7): ``GET /`` playground page, ``GET /healthz`` (never needs a
-token), ``GET /v1/models``, ``POST /v1/generate``, ``POST /v1/generate/stream``.
+token), ``GET /v1/models``, ``POST /v1/generate``, ``POST /v1/generate/stream``, ``GET /docs`` and
+``GET /openapi.json`` (both need the token when auth is on).
 
 References: the Anyscale Stable Diffusion Serve template (ingress + model deployment, ``@serve.batch``).
 """
@@ -35,13 +36,14 @@ from workflows.serving import api
 from workflows.serving.api import RequestError
 from workflows.serving.coalesce import Coalescer
 from workflows.serving.config import ServeConfig, serve_config_from_args
-from workflows.serving.engine import ModelInfo, SamplerEngine, model_info
+from workflows.serving.engine import TIMEOUT_MESSAGE, ModelInfo, SamplerEngine, model_info
 from workflows.serving.jobs import Job, JobResult
 
 log = logging.getLogger("workflows.serve")
 PLAYGROUND = Path(__file__).resolve().parents[1] / "static" / "playground.html"
 
-app = FastAPI(title="Lumos sampler", version="1", docs_url="/docs", redoc_url=None,
+# /docs and /openapi.json are routes of the ingress (below), so that they sit behind the token like /v1/*.
+app = FastAPI(title="Lumos sampler", version="1", docs_url=None, openapi_url=None, redoc_url=None,
               description="AR-DF text-to-image, text-to-video and image-to-video sampling (DESIGN §4.6).")
 
 
@@ -74,7 +76,7 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
 
 MAX_CONCURRENT_BATCHES = 8
 """``@serve.batch`` batches allowed in flight; the :class:`Coalescer` merges them into full sampler calls."""
-_TIMEOUT = "request timed out (timeout_s, at most limits.request_timeout_s)"
+_TIMEOUT = TIMEOUT_MESSAGE
 
 
 # Helpers used by the deployments are defined above them: Serve pickles the classes when they are decorated.
@@ -199,6 +201,19 @@ class Ingress:
     async def playground(self) -> HTMLResponse:
         return HTMLResponse(self.page)
 
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_schema(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def api_docs(self, request: Request) -> HTMLResponse:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        self._authorize(request)
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(openapi_url=f"{root}/openapi.json", title="Lumos sampler")
+
     @app.get("/healthz")
     async def healthz(self) -> dict:
         return {"status": "ok", "in_flight": self.in_flight}
@@ -208,7 +223,8 @@ class Ingress:
         self._authorize(request)
         info = asdict(self.info)
         model = {"id": Path(self.info.checkpoint.rstrip("/")).name or self.info.checkpoint, **info}
-        return {"data": [model], "limits": asdict(self.cfg.limits), "defaults": asdict(self.cfg.defaults),
+        return {"data": [model], "limits": api.advertised_limits(self.cfg, self.info),
+                "defaults": asdict(self.cfg.defaults),
                 "batching": asdict(self.cfg.batching), "formats": list(api.FORMATS),
                 "modes": ["t2i", "t2v", "i2v"], "auth": self.token is not None}
 

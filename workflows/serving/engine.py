@@ -25,7 +25,7 @@ import torch
 from lumos.config import PRESETS, ModelConfig
 from lumos.flops import num_params
 from lumos.media import encode_video
-from lumos.sampler import SamplerConfig, VideoPlan, encode_prompt, generate, plan_video
+from lumos.sampler import SamplerConfig, SamplingStopped, VideoPlan, encode_prompt, generate, plan_video
 from workflows.generate import GenerationBundle, load_generator
 from workflows.serving.jobs import Job, JobResult
 
@@ -34,6 +34,9 @@ log = logging.getLogger("workflows.serve")
 
 class Stopped(RuntimeError):
     """Raised inside the sampler's frame callback to abandon a generation nobody waits for any more."""
+
+
+TIMEOUT_MESSAGE = "request timed out (timeout_s, at most limits.request_timeout_s)"
 
 
 @dataclass
@@ -113,12 +116,25 @@ class SamplerEngine:
                           frames=job.frames, given=1 if job.mode == "i2v" else 0)
 
     def run(self, jobs: list[Job]) -> list[JobResult]:
-        """Run jobs, grouping compatible ones into batched sampler calls; results in the order of ``jobs``."""
+        """Run jobs, grouping compatible ones into batched sampler calls; results in the order of ``jobs``.
+
+        A job already past its deadline when its group is about to start is answered 504 without sampling; a
+        group whose jobs all pass their deadlines stops before its next unmasking step.
+        """
         groups: dict[tuple, list[int]] = {}
         for i, job in enumerate(jobs):
             groups.setdefault(job.batch_key(), []).append(i)
         results: list[JobResult | None] = [None] * len(jobs)
         for rows in groups.values():
+            now = time.time()
+            late = [i for i in rows if jobs[i].deadline is not None and jobs[i].deadline <= now]
+            for i in late:
+                results[i] = JobResult(error=TIMEOUT_MESSAGE, status=504, rows=0)
+            rows = [i for i in rows if i not in late]
+            if late:
+                log.info("dropped %d request(s) past their deadline before sampling", len(late))
+            if not rows:
+                continue
             group = [jobs[i] for i in rows]
             for i, res in zip(rows, self.run_group(group, should_stop=_all_late(group))):
                 results[i] = res
@@ -130,9 +146,9 @@ class SamplerEngine:
         t0 = time.perf_counter()
         try:
             codes, frames, plan = self._generate(jobs, on_frame, should_stop)
-        except Stopped:
-            return [JobResult(error="request timed out (timeout_s, at most limits.request_timeout_s)", status=504,
-                              rows=len(jobs)) for _ in jobs]
+        except (Stopped, SamplingStopped) as e:
+            log.info("sampler batch of %d abandoned: %s", len(jobs), e)
+            return [JobResult(error=TIMEOUT_MESSAGE, status=504, rows=len(jobs)) for _ in jobs]
         except ValueError as e:
             return [JobResult(error=_one_line(e), status=422, rows=len(jobs)) for _ in jobs]
         except Exception as e:  # one bad batch must not take the replica down
@@ -157,7 +173,7 @@ class SamplerEngine:
                 on_frame(f, codes)
 
         res = generate(gen.model, prompts, plan, SamplerConfig(steps=first.steps, cfg_scale=first.cfg_scale),
-                       given_codes=given, generator=generators, on_frame=frame_done)
+                       given_codes=given, generator=generators, on_frame=frame_done, should_stop=should_stop)
         with torch.inference_mode():
             frames = gen.video_tokenizer.decode(res.codes)  # (B, N, H, W, 3) uint8
         return res.codes.cpu().numpy(), frames.cpu().numpy(), plan
@@ -204,4 +220,4 @@ def _one_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
-__all__ = ["ModelInfo", "SamplerEngine", "Stopped", "model_info", "png_base64", "preset_name"]
+__all__ = ["ModelInfo", "SamplerEngine", "Stopped", "TIMEOUT_MESSAGE", "model_info", "png_base64", "preset_name"]
