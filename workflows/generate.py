@@ -219,11 +219,30 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def check_out(out: str) -> str | None:
+    """``--out`` must name a file whose folders are folders (raise :class:`UsageError`); returns the local folder
+    that writing will create, if any (logged, as the other jobs log where their output goes)."""
+    if storage.is_s3(out):
+        return None
+    path = Path(out).expanduser().absolute()
+    if path.is_dir():
+        raise UsageError(f"--out {out} is a directory; give a file name such as {out.rstrip('/')}/out.gif")
+    for parent in path.parents:
+        if parent.is_file():
+            raise UsageError(f"--out {out}: {parent} is a file, not a directory")
+        if parent.is_dir():
+            return None if parent == path.parent else str(path.parent)
+    return str(path.parent)
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Argument checks that need no checkpoint (raise :class:`UsageError`)."""
     ext = Path(args.out).suffix.lower().lstrip(".")
     if ext not in OUT_FORMATS:
         raise UsageError(f"--out {args.out}: unknown extension {Path(args.out).suffix!r} (use .gif, .mp4, .png, .npy)")
+    created = check_out(args.out)
+    if created:
+        log.info("--out %s: creating the folder %s", args.out, created)
     for name in ("frames", "steps", "fps", "duration", "threads"):
         v = getattr(args, name)
         if v is not None and v < 1:
