@@ -131,3 +131,29 @@ def test_resumable_changes_are_logged(clean_shards, tmp_path, caplog):
         check_resume(cfg, str(run), manifest)
     (message,) = [r.getMessage() for r in caplog.records if "resuming run" in r.getMessage()]
     assert "optim.lr (0.003 -> 0.0005)" in message and "optim.max_steps" in message and "(resumable)" in message
+
+
+def test_resume_check_and_claim_on_s3(clean_shards, s3_bucket):
+    from lumos import storage
+    from lumos.claims import ClaimError
+    from workflows.run_guard import claim_run, has_checkpoint
+
+    run = f"{s3_bucket}/runs/shape"
+    cfg = load_pretrain_config(DEBUG, debug_overrides(clean_shards, f"{s3_bucket}/runs", "shape"))
+    manifest = json.loads((Path(clean_shards) / "_manifest.json").read_text())
+    check_resume(cfg, run, manifest)  # nothing there yet: a fresh run
+    storage.write_text(f"{run}/train_config.yaml", dump_config(cfg))
+    write_record(run, run_record(cfg, manifest))
+    assert not has_checkpoint(run)
+    storage.write_text(f"{run}/checkpoint_00000002/train_state.json", "{}")
+    assert has_checkpoint(run)
+    changed = load_pretrain_config(DEBUG, debug_overrides(clean_shards, f"{s3_bucket}/runs", "shape") +
+                                   ["model.overrides.n_layers=3"])
+    with pytest.raises(ValueError, match=r"changed model.n_layers \(2 -> 3\)"):
+        check_resume(changed, run, manifest)
+    claim = claim_run(run)
+    try:
+        with pytest.raises(ClaimError, match="in use by workflows.pretrain"):
+            claim_run(run)
+    finally:
+        claim.release()
