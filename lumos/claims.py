@@ -9,7 +9,7 @@ daemon thread rewrites the heartbeat every ``ttl_s / 4`` seconds.
 A claim is stale — and is taken over — when its process is gone on this host (same host name, the pid no longer
 runs or runs a different process, by its start time), or when its heartbeat is older than ``ttl_s`` (a job on
 another host that was killed, or a host that died). Take-over replaces exactly the stale claim that was read
-(local: under an ``flock`` on ``_claim.json.lock``, which stays, re-read before the replace; S3: ``PutObject`` with
+(local: under an ``flock`` on ``_claim.json.lock``, re-read before the replace; S3: ``PutObject`` with
 ``If-Match: <etag>``), so two jobs taking over the same stale claim cannot both win.
 
 The file starts with ``_``, so shard readers and Ray Train ignore it. A finished job removes its claim
@@ -136,6 +136,7 @@ class _LocalFile:
             try:
                 if self.read()[1] == version:
                     os.unlink(self.path)
+                    os.unlink(self.path + ".lock")  # a finished job leaves nothing behind
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 

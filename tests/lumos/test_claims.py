@@ -59,7 +59,9 @@ def test_second_claim_is_refused_while_a_process_holds_it(out_uri):
         holder.wait(timeout=60)
     assert not storage.exists(storage.join(out_uri, CLAIM_FILE))
     claim = acquire(out_uri, "third-job", heartbeat=False)  # free again after release
+    assert claim.heartbeat()
     claim.release()
+    assert not [f for f in storage.list_files(out_uri) if "_claim" in f]  # no claim or lock file left
 
 
 def test_claim_of_a_killed_process_is_taken_over(out_uri):
