@@ -154,7 +154,7 @@ def resume_changes(old: dict, new: dict) -> tuple[list[str], list[str]]:
     """``(changes that cannot resume, changes that can)`` as ``key (old -> new)`` strings."""
     blocking, fine = [], []
     if old.get("model") is not None:
-        for key in sorted(set(old["model"]) | set(new["model"])):
+        for key in sorted(old["model"]):  # a field added to ModelConfig since the run started has its default
             a, b = old["model"].get(key), new["model"].get(key)
             if a != b and not (isinstance(a, list) and isinstance(b, tuple) and list(b) == a):
                 blocking.append(f"model.{key} ({a!r} -> {b!r})")
@@ -164,6 +164,9 @@ def resume_changes(old: dict, new: dict) -> tuple[list[str], list[str]]:
     for key in sorted(set(a_cfg) | set(b_cfg)):
         a, b = a_cfg.get(key), b_cfg.get(key)
         if a == b or (isinstance(a, list | tuple) and isinstance(b, list | tuple) and list(a) == list(b)):
+            continue
+        if key not in a_cfg:  # a key added to the config since the run started
+            fine.append(f"{key} (new key: {b!r})")
             continue
         if key.startswith(IGNORED):
             if old.get("model") is None and key.startswith("model."):

@@ -157,3 +157,12 @@ def test_resume_check_and_claim_on_s3(clean_shards, s3_bucket):
             claim_run(run)
     finally:
         claim.release()
+
+
+def test_keys_added_since_the_run_started_do_not_block_a_resume():
+    from workflows.run_guard import resume_changes
+
+    old = {"model": {"n_layers": 2}, "data": "d", "config": {"optim": {"lr": 1.0}}}
+    new = {"model": {"n_layers": 2, "new_field": 0}, "data": "d",
+           "config": {"optim": {"lr": 1.0}, "data": {"shards": "x"}}}
+    assert resume_changes(old, new) == ([], ["data.shards (new key: 'x')"])
