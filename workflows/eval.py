@@ -15,12 +15,13 @@ scene's first frame, tokenized by the checkpoint's video tokenizer), decoded, re
   attribution); ``overall`` = mean of the six category means, as GenEval's overall.
 * ``t2v`` / ``i2v`` — VBench-like: motion-direction accuracy, subject consistency, background stability.
 
-Beside the model, three references go through the same scoring path: ``ground_truth`` (the world's render: the
+Beside the model, four references go through the same scoring path: ``ground_truth`` (the world's render: the
 metric's ceiling, ≈ 1), ``tokenizer`` (the render encoded and decoded by the video tokenizer: what a perfect model
-could reach through this tokenizer) and ``chance`` (valid media that ignore the prompt, see
-:func:`workflows.eval_sets.chance_scenes`). Output under ``--out``: ``eval.json``, ``eval.md`` and one contact
-sheet PNG per suite (ground truth left, generation right); the Markdown tables are also printed. Bad arguments
-exit with status 2 and one line.
+could reach through this tokenizer), ``chance`` (valid media that ignore the prompt, see
+:func:`workflows.eval_sets.chance_scenes`) and ``noise`` (seeded colour noise and scattered blobs in the world's
+colours, :func:`workflows.eval_sets.noise_videos`: it must score near ``chance``, or the metric credits clutter).
+Output under ``--out``: ``eval.json``, ``eval.md`` and one contact sheet PNG per suite (ground truth left,
+generation right); the Markdown tables are also printed. Bad arguments exit with status 2 and one line.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("workflows.eval")
 T2I_CATEGORIES = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 VIDEO_METRICS = ("motion_direction", "subject_consistency", "background_stability")
-REFERENCE_KINDS = ("ground_truth", "tokenizer", "chance")
+REFERENCE_KINDS = ("ground_truth", "tokenizer", "chance", "noise")
 SHEET_ITEMS = {"t2i": 16, "t2v": 8, "i2v": 8}
 
 
@@ -78,7 +79,7 @@ class EvalSettings:
     upstream_tau_decay: bool = False
     """Upstream's exact Gumbel tau schedule (``SamplerConfig.upstream_tau_decay``)."""
     references: bool = True
-    """Also score the ground-truth / tokenizer / chance references."""
+    """Also score the ground-truth / tokenizer / chance / noise references."""
 
     def __post_init__(self) -> None:
         for name in ("num", "steps", "fps", "duration", "batch"):
@@ -212,7 +213,8 @@ def references(bundle: GenerationBundle, suite: str, items: list[EvalItem], sett
     with torch.inference_mode():
         recon = bundle.video_tokenizer.decode(bundle.video_tokenizer.encode(gt)).numpy()
     chance = reference_videos(items, "chance", size, settings.fps, num_frames, seed=settings.seed)
-    return {"ground_truth": gt, "tokenizer": recon, "chance": chance}
+    noise = reference_videos(items, "noise", size, settings.fps, num_frames, seed=settings.seed)
+    return {"ground_truth": gt, "tokenizer": recon, "chance": chance, "noise": noise}
 
 
 def evaluate_suite(bundle: GenerationBundle, suite: str, settings: EvalSettings, history_ratio: float | None = None,
@@ -387,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=None, help="sample among the top-k codes only")
     p.add_argument("--upstream-tau-decay", action="store_true",
                    help="upstream's exact Gumbel tau: decayed before each step's confidence, never reset")
-    p.add_argument("--no-references", action="store_true", help="skip the ground-truth/tokenizer/chance rows")
+    p.add_argument("--no-references", action="store_true", help="skip the ground-truth/tokenizer/chance/noise rows")
     p.add_argument("--tokenizer", default=None, help="video tokenizer URI (default: the checkpoint's)")
     p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")

@@ -167,3 +167,60 @@ def test_metric_input_errors():
         metrics.detect_objects(np.zeros((8, 8, 3), dtype=np.float32))
     with pytest.raises(ValueError, match="frames"):
         metrics.vbench_scores(np.zeros((8, 8, 3), dtype=np.uint8))
+
+
+def _empty_block(frame: np.ndarray, side: int, margin: int = 3) -> tuple[int, int]:
+    """Top-left corner of a side×side block of pure background with ``margin`` pixels of background around it."""
+    bg = np.all(frame == (24, 24, 32), axis=-1)
+    n = side + 2 * margin
+    for y in range(0, frame.shape[0] - n + 1, 2):
+        for x in range(0, frame.shape[1] - n + 1, 2):
+            if bg[y:y + n, x:x + n].all():
+                return y + margin, x + margin
+    raise AssertionError("no empty block")
+
+
+def _largest_cell_below_min_area(size: int = 64) -> int:
+    """Side (px) of the largest square palette cell that is still too small to be an object (8 px at 64 px)."""
+    side = int(np.sqrt(metrics.MIN_AREA) * size)
+    return side - 1 if side * side >= metrics.MIN_AREA * size * size else side
+
+
+def test_extra_objects_and_clutter_count_against_counting_and_object_categories():
+    three = sample_scene(np.random.default_rng(4), num_objects=3)
+    cell = _largest_cell_below_min_area()
+    assert cell * cell >= metrics.CLUTTER_AREA * 64 * 64
+    frame = render_frame(three, 0.0, 64)
+    for k, category in ((1, "single_object"), (2, "two_object")):
+        asked = Scene(objects=three.objects[:k])
+        assert metrics.geneval_scores(render_frame(asked, 0.0, 64), asked)["overall"] == 1.0
+        extra = metrics.geneval_scores(frame, asked)  # the prompted objects plus 3 − k objects nobody asked for
+        assert extra["counting"] == 0.0 and extra[category] == pytest.approx(k / 3)
+        assert extra["position"] == 1.0  # the prompted objects themselves are still right
+        clean = render_frame(asked, 0.0, 64)
+        y, x = _empty_block(clean, cell)
+        cluttered = clean.copy()
+        cluttered[y:y + cell, x:x + cell] = COLORS[next(c for c in COLORS if c not in {o.color for o in asked.objects})]
+        reading = metrics.read_frame(cluttered)
+        assert len(reading.objects) == k and reading.clutter == 1  # a noise cell is clutter, not a small square
+        spoilt = metrics.geneval_scores(cluttered, asked)
+        assert spoilt["counting"] == 0.0 and spoilt[category] == pytest.approx(k / (k + 1))
+
+
+def test_noise_like_coverage_is_not_read_as_objects():
+    rng = np.random.default_rng(0)
+    palette = np.array([(24, 24, 32), *COLORS.values()], dtype=np.uint8)
+    for cell in (1, 2, 4, _largest_cell_below_min_area()):  # palette colour noise in cells, 40 % coloured
+        n = -(-64 // cell)
+        idx = np.where(rng.random((n, n)) < 0.4, rng.integers(1, len(palette), (n, n)), 0)
+        frame = np.ascontiguousarray(np.repeat(np.repeat(palette[idx], cell, 0), cell, 1)[:64, :64])
+        reading = metrics.read_frame(frame)
+        assert reading.objects == [] and reading.clutter >= 1, (cell, reading.objects)
+    # Irregular blobs large enough to be objects fit no shape: a plus sign and a ring.
+    yy, xx = np.mgrid[:64, :64] + 0.5
+    plus = ((abs(xx - 32) < 4) & (abs(yy - 32) < 16)) | ((abs(yy - 32) < 4) & (abs(xx - 32) < 16))
+    ring = (np.hypot(xx - 32, yy - 32) < 16) & (np.hypot(xx - 32, yy - 32) > 9)
+    for mask in (plus, ring):
+        frame = np.where(mask[..., None], np.array(COLORS["red"], np.uint8), palette[0]).astype(np.uint8)
+        reading = metrics.read_frame(frame)
+        assert reading.objects == [] and reading.clutter == 1

@@ -29,7 +29,14 @@ from workflows.eval import (
     main,
     score_media,
 )
-from workflows.eval_sets import SUITES, first_frames, is_heldout_prompt, prompt_set, reference_videos
+from workflows.eval_sets import (
+    NOISE_KINDS,
+    SUITES,
+    first_frames,
+    is_heldout_prompt,
+    prompt_set,
+    reference_videos,
+)
 from workflows.generate import load_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -100,6 +107,43 @@ def test_noise_and_prompt_ignoring_media_score_at_chance(suite):
         assert chance["motion_direction"] <= MOTION_CHANCE
 
 
+def test_noise_reference_is_seeded_clutter_in_the_world_colours():
+    items = prompt_set("i2v", 8, seed=0)
+    a = reference_videos(items, "noise", 64, 8, 5, seed=0)
+    assert a.shape == (8, 5, 64, 64, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, reference_videos(items, "noise", 64, 8, 5, seed=0))
+    assert not np.array_equal(a[:, 1:], reference_videos(items, "noise", 64, 8, 5, seed=1)[:, 1:])
+    assert np.array_equal(a[:4], reference_videos(items[:4], "noise", 64, 8, 5, seed=0))  # item-wise
+    assert np.array_equal(a[:, 0], first_frames(items, 64))  # i2v: the given first frame, then clutter
+    assert [NOISE_KINDS[i % len(NOISE_KINDS)] for i in range(4)] == list(NOISE_KINDS)
+    assert all(np.abs(np.diff(v[1:].astype(int), axis=0)).max() > 0 for v in a)  # noise changes over time
+    with pytest.raises(ValueError, match="noise"):
+        reference_videos(items, "static", 64, 8, 5)
+
+
+def test_t2i_noise_scores_near_chance_and_ground_truth_near_one():
+    """A metric noise cannot fool: on a seeded 48-prompt set, colour noise and scattered blobs in the world's
+    colours score no better than prompt-ignoring renders, also in the categories extra components used to
+    inflate (objects present, counting)."""
+    items = prompt_set("t2i", 48, seed=0)
+    got = {k: aggregate("t2i", score_media("t2i", reference_videos(items, k, 64, 8, 1, seed=0), items))
+           for k in ("ground_truth", "chance", "noise")}
+    assert got["ground_truth"]["overall"] >= 0.98
+    assert got["noise"]["overall"] <= got["chance"]["overall"] + 0.05, got
+    for key in ("single_object", "two_object", "counting"):
+        assert got["noise"][key] <= got["chance"][key] + 0.05, (key, got)
+
+
+@pytest.mark.parametrize("suite", ["t2v", "i2v"])
+def test_video_noise_scores_near_chance_and_ground_truth_near_one(suite):
+    items = prompt_set(suite, 12, seed=1)
+    got = {k: aggregate(suite, score_media(suite, reference_videos(items, k, 64, 8, 9, seed=1), items))
+           for k in ("ground_truth", "chance", "noise")}
+    assert got["ground_truth"]["motion_direction"] >= 0.98 and got["ground_truth"]["background_stability"] >= 0.98
+    assert got["noise"]["motion_direction"] <= got["chance"]["motion_direction"] + 0.05, got
+    assert got["noise"]["background_stability"] <= got["ground_truth"]["background_stability"] - 0.2, got
+
+
 def test_prompt_sets_are_seeded_heldout_and_disjoint_from_training_captions():
     for suite in SUITES:
         a, b = prompt_set(suite, 9, seed=0), prompt_set(suite, 9, seed=0)
@@ -154,7 +198,7 @@ def test_cli_end_to_end_writes_json_markdown_and_contact_sheets(checkpoint, tmp_
         keys = {*T2I_CATEGORIES, "overall"} if suite == "t2i" else set(VIDEO_METRICS)
         assert res["n"] == 3 and set(res["scores"]) == keys
         assert all(0.0 <= v <= 1.0 for v in res["scores"].values())
-        assert set(res["references"]) == {"ground_truth", "tokenizer", "chance"}
+        assert set(res["references"]) == {"ground_truth", "tokenizer", "chance", "noise"}
         assert res["references"]["ground_truth"]["overall" if suite == "t2i" else "motion_direction"] == 1.0
         assert [it["index"] for it in res["items"]] == [0, 1, 2] and all(is_heldout_prompt(it["prompt"])
                                                                             for it in res["items"])
@@ -163,7 +207,7 @@ def test_cli_end_to_end_writes_json_markdown_and_contact_sheets(checkpoint, tmp_
         w, h = Image.open(sheet).size
         assert w > 64 and h > 32
     md = (out / "eval.md").read_text()
-    assert md.count("| metric | model | ground_truth | tokenizer | chance |") == 3
+    assert md.count("| metric | model | ground_truth | tokenizer | chance | noise |") == 3
     assert "| overall | **" in md and "| motion_direction | **" in md and md in printed
     text = doc.read_text()
     assert "<!-- eval begin -->" in text and "<!-- eval end -->" in text and "img/eval_t2i_sheet.png" in text
