@@ -21,6 +21,7 @@ from lumos.vocab import VocabLayout, build_layout
 
 ROPE_VARIANTS = ("mm", "1d", "3d", "mrope", "mm_noscale", "mm_nodist")
 MASK_TYPES = ("tube", "random", "diffusion_forcing")
+LOSS_WEIGHTINGS = ("none", "code_frequency")
 
 
 @dataclass(kw_only=True)
@@ -102,8 +103,20 @@ class ARDFConfig:
     """Per-sample ratio = max(cos(pi*U/2), min_mask_ratio)."""
     text_drop_prob: float = 0.1
     """Probability of dropping the whole text prefix (sequence starts at video-begin) for CFG."""
+    loss_weighting: str = "none"
+    """``none``: plain mean CE over masked codes (the paper). ``code_frequency``: each masked code's CE is weighted
+    by how rare its target code is in the training shards (:func:`lumos.loss.code_frequency_weights`), so a few
+    codes that cover most of every frame (e.g. a plain background) do not take most of the gradient."""
+    loss_weight_power: float = 1.0
+    """``code_frequency``: weight = (uniform frequency / code frequency) ** power, clipped to [1, loss_weight_max]."""
+    loss_weight_max: float = 5.0
+    """``code_frequency``: the largest weight (codes at or above the uniform frequency weigh 1)."""
 
     def __post_init__(self) -> None:
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"ardf.loss_weighting={self.loss_weighting!r} not in {LOSS_WEIGHTINGS}")
+        if self.loss_weight_power < 0 or self.loss_weight_max < 1:
+            raise ValueError("ardf.loss_weight_power must be >= 0 and ardf.loss_weight_max >= 1")
         if self.mask_type not in MASK_TYPES:
             raise ValueError(f"ardf.mask_type={self.mask_type!r} not in {MASK_TYPES}")
         if not 0.0 < self.min_mask_ratio <= 1.0:
@@ -130,4 +143,4 @@ def model_preset(name: str, **overrides) -> ModelConfig:
     return ModelConfig.from_dict({**PRESETS[name], **overrides})
 
 
-__all__ = ["ARDFConfig", "MASK_TYPES", "ModelConfig", "PRESETS", "ROPE_VARIANTS", "model_preset"]
+__all__ = ["ARDFConfig", "LOSS_WEIGHTINGS", "MASK_TYPES", "ModelConfig", "PRESETS", "ROPE_VARIANTS", "model_preset"]

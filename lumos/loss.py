@@ -55,15 +55,40 @@ def frame_losses(ce: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, 
     return sums, counts
 
 
-def ardf_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-    """Mean CE over every masked visual token of the batch.
+def code_frequency_weights(counts, power: float = 1.0, max_weight: float = 5.0) -> torch.Tensor:
+    """Per-code loss weights from a histogram of the training codes (``ARDFConfig.loss_weighting="code_frequency"``).
+
+    With p_c = (n_c + 1) / (N + C) (add-one smoothing) and the uniform frequency u = 1 / C, the weight is
+    ``clip((u / p_c) ** power, 1, max_weight)``: codes at least as common as uniform weigh 1, rarer codes up to
+    ``max_weight``. Nothing here knows what the codes depict.
+
+    Args:
+        counts: int/float [C] occurrences of each code (a bincount of the shards' ``video_tokens``).
+
+    Returns:
+        float32 [C].
+    """
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    if counts.dim() != 1 or counts.numel() == 0 or bool((counts < 0).any()):
+        raise ValueError("counts must be a non-empty 1-D histogram of non-negative counts")
+    c = counts.numel()
+    p = (counts + 1.0) / (counts.sum() + c)
+    return ((1.0 / c) / p).pow(power).clamp(1.0, max_weight).float()
+
+
+def ardf_loss(model, batch: dict[str, torch.Tensor],
+              code_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """Mean CE over every masked visual token of the batch (weighted by target code when ``code_weights``).
 
     Args:
         model: a :class:`~lumos.model.LumosModel` (or a wrapper exposing ``visual_logits`` and the same forward).
         batch: output of :func:`lumos.ardf.make_batch` (tensors on the model's device).
+        code_weights: float [C] weight of each target code (:func:`code_frequency_weights`); the loss is then
+            Σ w·CE / Σ w over the masked codes. ``None``: the plain mean (the paper).
 
     Returns:
-        (scalar loss, metrics) where metrics holds ``loss`` (float), ``num_tokens`` (int),
+        (scalar loss, metrics) where metrics holds ``loss`` (float: the plain mean CE, comparable across
+        weightings), ``objective`` (float: the optimised, possibly weighted, loss), ``num_tokens`` (int),
         ``frame_loss`` (float32 [F] mean CE per latent frame index, NaN where a frame has no token),
         ``frame_loss_sum`` and ``frame_tokens`` (float32 [F], for all-reducing across workers).
     """
@@ -76,10 +101,17 @@ def ardf_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict
         raise ValueError("batch['labels'] holds non-visual ids; only visual codes may carry AR-DF loss")
     h = hidden[sel]  # (N, D)
     ce = visual_cross_entropy(model, h, targets)
-    loss = ce.mean() if ce.numel() else hidden.sum() * 0.0
+    if not ce.numel():
+        loss = hidden.sum() * 0.0
+    elif code_weights is None:
+        loss = ce.mean()
+    else:
+        w = code_weights.to(ce.device)[targets]
+        loss = (w * ce).sum() / w.sum()
     sums, counts = frame_losses(ce, batch["coords"][..., 0][sel])
     metrics = {
-        "loss": float(loss.detach()),
+        "loss": float(ce.detach().mean()) if ce.numel() else 0.0,
+        "objective": float(loss.detach()),
         "num_tokens": int(ce.numel()),
         "frame_loss": sums / counts,
         "frame_loss_sum": sums,
@@ -88,4 +120,4 @@ def ardf_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict
     return loss, metrics
 
 
-__all__ = ["CE_CHUNK_ELEMENTS", "ardf_loss", "frame_losses", "visual_cross_entropy"]
+__all__ = ["CE_CHUNK_ELEMENTS", "ardf_loss", "code_frequency_weights", "frame_losses", "visual_cross_entropy"]

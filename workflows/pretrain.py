@@ -36,12 +36,12 @@ from workflows.config_io import ConfigError, dump_config
 from workflows.finetune import prepare_init
 from workflows.run_guard import check_resume, claim_run, verify_shards, write_record
 from workflows.run_metrics import plot_metrics, read_metrics
-from workflows.shard_data import check_shards, manifest_tokenizer, read_shards
+from workflows.shard_data import check_shards, code_histogram, manifest_tokenizer, read_shards
 from workflows.train_config import PretrainConfig, load_pretrain_config
 from workflows.train_loop import train_loop_per_worker
 
 log = logging.getLogger("workflows.pretrain")
-FINAL_FILES = ("config.json", "model.safetensors", "train_config.yaml", "train_state.json")
+FINAL_FILES = ("config.json", "model.safetensors", "train_config.yaml", "train_state.json", "text_tokenizer.json")
 
 
 @dataclass
@@ -74,6 +74,7 @@ def absolute_paths(cfg: PretrainConfig) -> PretrainConfig:
     cfg.checkpoint.storage = storage.absolute(cfg.checkpoint.storage)
     cfg.data.shards = storage.absolute(cfg.data.shards)
     cfg.data.video_tokenizer = storage.absolute(cfg.data.video_tokenizer)
+    cfg.data.text_tokenizer = storage.absolute(cfg.data.text_tokenizer)
     if cfg.fault.marker:
         cfg.fault.marker = storage.absolute(cfg.fault.marker)
     return cfg
@@ -131,6 +132,16 @@ def trainer_class():
     return LumosTrainer
 
 
+def loss_code_counts(cfg: PretrainConfig) -> list[int] | None:
+    """The shards' code histogram when the loss weights codes by frequency (read once, on the driver)."""
+    if cfg.ardf.loss_weighting == "none":
+        return None
+    counts = code_histogram(cfg.data.shards, cfg.model.build().codebook_size)
+    log.info("ardf.loss_weighting=%s: code histogram of %d tokens, %d codes used", cfg.ardf.loss_weighting,
+             int(counts.sum()), int((counts > 0).sum()))
+    return counts.tolist()
+
+
 def build_trainer(cfg: PretrainConfig, tokenizer: str | None):
     """The TorchTrainer: scaling, run storage (local or S3), checkpoint retention, failure policy, data."""
     import ray.data
@@ -153,7 +164,8 @@ def build_trainer(cfg: PretrainConfig, tokenizer: str | None):
     ingest = ray.train.DataConfig.default_ingest_options()
     ingest.preserve_order = True
     data_config = ray.train.DataConfig(execution_options=ingest, enable_shard_locality=False)
-    return trainer_class()(train_loop_per_worker, train_loop_config={"cfg": cfg.to_dict(), "tokenizer": tokenizer},
+    return trainer_class()(train_loop_per_worker, train_loop_config={"cfg": cfg.to_dict(), "tokenizer": tokenizer,
+                                                                "code_counts": loss_code_counts(cfg)},
                         scaling_config=scaling, run_config=run_config, datasets={"train": read_shards(cfg.data)},
                         dataset_config=data_config)
 
@@ -191,6 +203,8 @@ def run_pretraining(cfg: PretrainConfig) -> PretrainResult:
     """
     cfg = absolute_paths(cfg)
     manifest = check_shards(cfg.data.shards)
+    if cfg.data.text_tokenizer is None and not cfg.model.init_from:
+        cfg.data.text_tokenizer = (manifest.get("settings") or {}).get("text_tokenizer")
     verify_shards(cfg.data.shards, manifest)
     cfg = prepare_init(cfg, manifest)  # model.init_from: checkpoint config, weights header, shards' vocabulary
     tokenizer = resolve_tokenizer(cfg, manifest)
@@ -234,7 +248,16 @@ def main(argv: list[str] | None = None) -> int:
             print(dump_config(cfg))
             print(json.dumps(build_ds_config(cfg, cfg.ray.num_workers, cfg.ray.use_gpu), indent=2))
             return 0
-        res = run_pretraining(cfg)
+        if cfg.stages:
+            from workflows.curriculum import run_curriculum
+
+            done = run_curriculum(cfg, run_pretraining)
+            if not done:
+                print("every stage of the curriculum is already finished")
+                return 0
+            res = done[-1]
+        else:
+            res = run_pretraining(cfg)
     except (ConfigError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ValueError) else 1

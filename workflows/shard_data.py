@@ -185,6 +185,34 @@ def batch_tokens(samples: list[dict[str, Any]]) -> int:
     return sum(sample_length(s) for s in samples)
 
 
+def code_histogram(uri: str, codebook_size: int, max_rows: int = 50_000) -> np.ndarray:
+    """Occurrences of each visual code in the shards' ``video_tokens`` (the first ``max_rows`` rows, files in
+    sorted order: a sample of large datasets), for ``ardf.loss_weighting=code_frequency``.
+
+    Returns:
+        int64 [codebook_size].
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    counts = np.zeros(codebook_size, dtype=np.int64)
+    rows = 0
+    for f in shard_files(uri):
+        fs, path = storage.resolve(f)
+        with fs.open_input_file(path) as fh:
+            col = pq.read_table(fh, columns=["video_tokens"]).column("video_tokens")
+        col = col.slice(0, max_rows - rows)
+        rows += len(col)
+        codes = pc.list_flatten(col).to_numpy(zero_copy_only=False)
+        if codes.size and (codes.min() < 0 or codes.max() >= codebook_size):
+            raise ValueError(f"data.shards={uri}: video token {int(codes.max())} outside the model's codebook "
+                             f"of {codebook_size}")
+        counts += np.bincount(codes, minlength=codebook_size)
+        if rows >= max_rows:
+            break
+    return counts
+
+
 def manifest_tokenizer(manifest: dict) -> str | None:
     """The video tokenizer URI recorded by the tokenization job, if any."""
     tok = manifest.get("tokenizer") or manifest.get("video_tokenizer")
@@ -193,6 +221,6 @@ def manifest_tokenizer(manifest: dict) -> str | None:
     return tok if isinstance(tok, str) else None
 
 
-__all__ = ["MANIFEST", "SHARD_COLUMNS", "batch_tokens", "bucket_batches", "check_shards", "epoch_batches",
+__all__ = ["MANIFEST", "SHARD_COLUMNS", "batch_tokens", "bucket_batches", "check_shards", "code_histogram", "epoch_batches",
            "iter_rows", "manifest_tokenizer", "read_shards", "row_to_sample", "sample_length", "shard_files",
            "shuffled"]

@@ -272,6 +272,19 @@ class FaultSection:
 
 
 @dataclass(kw_only=True)
+class StageSection:
+    """One stage of a curriculum (:mod:`workflows.curriculum`): the recipe with these dotted overrides."""
+
+    name: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Dotted keys of this config, e.g. ``{data.stage: image, optim.max_steps: 1500}``."""
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"stage name {self.name!r} must be a non-empty name without '/'")
+
+
+@dataclass(kw_only=True)
 class PretrainConfig:
     """Everything one pre-training run needs; workers rebuild it from a plain dict."""
 
@@ -285,6 +298,9 @@ class PretrainConfig:
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     fault: FaultSection = field(default_factory=FaultSection)
+    stages: list[StageSection] = field(default_factory=list)
+    """A curriculum (:mod:`workflows.curriculum`): stages run in order, each the recipe with its overrides, each
+    starting from the previous stage's weights. Empty = one run of this config."""
 
     def __post_init__(self) -> None:
         if self.engine.offload_optimizer and not self.ray.use_gpu:
@@ -304,9 +320,16 @@ class PretrainConfig:
 
 
 def load_pretrain_config(path: str | None, overrides: list[str] | None = None) -> PretrainConfig:
-    """Defaults ← YAML recipe ← ``key.sub=value`` overrides; raises ``ConfigError`` with one line."""
-    return load_config(PretrainConfig, path, overrides)
+    """Defaults ← YAML recipe ← ``key.sub=value`` overrides; raises ``ConfigError`` with one line (for a
+    curriculum, also when a stage's resolved config is invalid)."""
+    cfg = load_config(PretrainConfig, path, overrides)
+    if cfg.stages:
+        from workflows.curriculum import stage_configs
+
+        stage_configs(cfg)
+    return cfg
 
 
 __all__ = ["RUNTIME_MODEL_FIELDS", "CheckpointSection", "DataSection", "EngineSection", "FaultSection",
-           "MetricsSection", "ModelSection", "OptimSection", "PretrainConfig", "RaySection", "load_pretrain_config"]
+           "MetricsSection", "ModelSection", "OptimSection", "PretrainConfig", "RaySection", "StageSection",
+           "load_pretrain_config"]

@@ -18,6 +18,7 @@ by (seed, rank, epoch, index), so the resumed run sees the very batches the firs
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ from workflows.train_config import PretrainConfig
 
 log = logging.getLogger(__name__)
 STATE_FILE = "train_state.json"
+TEXT_TOKENIZER_FILE = "text_tokenizer.json"
 
 
 @dataclass
@@ -87,10 +89,23 @@ def setup_worker(cfg: PretrainConfig) -> Worker:
     return Worker(ctx.get_world_rank(), ctx.get_world_size(), device)
 
 
-def build_model_engine(cfg: PretrainConfig, w: Worker, init_from: str | None = None):
+def loss_function(cfg: PretrainConfig, code_counts: list[int] | None):
+    """``(model, batch) -> (loss, metrics)``: :func:`lumos.loss.ardf_loss`, with per-code weights from the shards'
+    code histogram when ``ardf.loss_weighting`` is ``code_frequency``."""
+    from lumos.loss import ardf_loss, code_frequency_weights
+
+    if cfg.ardf.loss_weighting == "none":
+        return ardf_loss
+    if code_counts is None:
+        raise ValueError(f"ardf.loss_weighting={cfg.ardf.loss_weighting!r} needs the shards' code histogram")
+    weights = code_frequency_weights(code_counts, cfg.ardf.loss_weight_power, cfg.ardf.loss_weight_max)
+    return functools.partial(ardf_loss, code_weights=weights)
+
+
+def build_model_engine(cfg: PretrainConfig, w: Worker, init_from: str | None = None,
+                       code_counts: list[int] | None = None):
     """The LumosModel wrapped in its DeepSpeed engine (model built partitioned under ZeRO-3 on GPU), with the
     weights of the ``init_from`` checkpoint loaded before ``deepspeed.initialize`` when given."""
-    from lumos.loss import ardf_loss
     from lumos.model import LumosModel
     from workflows.engine import build_ds_config
     from workflows.finetune import load_init_weights
@@ -103,7 +118,7 @@ def build_model_engine(cfg: PretrainConfig, w: Worker, init_from: str | None = N
         if w.rank == 0:
             log.info("initialised the model from %s", init_from)
     model.to(w.device)
-    engine = build_engine(model, ardf_loss, cfg, w.world, w.on_gpu)
+    engine = build_engine(model, loss_function(cfg, code_counts), cfg, w.world, w.on_gpu)
     return model_cfg, model, engine
 
 
@@ -196,6 +211,9 @@ def write_consolidated(out_dir: str, model, model_cfg, cfg: PretrainConfig, stat
     from lumos.checkpoint import save_checkpoint as save_model
 
     extra = {"text_tokenizer": cfg.data.text_tokenizer, "train": state.to_dict(), "video_tokenizer": None}
+    if cfg.data.text_tokenizer:  # a copy inside the checkpoint, so it loads anywhere
+        storage.write_text(os.path.join(out_dir, TEXT_TOKENIZER_FILE), storage.read_text(cfg.data.text_tokenizer))
+        extra.update(text_tokenizer=TEXT_TOKENIZER_FILE, text_tokenizer_source=cfg.data.text_tokenizer)
     if cfg.model.init_from:
         extra["init_from"] = cfg.model.init_from
     if tokenizer_uri:
@@ -269,7 +287,8 @@ def measure_peak(cfg: PretrainConfig, w: Worker) -> float:
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point. ``config = {"cfg": PretrainConfig.to_dict(), "tokenizer": uri or None}``."""
+    """Ray Train entry point. ``config = {"cfg": PretrainConfig.to_dict(), "tokenizer": uri or None,
+    "code_counts": the shards' code histogram or None}``."""
     import ray.train
     from tqdm import tqdm
 
@@ -281,7 +300,7 @@ def train_loop_per_worker(config: dict) -> None:
     w = setup_worker(cfg)
     # a relaunch of a run that has a checkpoint resumes it: its state takes precedence over model.init_from
     init_from = cfg.model.init_from if ray.train.get_checkpoint() is None else None
-    model_cfg, model, engine = build_model_engine(cfg, w, init_from)
+    model_cfg, model, engine = build_model_engine(cfg, w, init_from, config.get("code_counts"))
     layout = model_cfg.layout
     state = restore(engine, w)
     resumed = state is not None

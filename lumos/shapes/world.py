@@ -24,8 +24,10 @@ COLORS = {
     "purple": (160, 60, 200), "cyan": (40, 200, 210), "white": (240, 240, 240),
 }
 BACKGROUND = (24, 24, 32)
-SIZES = {"small": 0.09, "large": 0.14}
-"""Half-extent of an object (radius / half side) as a fraction of the frame size."""
+SIZES = {"small": 0.135, "large": 0.21}
+"""Half-extent of an object (radius / half side) as a fraction of the frame size. 1.5× the first world's
+(0.09 / 0.14): at 64 px an 8×-downsampling tokenizer then gives a small object ~2 latent cells across instead of
+~1.4, enough for its shape to survive tokenization (docs/results.md, tokenizer ceiling)."""
 REGION_ROWS = ("top", "middle", "bottom")
 REGION_COLS = ("left", "center", "right")
 MOTIONS = ("left", "right", "up", "down", "still")

@@ -87,6 +87,46 @@ class HFTextTokenizer:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
 
+def free_text_ids(layout: VocabLayout) -> range:
+    """Text ids of ``layout`` that no special, number or byte token uses (compact: 8..127), where a small learned
+    word vocabulary can live."""
+    specials = [layout.bos, layout.pad, layout.sep, layout.boi, layout.eoi, layout.newline, layout.mask,
+                layout.video_begin, layout.video_end]
+    lo = max(specials) + 1
+    hi = min(x for x in (layout.num_zero, layout.byte_offset if layout.byte_offset >= 0 else layout.text_vocab_size)
+             if x >= lo)
+    return range(lo, hi)
+
+
+def train_word_tokenizer(texts, layout: VocabLayout, min_count: int = 1) -> str:
+    """Learn a word-level vocabulary (HF ``tokenizers`` WordLevel, whitespace + punctuation pre-tokenizer) from
+    ``texts`` and place it in the layout's free text ids (:func:`free_text_ids`), unknown words mapping to
+    ``[UNK]``. Captions from a small grammar then cost one token per word instead of one per byte.
+
+    Returns:
+        the tokenizer JSON (load it with :func:`load_text_tokenizer`).
+
+    Raises:
+        ValueError: the vocabulary does not fit the free ids (raise ``min_count``) or no texts.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    ids = free_text_ids(layout)
+    trainer = trainers.WordLevelTrainer(special_tokens=["[UNK]"], min_frequency=min_count)
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(texts, trainer)
+    learned = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])  # [UNK] first, then by frequency
+    if len(learned) < 2:
+        raise ValueError("train_word_tokenizer: no words in the texts")
+    if len(learned) > len(ids):
+        raise ValueError(f"train_word_tokenizer: {len(learned)} words do not fit the {len(ids)} free ids of layout "
+                         f"{layout.name!r} (raise min_count)")
+    placed = Tokenizer(models.WordLevel(vocab={w: ids[i] for i, (w, _) in enumerate(learned)}, unk_token="[UNK]"))
+    placed.pre_tokenizer = pre_tokenizers.Whitespace()
+    return placed.to_str(pretty=True)
+
+
 def load_text_tokenizer(uri: str | None, layout: VocabLayout) -> TextTokenizer:
     """The text tokenizer for a layout.
 

@@ -150,3 +150,64 @@ def test_debug_model_overfits_one_batch():
         opt.step()
         first = first if first is not None else loss.item()
     assert loss.item() < 0.1 * first, (first, loss.item())
+
+
+def test_code_frequency_weights_from_a_known_histogram():
+    from lumos.loss import code_frequency_weights
+
+    counts = torch.tensor([996, 0, 2, 1])  # N = 999, C = 4: p = (n + 1) / 1003, uniform 1/4
+    w = code_frequency_weights(counts, power=1.0, max_weight=5.0)
+    p = (counts.double() + 1) / 1003
+    expect = (0.25 / p).clamp(1, 5).float()
+    assert torch.allclose(w, expect)
+    assert w[0] == 1.0 and w[1] == 5.0  # common code weighs 1, rare codes are capped
+    assert torch.equal(code_frequency_weights(counts, power=0.0), torch.ones(4))
+    with pytest.raises(ValueError, match="histogram"):
+        code_frequency_weights(torch.tensor([[1, 2]]))
+
+
+def test_weighted_loss_is_plain_ce_when_off_and_weights_only_masked_targets():
+    from lumos.loss import code_frequency_weights
+
+    cfg = model_preset("debug")
+    torch.manual_seed(0)
+    model = LumosModel(cfg).eval()
+    batch = batch_for(cfg, n=3)
+    targets = batch["labels"][batch["labels"] != IGNORE_INDEX] - cfg.layout.visual_offset
+    plain, m = ardf_loss(model, batch)
+    ones, _ = ardf_loss(model, batch, code_weights=torch.full((cfg.codebook_size,), 3.0))
+    assert torch.allclose(plain, ones) and m["loss"] == pytest.approx(m["objective"])
+
+    w = code_frequency_weights(torch.randint(0, 50, (cfg.codebook_size,)), max_weight=5.0)
+    weighted, mw = ardf_loss(model, batch, code_weights=w)
+    hidden = model(**{k: batch[k] for k in INPUT_NAMES}, return_hidden=True)
+    ce = visual_cross_entropy(model, hidden[batch["labels"] != IGNORE_INDEX], targets)
+    assert torch.allclose(weighted, (w[targets] * ce).sum() / w[targets].sum(), atol=1e-6)
+    assert mw["loss"] == pytest.approx(float(ce.mean()), abs=1e-5)  # the logged loss stays the plain mean
+
+    unused = torch.ones(cfg.codebook_size, dtype=torch.bool)
+    unused[targets] = False
+    w2 = w.clone()
+    w2[unused] = 100.0  # codes that are never a masked target cannot change the loss
+    assert torch.allclose(ardf_loss(model, batch, code_weights=w2)[0], weighted)
+
+    seen = {}
+
+    def keep(mod, inp, out):
+        out.retain_grad()
+        seen["h"] = out
+
+    hook = model.norm.register_forward_hook(keep)
+    loss, _ = ardf_loss(model, batch, code_weights=w)
+    hook.remove()
+    loss.backward()
+    grad = seen["h"].grad.abs().sum(-1)  # (B, L): d loss / d final hidden state
+    masked = batch["labels"] != IGNORE_INDEX
+    assert bool((grad[~masked] == 0).all()) and bool((grad[masked] > 0).all())
+
+
+def test_unknown_loss_weighting_is_one_line():
+    with pytest.raises(ValueError, match=r"^ardf.loss_weighting='inverse' not in"):
+        ARDFConfig(loss_weighting="inverse")
+    with pytest.raises(ValueError, match="loss_weight_max"):
+        ARDFConfig(loss_weighting="code_frequency", loss_weight_max=0.5)

@@ -87,3 +87,35 @@ def test_hf_tokenizer_bad_inputs(tmp_path):
     big.write_text(big_tok.to_str())
     with pytest.raises(ValueError, match="more than layout"):
         HFTextTokenizer(str(big), compact_layout(2))
+
+
+def test_word_tokenizer_lives_in_the_free_ids_and_round_trips(tmp_path):
+    from lumos.tokenizers.text import free_text_ids, load_text_tokenizer, train_word_tokenizer
+    from lumos.vocab import build_layout
+
+    layout = build_layout("compact", 1000)
+    free = free_text_ids(layout)
+    assert (free.start, free.stop) == (8, 128)  # after the specials, before the number tokens
+    texts = ["a small red circle in the center", "a large blue square moving left in the top left, and a red circle"]
+    path = tmp_path / "words.json"
+    path.write_text(train_word_tokenizer(texts, layout))
+    tok = load_text_tokenizer(str(path), layout)
+    ids = tok.encode("a large red square in the center")
+    assert all(i in free for i in ids) and len(ids) == 7  # one id per word
+    assert tok.decode(ids) == "a large red square in the center"
+    assert tok.encode("a purple circle")[1] == tok.encode("zebra")[0] == free.start  # unknown words -> [UNK]
+    with pytest.raises(ValueError, match="do not fit"):
+        train_word_tokenizer([" ".join(f"w{i}" for i in range(200))], layout)
+
+
+def test_committed_word_tokenizer_spells_every_world_word():
+    from lumos.shapes.world import COLORS, REGIONS, SHAPES, SIZES
+    from lumos.tokenizers.text import load_text_tokenizer
+    from lumos.tokenizers.video import ASSETS
+    from lumos.vocab import build_layout
+
+    tok = load_text_tokenizer(str(ASSETS / "text_words.json"), build_layout("compact", 1000))
+    words = {*COLORS, *SHAPES, *SIZES, *" ".join(REGIONS).split(), "moving", "staying", "still", "up", "down",
+             "left", "right", "a", "in", "the", "and", ","}
+    unk = tok.encode("zzz")[0]
+    assert all(tok.encode(w) != [unk] for w in words)

@@ -1,0 +1,65 @@
+"""Curricula (workflows.curriculum): stages resolve and validate at load, run in order, and resume mid-stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pretrain_helpers import debug_overrides, shared_shards
+
+from workflows.curriculum import stage_configs
+from workflows.pretrain import main
+from workflows.train_config import load_pretrain_config
+
+DEBUG = str(Path(__file__).resolve().parents[2] / "workflows" / "configs" / "pretrain_debug.yaml")
+GOAL = str(Path(__file__).resolve().parents[2] / "workflows" / "configs" / "pretrain_small_goal.yaml")
+TWO = "stages=[{name: image, overrides: {data.stage: image, optim.max_steps: 2}}, " \
+      "{name: joint, overrides: {data.stage: joint, optim.max_steps: %d, ardf.loss_weighting: code_frequency}}]"
+
+
+def test_stages_resolve_in_order_from_the_previous_final(tmp_path):
+    cfg = load_pretrain_config(GOAL, ["data.shards=/x", f"checkpoint.storage={tmp_path}"])
+    image, joint = stage_configs(cfg)
+    assert (image.data.stage, joint.data.stage) == ("image", "joint")
+    assert (image.checkpoint.name, joint.checkpoint.name) == ("small-goal-image", "small-goal-joint")
+    assert image.model.init_from is None and joint.model.init_from == f"{tmp_path}/small-goal-image/final"
+    assert joint.optim.warmup_steps == 50 and image.optim.warmup_steps == 100 and not joint.stages
+
+
+@pytest.mark.parametrize("stages, message", [
+    ("[{name: a, overrides: {data.bogus: 1}}]", "stages[0] (a): unknown key: data.bogus"),
+    ("[{name: a, overrides: {data.stage: movie}}]", "stages[0] (a): data.stage='movie' not in"),
+    ("[{name: a}, {name: a}]", "stages: stage names must be unique"),
+    ("[{name: a, overrides: {checkpoint.name: b}}]", "stages[0].overrides.checkpoint.name: set by the curriculum"),
+    ("[{overrides: {}}]", "stage name '' must be a non-empty name"),
+    ("[{name: a, extra: 1}]", "unknown key: stages[0].extra"),
+])
+def test_a_bad_stage_list_is_one_line(tmp_path, capsys, stages, message):
+    assert main(["--config", DEBUG, "data.shards=/x", f"stages={stages}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_stages_run_in_order_and_resume_mid_stage(ray_local, tmp_path_factory, tmp_path, capsys):
+    shards = shared_shards(tmp_path_factory)
+    base = ["--config", DEBUG, *debug_overrides(shards, str(tmp_path), "cur", **{"checkpoint.every_steps": 2})]
+    assert main([*base, TWO % 2]) == 0
+    image = json.loads((tmp_path / "cur-image" / "final" / "config.json").read_text())
+    joint = json.loads((tmp_path / "cur-joint" / "final" / "config.json").read_text())
+    assert image["train"]["step"] == 2 and joint["train"]["step"] == 2
+    assert joint["init_from"] == str(tmp_path / "cur-image" / "final")  # stage 2 started from stage 1
+    assert "stage: image" in (tmp_path / "cur-image" / "final" / "train_config.yaml").read_text()
+
+    # longer second stage: the first is skipped, the second resumes from its step-2 checkpoint
+    capsys.readouterr()
+    assert main([*base, TWO % 4]) == 0
+    joint = json.loads((tmp_path / "cur-joint" / "final" / "config.json").read_text())
+    assert joint["train"]["step"] == 4
+    assert json.loads((tmp_path / "cur-image" / "final" / "config.json").read_text()) == image  # untouched
+    records = [json.loads(x) for x in (tmp_path / "cur-joint" / "metrics" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]  # steps 3-4 continue the run, no restart from step 1
+    assert main([*base, TWO % 4]) == 0
+    assert "every stage of the curriculum is already finished" in capsys.readouterr().out
