@@ -9,6 +9,7 @@ training workflow beside these files, not here.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 from safetensors.torch import load as load_safetensors
@@ -23,6 +24,25 @@ from lumos.model import LumosModel
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _RESERVED = ("model", "layout")
+ASSETS = Path(__file__).resolve().parent / "assets"
+NAMED_PREFIX = "model_"
+"""A committed checkpoint ``lumos/assets/model_<name>/`` loads by its bare name (e.g. ``--checkpoint small``)."""
+
+
+def checkpoint_uri(name_or_uri: str) -> str:
+    """The directory of a committed checkpoint named ``name_or_uri`` (``small`` → ``lumos/assets/model_small``)
+    when there is one and no local directory of that name exists; any other URI as it is."""
+    ref = str(name_or_uri)
+    if ref and "/" not in ref and ":" not in ref and not Path(ref).exists():
+        named = ASSETS / f"{NAMED_PREFIX}{ref}"
+        if (named / CONFIG_NAME).exists():
+            return str(named)
+    return ref
+
+
+def named_checkpoints() -> list[str]:
+    """Names of the committed checkpoints under ``lumos/assets``."""
+    return sorted(p.name[len(NAMED_PREFIX):] for p in ASSETS.glob(f"{NAMED_PREFIX}*") if (p / CONFIG_NAME).exists())
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -65,7 +85,8 @@ def _export(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
 
 
 def read_config(uri: str) -> tuple[ModelConfig, dict]:
-    """(ModelConfig, the rest of config.json) of a checkpoint directory."""
+    """(ModelConfig, the rest of config.json) of a checkpoint directory (or committed checkpoint name)."""
+    uri = checkpoint_uri(uri)
     config = json.loads(storage.read_text(storage.join(uri, CONFIG_NAME)))
     if "model" not in config:
         raise ValueError(f"{uri}/{CONFIG_NAME} has no 'model' section")
@@ -82,12 +103,12 @@ def resolve_ref(checkpoint: str, ref: str) -> str:
     ref = str(ref)
     if storage.is_s3(ref) or ref.startswith("file://") or ref.startswith("/"):
         return ref
-    return storage.join(checkpoint, ref)
+    return storage.join(checkpoint_uri(checkpoint), ref)
 
 
 def read_weights(uri: str) -> dict[str, torch.Tensor]:
     """The state dict in ``<uri>/model.safetensors`` (a local file is memory-mapped; s3:// is read into memory)."""
-    path = storage.join(uri, WEIGHTS_NAME)
+    path = storage.join(checkpoint_uri(uri), WEIGHTS_NAME)
     if storage.is_s3(path):
         return load_safetensors(storage.read_bytes(path))
     return load_safetensors_file(storage.resolve(path)[1])
@@ -110,7 +131,8 @@ def load_checkpoint(uri: str, device: str | torch.device = "cpu") -> tuple[Lumos
     """Rebuild the model of a checkpoint directory.
 
     Args:
-        uri: directory written by :func:`save_checkpoint` (local or ``s3://``).
+        uri: directory written by :func:`save_checkpoint` (local or ``s3://``), or the name of a committed one
+            (:func:`checkpoint_uri`).
         device: where to put the model.
 
     Returns:
@@ -124,5 +146,5 @@ def load_checkpoint(uri: str, device: str | torch.device = "cpu") -> tuple[Lumos
     return model.to(device).eval(), cfg, meta
 
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "check_state_dict", "load_checkpoint", "read_config", "read_weights",
-           "resolve_ref", "save_checkpoint", "unwrap"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "check_state_dict", "checkpoint_uri", "load_checkpoint",
+           "named_checkpoints", "read_config", "read_weights", "resolve_ref", "save_checkpoint", "unwrap"]

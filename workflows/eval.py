@@ -27,6 +27,7 @@ generation right); the Markdown tables are also printed. Bad arguments exit with
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import logging
@@ -57,10 +58,10 @@ class EvalSettings:
 
     num: int = 24
     """Prompts per suite."""
-    steps: int = 16
-    """Unmasking steps per latent frame."""
-    cfg: float = 3.0
-    """Guidance scale."""
+    steps: int | None = None
+    """Unmasking steps per latent frame; ``None`` = the checkpoint's ``sampling.steps``, else 16."""
+    cfg: float | None = None
+    """Guidance scale; ``None`` = the checkpoint's ``sampling.cfg_scale``, else 3."""
     seed: int = 0
     """Prompt-set seed and sampling seed (item i samples with seed·1000003 + i, whatever the batch)."""
     size: int | None = None
@@ -74,7 +75,8 @@ class EvalSettings:
     """Prompts sampled together."""
     history_ratio: float = 0.7
     """Inference-time history masking of committed frames (0 = off)."""
-    temperature: float = 1.0
+    temperature: float | None = None
+    """Logit temperature; ``None`` = the checkpoint's ``sampling.temperature``, else 1."""
     top_k: int | None = None
     upstream_tau_decay: bool = False
     """Upstream's exact Gumbel tau schedule (``SamplerConfig.upstream_tau_decay``)."""
@@ -83,7 +85,7 @@ class EvalSettings:
 
     def __post_init__(self) -> None:
         for name in ("num", "steps", "fps", "duration", "batch"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.frames is not None and self.frames < 2:
             raise ValueError(f"--frames must be >= 2 (I2V needs a frame to generate), got {self.frames}")
@@ -91,17 +93,28 @@ class EvalSettings:
             raise ValueError(f"--size must be a positive multiple of 8, got {self.size}")
         if not 0.0 <= self.history_ratio < 1.0:
             raise ValueError(f"--history-ratio must be in [0, 1), got {self.history_ratio}")
-        if not np.isfinite(self.cfg) or self.temperature <= 0:
+        if (self.cfg is not None and not np.isfinite(self.cfg)) or (self.temperature or 1.0) <= 0:
             raise ValueError(f"--cfg must be finite and --temperature > 0, got {self.cfg}, {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"--top-k must be >= 1, got {self.top_k}")
+
+    def resolved(self, meta: dict) -> EvalSettings:
+        """A copy with the unset sampler knobs taken from a checkpoint's ``sampling`` entry, else the built-in
+        defaults (16 steps, CFG 3, temperature 1)."""
+        from workflows.generate import checkpoint_default
+
+        return dataclasses.replace(
+            self, steps=self.steps or checkpoint_default(meta, "steps", 16),
+            cfg=self.cfg if self.cfg is not None else checkpoint_default(meta, "cfg_scale", 3.0),
+            temperature=self.temperature or checkpoint_default(meta, "temperature", 1.0))
 
     def sampler(self, suite: str, history_ratio: float | None = None):
         """The :class:`lumos.sampler.SamplerConfig` of a suite."""
         from lumos.sampler import SamplerConfig
 
         ratio = self.history_ratio if history_ratio is None else history_ratio
-        return SamplerConfig(steps=self.steps, cfg_scale=self.cfg, temperature=self.temperature, top_k=self.top_k,
+        s = self.resolved({})
+        return SamplerConfig(steps=s.steps, cfg_scale=s.cfg, temperature=s.temperature, top_k=self.top_k,
                              upstream_tau_decay=self.upstream_tau_decay,
                              history_ratio=ratio if suite != "t2i" else 0.0)
 
@@ -352,6 +365,7 @@ def evaluate(bundle: GenerationBundle, suites: list[str], settings: EvalSettings
              checkpoint: str = "", progress: bool = True) -> dict:
     """Run the suites; write the report under ``out`` (if given); return the JSON-able report."""
     t0 = time.perf_counter()
+    settings = settings.resolved(bundle.meta)
     size, grid = eval_geometry(bundle, settings)
     results = {suite: evaluate_suite(bundle, suite, settings, progress=progress) for suite in suites}
     report = {"checkpoint": checkpoint, "settings": asdict(settings), "size": size, "grid": list(grid),
@@ -376,8 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", required=True, choices=[*SUITES, "all"], help="t2i, t2v, i2v or all")
     p.add_argument("--out", default="runs/eval", help="output directory URI (default runs/eval)")
     p.add_argument("--num", type=int, default=d.num, help=f"held-out prompts per suite (default {d.num})")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"unmasking steps per latent frame ({d.steps})")
-    p.add_argument("--cfg", type=float, default=d.cfg, help=f"guidance scale (default {d.cfg})")
+    p.add_argument("--steps", type=int, default=None,
+                   help="unmasking steps per latent frame (default: the checkpoint's sampling.steps, else 16)")
+    p.add_argument("--cfg", type=float, default=None,
+                   help="guidance scale (default: the checkpoint's sampling.cfg_scale, else 3)")
     p.add_argument("--seed", type=int, default=d.seed, help="prompt-set and sampling seed (default 0)")
     p.add_argument("--size", type=int, default=None, help="frame side in pixels (default: checkpoint's or 64)")
     p.add_argument("--fps", type=int, default=d.fps, help=f"video fps token (default {d.fps})")
@@ -385,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=None, help="latent frames per video (default from fps, duration)")
     p.add_argument("--batch", type=int, default=d.batch, help=f"prompts per sampler batch (default {d.batch})")
     p.add_argument("--history-ratio", type=float, default=d.history_ratio, help="history mask ratio (0.7; 0 = off)")
-    p.add_argument("--temperature", type=float, default=d.temperature, help="logit temperature (default 1)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="logit temperature (default: the checkpoint's sampling.temperature, else 1)")
     p.add_argument("--top-k", type=int, default=None, help="sample among the top-k codes only")
     p.add_argument("--upstream-tau-decay", action="store_true",
                    help="upstream's exact Gumbel tau: decayed before each step's confidence, never reset")

@@ -188,12 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=int, help="video duration token in seconds (default 2; t2i: 1)")
     p.add_argument("--width", type=int, default=None, help="pixels (default: checkpoint 'resolution' or 64)")
     p.add_argument("--height", type=int, default=None, help="pixels (default: checkpoint 'resolution' or 64)")
-    p.add_argument("--steps", type=int, default=50, help="unmasking steps per latent frame (default 50)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="unmasking steps per latent frame (default: the checkpoint's sampling.steps, else 50)")
     p.add_argument("--cfg", type=float, default=None,
-                   help="guidance scale (default 15 video / 16 image as upstream; small models prefer 2-5)")
+                   help="guidance scale (default: the checkpoint's sampling.cfg_scale, else 15 video / 16 image "
+                        "as upstream; small models prefer 2-5)")
     p.add_argument("--no-cfg", action="store_true", help="conditional branch only (no unconditional pass)")
     p.add_argument("--seed", type=int, default=0, help="random seed (prompt i uses seed + i)")
-    p.add_argument("--temperature", type=float, default=1.0, help="logit temperature (default 1)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="logit temperature (default: the checkpoint's sampling.temperature, else 1)")
     p.add_argument("--top-k", type=int, default=None, help="sample among the top-k codes only")
     p.add_argument("--gumbel-tau", type=float, default=1.0, help="confidence noise temperature (default 1)")
     p.add_argument("--upstream-tau-decay", action="store_true",
@@ -264,11 +267,22 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(str(e)) from None
 
 
-def sampler_config(args: argparse.Namespace) -> SamplerConfig:
+def checkpoint_default(meta: dict, key: str, fallback):
+    """A sampler default from a checkpoint's config.json ``sampling`` entry (written by pre-training's
+    ``sampling`` section), else ``fallback``."""
+    value = (meta.get("sampling") or {}).get(key)
+    return fallback if value is None else value
+
+
+def sampler_config(args: argparse.Namespace, meta: dict | None = None) -> SamplerConfig:
+    """The flags, with unset steps / CFG / temperature from the checkpoint's ``sampling`` entry."""
     from lumos.sampler import SamplerConfig
 
-    return SamplerConfig(steps=args.steps, cfg_scale=args.cfg, use_cfg=not args.no_cfg,
-                         temperature=args.temperature, top_k=args.top_k, gumbel_tau=args.gumbel_tau,
+    meta = meta or {}
+    return SamplerConfig(steps=args.steps or checkpoint_default(meta, "steps", 50),
+                         cfg_scale=args.cfg if args.cfg is not None else checkpoint_default(meta, "cfg_scale", None),
+                         use_cfg=not args.no_cfg,
+                         temperature=args.temperature or checkpoint_default(meta, "temperature", 1.0), top_k=args.top_k, gumbel_tau=args.gumbel_tau,
                          upstream_tau_decay=args.upstream_tau_decay, history_ratio=args.history_ratio,
                          history_mode=args.history_mode, mask_given_frames=args.mask_given_frames,
                          use_kv_cache=not args.no_kv_cache)
@@ -302,7 +316,7 @@ def run(args: argparse.Namespace) -> list[str]:
     prompts = [encode_prompt(gen.text_tokenizer, gen.layout, p, plan, gen.spatial) for p in args.prompt]
     generators = [torch.Generator(gen.device).manual_seed(args.seed + i) for i in range(len(prompts))]
     t0 = time.perf_counter()
-    res = generate(gen.model, prompts, plan, sampler_config(args), given_codes=given, generator=generators,
+    res = generate(gen.model, prompts, plan, sampler_config(args, gen.meta), given_codes=given, generator=generators,
                    progress=not args.quiet)
     seconds = time.perf_counter() - t0
     paths = output_paths(args.out, len(prompts))

@@ -272,6 +272,27 @@ class FaultSection:
 
 
 @dataclass(kw_only=True)
+class SamplingSection:
+    """Sampler defaults recorded in the checkpoint (``config.json`` ``sampling``): ``workflows.generate``,
+    ``workflows.eval`` and ``workflows.serve`` use them where a flag or a request leaves them out (``None`` = the
+    tool's own default)."""
+
+    steps: int | None = None
+    cfg_scale: float | None = None
+    temperature: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError("sampling.steps must be >= 1")
+        if self.temperature is not None and self.temperature <= 0:
+            raise ConfigError("sampling.temperature must be > 0")
+
+    def to_meta(self) -> dict:
+        """The non-default entries, for config.json."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(kw_only=True)
 class StageSection:
     """One stage of a curriculum (:mod:`workflows.curriculum`): the recipe with these dotted overrides."""
 
@@ -298,6 +319,7 @@ class PretrainConfig:
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     fault: FaultSection = field(default_factory=FaultSection)
+    sampling: SamplingSection = field(default_factory=SamplingSection)
     stages: list[StageSection] = field(default_factory=list)
     """A curriculum (:mod:`workflows.curriculum`): stages run in order, each the recipe with its overrides, each
     starting from the previous stage's weights. Empty = one run of this config."""
@@ -331,5 +353,5 @@ def load_pretrain_config(path: str | None, overrides: list[str] | None = None) -
 
 
 __all__ = ["RUNTIME_MODEL_FIELDS", "CheckpointSection", "DataSection", "EngineSection", "FaultSection",
-           "MetricsSection", "ModelSection", "OptimSection", "PretrainConfig", "RaySection", "StageSection",
+           "MetricsSection", "ModelSection", "OptimSection", "PretrainConfig", "RaySection", "SamplingSection", "StageSection",
            "load_pretrain_config"]

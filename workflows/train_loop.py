@@ -211,6 +211,8 @@ def write_consolidated(out_dir: str, model, model_cfg, cfg: PretrainConfig, stat
     from lumos.checkpoint import save_checkpoint as save_model
 
     extra = {"text_tokenizer": cfg.data.text_tokenizer, "train": state.to_dict(), "video_tokenizer": None}
+    if cfg.sampling.to_meta():
+        extra["sampling"] = cfg.sampling.to_meta()
     if cfg.data.text_tokenizer:  # a copy inside the checkpoint, so it loads anywhere
         storage.write_text(os.path.join(out_dir, TEXT_TOKENIZER_FILE), storage.read_text(cfg.data.text_tokenizer))
         extra.update(text_tokenizer=TEXT_TOKENIZER_FILE, text_tokenizer_source=cfg.data.text_tokenizer)

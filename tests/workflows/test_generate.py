@@ -176,3 +176,22 @@ def test_sampler_flags_reach_the_sampler_config():
     assert not default.upstream_tau_decay and not default.mask_given_frames  # upstream's I2V, our tau reset
     cfg = sampler_config(build_parser().parse_args([*base, "--upstream-tau-decay", "--mask-given-frames"]))
     assert cfg.upstream_tau_decay and cfg.mask_given_frames
+
+
+def test_unset_sampler_flags_come_from_the_checkpoint_then_the_builtin_defaults():
+    from workflows.eval import EvalSettings
+    from workflows.generate import build_parser, sampler_config
+
+    base = ["--checkpoint", "c", "--prompt", "p", "--out", "x.gif"]
+    meta = {"sampling": {"steps": 12, "cfg_scale": 2.5, "temperature": 0.8}}
+    cfg = sampler_config(build_parser().parse_args(base), meta)
+    assert (cfg.steps, cfg.cfg_scale, cfg.temperature) == (12, 2.5, 0.8)
+    cfg = sampler_config(build_parser().parse_args([*base, "--steps", "4", "--cfg", "6", "--temperature", "1.5"]), meta)
+    assert (cfg.steps, cfg.cfg_scale, cfg.temperature) == (4, 6.0, 1.5)  # flags win
+    cfg = sampler_config(build_parser().parse_args(base), {})
+    assert (cfg.steps, cfg.temperature) == (50, 1.0)  # no checkpoint entry: upstream's defaults
+
+    s = EvalSettings().resolved(meta)
+    assert (s.steps, s.cfg, s.temperature) == (12, 2.5, 0.8)
+    s = EvalSettings(steps=3).resolved({})
+    assert (s.steps, s.cfg, s.temperature) == (3, 3.0, 1.0)

@@ -68,10 +68,10 @@ class Defaults:
 
     frames: int | None = None
     """Latent frames of t2v/i2v; ``None`` = the sampler's default for 12 fps × 2 s (7)."""
-    steps: int = 50
-    """Unmasking steps per latent frame (upstream: 50)."""
+    steps: int | None = None
+    """Unmasking steps per latent frame; ``None`` = the checkpoint's ``sampling.steps``, else 50 (upstream)."""
     cfg_scale: float | None = None
-    """Guidance scale; ``None`` = upstream's (15 video, 16 image)."""
+    """Guidance scale; ``None`` = the checkpoint's ``sampling.cfg_scale``, else upstream's (15 video, 16 image)."""
     width: int | None = None
     """Output width; ``None`` = the checkpoint's ``resolution`` entry, else 64."""
     height: int | None = None

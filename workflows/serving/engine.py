@@ -17,7 +17,7 @@ import base64
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from lumos.config import PRESETS, ModelConfig
 from lumos.flops import num_params
 from lumos.media import encode_video
 from lumos.sampler import SamplerConfig, SamplingStopped, VideoPlan, encode_prompt, generate, plan_video
-from workflows.generate import GenerationBundle, load_generator
+from workflows.generate import GenerationBundle, checkpoint_default, load_generator
 from workflows.serving.jobs import Job, JobResult
 
 log = logging.getLogger("workflows.serve")
@@ -58,6 +58,8 @@ class ModelInfo:
     max_seq_len: int
     max_number: int
     """Largest fps / duration the vocabulary's number tokens can say."""
+    sampling: dict = field(default_factory=dict)
+    """The checkpoint's sampler defaults (config.json ``sampling``: steps, cfg_scale, temperature)."""
 
 
 def preset_name(cfg: ModelConfig) -> str:
@@ -87,7 +89,7 @@ def model_info(checkpoint: str) -> ModelInfo:
                      layout=layout.name, codebook_size=cfg.codebook_size,
                      spatial=cfg.spatial_compression, size_unit=unit,
                      resolution=(int(res[0]), int(res[1])), max_seq_len=cfg.max_seq_len,
-                     max_number=int(layout.num_max))
+                     max_number=int(layout.num_max), sampling=dict(meta.get("sampling") or {}))
 
 
 def png_base64(frame: np.ndarray) -> str:
@@ -172,7 +174,9 @@ class SamplerEngine:
             if on_frame is not None:
                 on_frame(f, codes)
 
-        res = generate(gen.model, prompts, plan, SamplerConfig(steps=first.steps, cfg_scale=first.cfg_scale),
+        res = generate(gen.model, prompts, plan, SamplerConfig(steps=first.steps, cfg_scale=first.cfg_scale,
+                                                                 temperature=checkpoint_default(gen.meta, "temperature",
+                                                                                                1.0)),
                        given_codes=given, generator=generators, on_frame=frame_done, should_stop=should_stop)
         with torch.inference_mode():
             frames = gen.video_tokenizer.decode(res.codes)  # (B, N, H, W, 3) uint8
