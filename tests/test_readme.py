@@ -116,6 +116,12 @@ def check_synth(argv):
     synth.validate(argparse_ok(synth.parse_args, argv))
 
 
+def check_shapes(argv):
+    from tokenize_jobs import shapes
+
+    shapes.validate(argparse_ok(shapes.build_parser().parse_args, argv))
+
+
 def check_video(argv):
     from tokenize_jobs import video
 
@@ -141,9 +147,13 @@ def check_train_tokenizer(argv):
 def check_generate(argv):
     from unittest import mock
 
+    from lumos.checkpoint import checkpoint_uri, named_checkpoints
     from workflows import generate
 
     args = argparse_ok(generate.build_parser().parse_args, argv)
+    if "/" not in args.checkpoint and ":" not in args.checkpoint:  # a committed checkpoint by name
+        assert args.checkpoint in named_checkpoints(), f"no committed checkpoint named {args.checkpoint!r}"
+        assert Path(checkpoint_uri(args.checkpoint), "model.safetensors").is_file()
     with mock.patch.object(generate.storage, "exists", return_value=True):  # --image files are the user's
         generate.check_args(args)
 
@@ -191,7 +201,8 @@ def check_demo(argv):
     argparse_ok(demo.parse_args, argv)
 
 
-MODULES = {"tokenize_jobs.synth": check_synth, "tokenize_jobs.video": check_video, "workflows.pretrain": check_pretrain,
+MODULES = {"tokenize_jobs.synth": check_synth, "tokenize_jobs.shapes": check_shapes,
+           "tokenize_jobs.video": check_video, "workflows.pretrain": check_pretrain,
            "workflows.train_tokenizer": check_train_tokenizer, "workflows.generate": check_generate,
            "workflows.serve": check_serve, "workflows.eval": check_eval, "workflows.convert_hf": check_convert,
            "workflows.ablate": check_ablate, "workflows.bench_sets": check_bench_sets, "workflows.demo": check_demo}

@@ -244,7 +244,7 @@ def evaluate_suite(bundle: GenerationBundle, suite: str, settings: EvalSettings,
     items = prompt_set(suite, settings.num, settings.seed, seconds=float(settings.duration))
     videos = generate_suite(bundle, suite, items, settings, history_ratio, progress)
     rows = score_media(suite, videos, items)
-    result = {"n": len(items), "scores": aggregate(suite, rows),
+    result = {"n": len(items), "scores": aggregate(suite, rows), "ci95": bootstrap_ci(suite, rows),
               "items": [{"index": it.index, "prompt": it.prompt, "num_objects": it.num_objects, "scores": r}
                         for it, r in zip(items, rows)],
               "videos": videos, "reference_videos": {}}
@@ -284,15 +284,33 @@ def contact_sheet(suite: str, videos: np.ndarray, truth: np.ndarray | None, scal
     return Image.fromarray(sheet).resize((sheet.shape[1] * scale, sheet.shape[0] * scale), Image.NEAREST)
 
 
+def bootstrap_ci(suite: str, rows: list[dict[str, float]], resamples: int = 1000,
+                 seed: int = 0) -> dict[str, list[float]]:
+    """95 % percentile-bootstrap intervals of :func:`aggregate`'s scores, resampling the prompts."""
+    if not rows:
+        return {}
+    rng = np.random.default_rng(seed)
+    draws = [aggregate(suite, [rows[i] for i in rng.integers(0, len(rows), len(rows))]) for _ in range(resamples)]
+    out = {}
+    for key in aggregate(suite, rows):
+        vals = np.array([d.get(key, np.nan) for d in draws], dtype=float)
+        vals = vals[np.isfinite(vals)]
+        if vals.size:
+            out[key] = [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))]
+    return out
+
+
 def suite_table(suite: str, res: dict) -> str:
-    """Markdown table: one row per metric, columns model + references."""
+    """Markdown table: one row per metric, columns model (with its 95 % interval) + references."""
     refs = res.get("references", {})
     kinds = [k for k in REFERENCE_KINDS if k in refs]
-    head = "| metric | model | " + " | ".join(kinds) + " |\n|---|---|" + "---|" * len(kinds) + "\n"
+    ci = res.get("ci95", {})
+    head = "| metric | model [95 % CI] | " + " | ".join(kinds) + " |\n|---|---|" + "---|" * len(kinds) + "\n"
     lines = []
     for key, value in res["scores"].items():
         cells = [f"{refs[k].get(key, float('nan')):.3f}" for k in kinds]
-        lines.append(f"| {key} | **{value:.3f}** | " + " | ".join(cells) + " |")
+        interval = f" [{ci[key][0]:.2f}, {ci[key][1]:.2f}]" if key in ci else ""
+        lines.append(f"| {key} | **{value:.3f}**{interval} | " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
 
 

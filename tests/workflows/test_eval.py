@@ -207,7 +207,7 @@ def test_cli_end_to_end_writes_json_markdown_and_contact_sheets(checkpoint, tmp_
         w, h = Image.open(sheet).size
         assert w > 64 and h > 32
     md = (out / "eval.md").read_text()
-    assert md.count("| metric | model | ground_truth | tokenizer | chance | noise |") == 3
+    assert md.count("| metric | model [95 % CI] | ground_truth | tokenizer | chance | noise |") == 3
     assert "| overall | **" in md and "| motion_direction | **" in md and md in printed
     text = doc.read_text()
     assert "<!-- eval begin -->" in text and "<!-- eval end -->" in text and "img/eval_t2i_sheet.png" in text
@@ -314,3 +314,16 @@ def test_upstream_tau_decay_flag_reaches_the_sampler_config():
     assert not settings_from_args(build_parser().parse_args(base)).sampler("t2v").upstream_tau_decay
     settings = settings_from_args(build_parser().parse_args([*base, "--upstream-tau-decay"]))
     assert settings.sampler("t2v").upstream_tau_decay and settings.sampler("i2v").upstream_tau_decay
+
+
+def test_bootstrap_interval_brackets_the_score():
+    from workflows.eval import aggregate, bootstrap_ci
+
+    rows = [{"motion_direction": float(i % 2), "subject_consistency": 1.0, "background_stability": 0.5}
+            for i in range(48)]
+    ci = bootstrap_ci("i2v", rows)
+    lo, hi = ci["motion_direction"]
+    assert lo < aggregate("i2v", rows)["motion_direction"] == 0.5 < hi and hi - lo < 0.35
+    assert ci["subject_consistency"] == [1.0, 1.0]
+    t2i = [{"single_object": 1.0, "colors": 0.0, "counting": 1.0, "position": 1.0} for _ in range(10)]
+    assert bootstrap_ci("t2i", t2i)["overall"] == [0.75, 0.75]
