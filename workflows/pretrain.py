@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="dotted config overrides")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and DeepSpeed config, "
                                                                "then exit")
+    p.add_argument("--plan", action="store_true", help="print the planned memory per GPU (DeepSpeed's estimators + "
+                                                       "activations; python -m workflows.plan has more options), "
+                                                       "then exit")
     return p.parse_args(argv)
 
 
@@ -240,6 +243,10 @@ def _run_claimed(cfg: PretrainConfig, manifest: dict, tokenizer: str | None, run
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parse_args(argv)
+    if args.plan:
+        from workflows import plan
+
+        return plan.main(["--config", args.config, *args.overrides])
     try:
         cfg = load_pretrain_config(args.config, args.overrides)
         if args.print_config:
