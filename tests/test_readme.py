@@ -1,6 +1,7 @@
-"""Every shell command in README.md is exercised (litgpt / vector-quantize-pytorch ``test_readme`` in spirit).
+"""Every shell command in README.md and the docs/ pages is exercised (litgpt / vector-quantize-pytorch ``test_readme``
+in spirit).
 
-Each ```bash block (```sh blocks: other projects' tools, of which only our own ``python -m`` modules are checked) runs in bash with shims in place of every program (``python``, ``ray``, ``curl``, ``make``, ...):
+Each ```bash block of README.md and of every docs/*.md page that has one (```sh blocks: other projects' tools, of which only our own ``python -m`` modules are checked) runs in bash with shims in place of every program (``python``, ``ray``, ``curl``, ``make``, ...):
 bash does the quoting, line continuations, ``export`` and ``$VAR`` expansion, and the shims only record the final
 argv (``cluster/submit.sh`` runs for real with ``--dry-run`` and its ``ray job submit`` line is recorded). A program
 without a shim fails the test, so a new kind of command needs a check here. Then every recorded command is checked
@@ -30,6 +31,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+# README.md and every docs/ page with ```bash blocks: the same checks run over each of them
+PAGES = [README, *sorted(p for p in (REPO / "docs").glob("*.md") if "```bash\n" in p.read_text())]
 SHIMS = ("python", "ray", "serve", "make", "curl", "pip", "hf", "tensorboard", "base64", "source")
 PRELUDE = r"""
 rec() { { printf '%s\0' "$@"; printf '\036\0'; } >> "$README_LOG"; }
@@ -49,13 +52,15 @@ REPO_DIRS = ("workflows/", "cluster/", "tokenize_jobs/", "lumos/", "bench/", "do
 
 @dataclass
 class Command:
-    """One recorded command: the README line of its block and its argv after bash expansion."""
+    """One recorded command: the page (README.md or docs/*.md) and line of its block, and its argv after bash
+    expansion."""
 
     line: int
     argv: list[str]
+    page: str = "README.md"
 
     def __str__(self) -> str:
-        return f"README.md:{self.line}: {shlex.join(self.argv)}"
+        return f"{self.page}:{self.line}: {shlex.join(self.argv)}"
 
 
 def shell_blocks(text: str, lang: str = "bash") -> list[tuple[int, str]]:
@@ -83,19 +88,33 @@ def record_block(body: str, log: Path, home: Path, strict: bool = True) -> list[
     return out
 
 
-@pytest.fixture(scope="module")
-def commands(tmp_path_factory) -> list[Command]:
-    tmp = tmp_path_factory.mktemp("readme")
-    found = []
-    text = README.read_text()
+def page_name(page: Path) -> str:
+    return str(page.relative_to(REPO))
+
+
+def page_commands(page: Path, tmp: Path) -> list[Command]:
+    """The recorded commands of one page's ```bash blocks (and our own modules in its ```sh blocks)."""
+    found, name, text = [], page_name(page), page.read_text()
     for line, body in shell_blocks(text):
         recorded = record_block(body, tmp / "log", tmp)
-        assert recorded, f"README.md:{line}: a bash block without commands"
-        found += [Command(line, argv) for argv in recorded]
+        assert recorded, f"{name}:{line}: a bash block without commands"
+        found += [Command(line, argv, name) for argv in recorded]
     for line, body in shell_blocks(text, "sh"):  # other projects' tools: only our own modules are checked
-        found += [Command(line, argv) for argv in record_block(body, tmp / "log", tmp, strict=False)
+        found += [Command(line, argv, name) for argv in record_block(body, tmp / "log", tmp, strict=False)
                   if argv[:2] == ["python", "-m"] and argv[2].startswith(OUR_PACKAGES)]
     return found
+
+
+@pytest.fixture(scope="module")
+def commands_by_page(tmp_path_factory) -> dict[str, list[Command]]:
+    tmp = tmp_path_factory.mktemp("readme")
+    return {page_name(p): page_commands(p, tmp) for p in PAGES}
+
+
+@pytest.fixture(scope="module")
+def commands(commands_by_page) -> list[Command]:
+    """Every page's commands: the tests that look a command up by what it does find it on whichever page it is."""
+    return [c for found in commands_by_page.values() for c in found]
 
 
 # ---- checks without side effects ---------------------------------------------------------------------------------
@@ -346,7 +365,8 @@ def check_hf(argv: list[str]) -> None:
             positional.append(argv[i])
             i += 1
     repo_id, files = positional[0], positional[1:]
-    assert f"https://huggingface.co/{repo_id}" in README.read_text(), f"{repo_id} is not a repo linked in the README"
+    assert any(f"https://huggingface.co/{repo_id}" in p.read_text() for p in PAGES), (
+        f"{repo_id} is not a repo linked in the README or the docs")
     assert not (files and "--include" in options), (
         f"hf download ignores --include when file names are given ({files}): repeat --include per pattern")
 
@@ -398,10 +418,17 @@ def test_readme_has_shell_commands(commands):
     assert {"python", "ray", "make", "curl"} <= progs and len(commands) > 40
 
 
-def test_every_readme_command_checks_out(commands, monkeypatch):
-    monkeypatch.chdir(REPO)  # README commands run from the repo root
+def test_every_page_has_shell_commands(commands_by_page):
+    assert "README.md" in commands_by_page and len(commands_by_page) > 1
+    empty = [page for page, found in commands_by_page.items() if not found]
+    assert not empty, empty
+
+
+@pytest.mark.parametrize("page", [page_name(p) for p in PAGES])
+def test_every_readme_command_checks_out(page, commands_by_page, monkeypatch):
+    monkeypatch.chdir(REPO)  # README and docs commands run from the repo root
     failures = []
-    for c in commands:
+    for c in commands_by_page[page]:
         try:
             check_command(list(c.argv))
         except Exception as e:  # report every bad command at once
@@ -409,10 +436,23 @@ def test_every_readme_command_checks_out(commands, monkeypatch):
     assert not failures, "\n".join(failures)
 
 
-def test_readme_links_point_at_files():
-    text = README.read_text()
-    links = re.findall(r"\]\((?!https?://|#)([^)\s]+)\)", text) + re.findall(r'<img src="([^"]+)"', text)
-    missing = [link for link in links if not (REPO / link.split("#")[0]).exists()]
+def anchors(text: str) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces to dashes."""
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.*)$", text, re.M)}
+
+
+@pytest.mark.parametrize("page", [page_name(p) for p in PAGES])
+def test_readme_links_point_at_files(page):
+    """Relative links (to files, and to headings of pages here) resolve from the page's own folder."""
+    path = REPO / page
+    text = path.read_text()
+    links = re.findall(r"\]\((?!https?://)([^)\s]+)\)", text) + re.findall(r'<img src="([^"]+)"', text)
+    missing = []
+    for link in links:
+        target, _, anchor = link.partition("#")
+        target = (path.parent / target).resolve() if target else path
+        if not target.exists() or (anchor and target.suffix == ".md" and anchor not in anchors(target.read_text())):
+            missing.append(link)
     assert links and not missing, missing
 
 
@@ -429,7 +469,7 @@ def test_readme_commands_fail_loudly_on_a_broken_line(tmp_path):
 # ---- commands that run for real ----------------------------------------------------------------------------------
 
 def readme_modules() -> list[str]:
-    return sorted(set(re.findall(r"python -m ((?:workflows|tokenize_jobs)\.\w+)", README.read_text())))
+    return sorted(set(re.findall(r"python -m ((?:workflows|tokenize_jobs)\.\w+)", "".join(p.read_text() for p in PAGES))))
 
 
 @pytest.mark.parametrize("module", readme_modules())

@@ -7,7 +7,7 @@ checkpoint directory (DESIGN §4.5), so that generate / serve / fine-tuning use 
         --text-tokenizer Lumos-1/tokenizer/text_tokenizer.json \\
         --out s3://bucket/lumos/3b-384p
 
-Every path may be local or ``s3://`` (standard AWS environment). See README "Released weights".
+Every path may be local or ``s3://`` (standard AWS environment). See docs/model.md, "Released weights".
 """
 
 from __future__ import annotations

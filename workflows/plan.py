@@ -332,7 +332,7 @@ def _gib(x: int) -> str:
 
 
 def table_rows(plans: list[Plan]) -> list[tuple[str, list[str]]]:
-    """The printed table: ``(row label, one cell per plan)``; the README's table is this table."""
+    """The printed table: ``(row label, one cell per plan)``; the table in docs/pretrain.md is this table."""
 
     def row(label, fn):
         return label, [fn(p) for p in plans]
@@ -373,7 +373,7 @@ def render_text(plans: list[Plan]) -> str:
 
 
 def render_markdown(plans: list[Plan]) -> str:
-    """A Markdown table, one column per recipe (what the README holds)."""
+    """A Markdown table, one column per recipe (what docs/pretrain.md holds)."""
     head = "| per GPU | " + " | ".join(f"`{Path(p.recipe).name}`" for p in plans) + " |"
     sep = "|---|" + "---|" * len(plans)
     body = []
@@ -402,7 +402,7 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
                    help="bucket family of the shards (tokenizer job's --target-size; 352 = 256p, 528 = 384p)")
     p.add_argument("--overhead-gib", type=float, default=DEFAULT_OVERHEAD_GIB,
                    help="allowance for CUDA context, NCCL buffers and fragmentation (default 4)")
-    p.add_argument("--markdown", action="store_true", help="print a Markdown table (the README's)")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table (the one in docs/pretrain.md)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the plans as JSON")
 
 

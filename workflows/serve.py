@@ -19,7 +19,7 @@ Launch recipes::
 The app: a FastAPI ingress (auth, validation before any work, a bounded number of requests in flight, timeouts)
 in front of a sampler deployment that loads the checkpoint once per replica (a GPU each when the cluster has
 GPUs), batches compatible requests with ``@serve.batch`` (per-row seeds: a batched request equals the same
-request alone) and autoscales on ongoing requests. Details: ``workflows/serving/``; API: README "HTTP API".
+request alone) and autoscales on ongoing requests. Details: ``workflows/serving/``; API: docs/serve.md.
 Bad arguments exit with status 2 and one line.
 """
 

@@ -1,5 +1,5 @@
 """workflows.plan: the 48-GPU recipes' memory per GPU from DeepSpeed's estimators (meta-device model, no GPU, no Ray),
-the README's table is the planner's output, and bad input is one line."""
+the table in docs/pretrain.md is the planner's output, and bad input is one line."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ def plans() -> list[planner.Plan]:
 
 
 def readme_table() -> list[list[str]]:
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "pretrain.md").read_text()
     m = re.search(r"<!-- plan-table: (.*?) -->\n(.*?)\n<!-- /plan-table -->", text, re.S)
-    assert m, "README.md has no <!-- plan-table --> block"
+    assert m, "docs/pretrain.md has no <!-- plan-table --> block"
     assert m.group(1).split() == ["python", "-m", "workflows.plan", "--markdown",
                                   *[a for r in RECIPES for a in ("--config", r)]]
     rows = [line for line in m.group(2).splitlines() if line.startswith("|")]
