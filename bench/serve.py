@@ -118,10 +118,12 @@ def main() -> int:
     import ray
     from ray import serve
 
+    from tokenize_jobs.ray_runtime import start_ray
+
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = build_checkpoint(Path(tmp), args.preset, args.size)
-        ray.init(num_cpus=4, include_dashboard=False, object_store_memory=300 * 1024 * 1024,
-                 logging_level="warning", log_to_driver=False)
+        start_ray(num_cpus=4, include_dashboard=False, object_store_memory=300 * 1024 * 1024,
+                  logging_level="warning", log_to_driver=False)
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         runs = []

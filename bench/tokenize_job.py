@@ -264,21 +264,12 @@ def tree_pss(proc) -> int:
     return total
 
 
-def start_ray(tries: int = 10) -> None:
+def start_ray() -> None:
     """One local Ray for both job runs, started here so that it is part of this process tree (memory sampling);
-    retried because a local Ray misses its 30 s raylet deadline on an overloaded machine."""
-    import ray
+    the shared helper retries a start that misses the raylet deadline on an overloaded machine."""
+    from tokenize_jobs.ray_runtime import start_ray as start
 
-    for i in range(tries):
-        try:
-            ray.init(log_to_driver=False)
-            return
-        except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception for the start-up deadline
-            ray.shutdown()
-            if i == tries - 1:
-                raise
-            print(f"local Ray did not start ({str(e)[:80]}); retrying in 30 s", file=sys.stderr)
-            time.sleep(30)
+    start(log_to_driver=False)
 
 
 def run_job(manifest: Path, out: Path, job_args: list[str]) -> dict:

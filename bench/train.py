@@ -142,14 +142,15 @@ def main() -> None:
     args = parse_args()
     import ray
 
+    from tokenize_jobs.ray_runtime import DEEPSPEED_ENV, start_ray
     from workflows.run_metrics import measure_matmul_peak
 
     stages = [int(s) for s in args.variants.split(",") if s]
     root = tempfile.mkdtemp(prefix="lumos-bench-train-")
     shards = make_shards(root, args.clips)
     peak = measure_matmul_peak(threads=2, seconds=2.0)
-    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=600 * 2**20,
-             runtime_env={"env_vars": {k: os.environ[k] for k in ("DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR")}})
+    start_ray(num_cpus=4, include_dashboard=False, object_store_memory=600 * 2**20,
+              env_vars={k: os.environ[k] for k in DEEPSPEED_ENV})
     points = []
     total = args.warmup + args.steps
     for r in range(args.rounds):

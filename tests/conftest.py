@@ -142,11 +142,9 @@ def ray_local(s3_server):
 
     Depends on ``s3_server`` so that Ray's workers inherit the moto S3 environment.
     """
-    import ray
+    from tokenize_jobs.ray_runtime import start_ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, object_store_memory=600 * 1024 * 1024,
-                 runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu",
-                                           "TORCH_EXTENSIONS_DIR": os.environ["TORCH_EXTENSIONS_DIR"]}})
+    ray = start_ray(num_cpus=4, include_dashboard=False, object_store_memory=600 * 1024 * 1024,
+                    env_vars={"DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": os.environ["TORCH_EXTENSIONS_DIR"]})
     yield ray
     ray.shutdown()

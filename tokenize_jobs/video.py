@@ -150,11 +150,9 @@ def tokenizer_info(uri: str, layout_name: str, patch: int, text_tokenizer: str |
 
 def init_ray():
     """Connect to the cluster (``RAY_ADDRESS``/``ray job submit``) or start a local one; reuse an existing one."""
-    import ray
+    from tokenize_jobs.ray_runtime import start_ray
 
-    if not ray.is_initialized():
-        ray.init(log_to_driver=True)
-    return ray
+    return start_ray(log_to_driver=True)
 
 
 def pool_sizes(args: argparse.Namespace, cpus: float, gpus: int) -> dict:

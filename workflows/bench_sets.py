@@ -185,11 +185,12 @@ def run(s: BenchSettings, records: list[dict], workers: int, cpus: float) -> dic
     import ray
     from tqdm.auto import tqdm
 
+    from tokenize_jobs.ray_runtime import start_ray
+
     # By module name: when this file runs as __main__, the function then still pickles by reference.
     from workflows.bench_sets import run_shard as shard_fn
 
-    if not ray.is_initialized():
-        ray.init(log_to_driver=True)
+    start_ray(log_to_driver=True)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=1)(shard_fn)
     pending = [task.remote(asdict(s), shard) for shard in shards(records, workers)]

@@ -89,21 +89,13 @@ def init_ray():
     cluster named by ``RAY_ADDRESS``; DeepSpeed on CPU in the workers."""
     import ray
 
+    from tokenize_jobs.ray_runtime import deepspeed_env, start_ray
+
     if not ray.is_initialized():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
         os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
-        env = {k: os.environ[k] for k in ("DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR")}
-        local = {} if os.environ.get("RAY_ADDRESS") else {"include_dashboard": False,
-                                                          "object_store_memory": 768 * 1024**2}
-        for attempt in range(3):  # a raylet can miss its start-up deadline on a saturated machine
-            try:
-                ray.init(log_to_driver=True, runtime_env={"env_vars": env}, **local)
-                break
-            except Exception as e:  # Ray raises bare Exceptions for start-up timeouts
-                ray.shutdown()
-                if attempt == 2:
-                    raise RuntimeError(f"could not start or join Ray: {str(e).splitlines()[0] or e!r}") from e
-                log.warning("Ray did not start (%s); retrying", str(e).splitlines()[0])
+        start_ray(log_to_driver=True, env_vars=deepspeed_env(),
+                  local={"include_dashboard": False, "object_store_memory": 768 * 1024**2})
     return ray
 
 
@@ -543,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out).resolve()
     t0 = time.time()
+    ray_was_up = "ray" in sys.modules and sys.modules["ray"].is_initialized()
     try:
         records = run_demo(args)
     except KeyboardInterrupt:
@@ -552,6 +545,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr)
         return 1
+    if not ray_was_up and "ray" in sys.modules:  # the Ray this run started: its workers' last log lines print
+        sys.modules["ray"].shutdown()            # now, not after the summary
+    sys.stderr.flush()
     summary = {"out": str(out), "seconds": round(time.time() - t0, 1), "quick": args.quick,
                "stages": [asdict(r) for r in records], "checkpoint": str(out / "final")}
     write_json_atomic(out / "summary.json", summary)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass
 
@@ -105,15 +104,10 @@ def resolve_tokenizer(cfg: PretrainConfig, manifest: dict) -> str | None:
 
 def init_ray(cfg: PretrainConfig) -> None:
     """Join ``ray.address`` or start a local Ray (unless this process already did)."""
-    import ray
+    from tokenize_jobs.ray_runtime import deepspeed_env, start_ray
 
-    if ray.is_initialized():
-        return
-    env = {k: os.environ[k] for k in ("DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR") if k in os.environ}
-    if not cfg.ray.use_gpu:
-        env.setdefault("DS_ACCELERATOR", "cpu")
-    ray.init(address=cfg.ray.address, include_dashboard=False, runtime_env={"env_vars": env},
-             log_to_driver=True)
+    start_ray(address=cfg.ray.address, include_dashboard=False, env_vars=deepspeed_env(cpu=not cfg.ray.use_gpu),
+              log_to_driver=True)
 
 
 def trainer_class():

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import time
@@ -110,13 +109,12 @@ def config_from_cli(args: argparse.Namespace) -> ServeConfig:
 
 def start(cfg: ServeConfig):
     """Start (or join) Ray, start Serve's HTTP proxy on cfg.host:cfg.port and deploy the app; returns its handle."""
-    import ray
     from ray import serve
 
+    from tokenize_jobs.ray_runtime import start_ray
     from workflows.serving.deployments import build_application
 
-    if not ray.is_initialized():
-        ray.init(**({} if os.environ.get("RAY_ADDRESS") else {"include_dashboard": False}))
+    start_ray(local={"include_dashboard": False})
     application = build_application(cfg)  # after ray.init: GPUs are looked up in the cluster, not on this node
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     return serve.run(application, name=cfg.app_name, route_prefix=cfg.route_prefix)

@@ -264,17 +264,14 @@ def run_ray(cfg: TrainTokenizerConfig) -> dict:
     import ray
     import ray.train
 
+    from tokenize_jobs.ray_runtime import start_ray
     from workflows.pretrain import trainer_class
 
     # Import the worker function by module name: when this file runs as __main__, cloudpickle would otherwise
     # ship it (and the config dataclasses) by value, without the module globals it needs.
     from workflows.train_tokenizer import train_loop_per_worker
 
-    if not ray.is_initialized():
-        try:
-            ray.init(address=cfg.ray.address, include_dashboard=False, log_to_driver=True)
-        except Exception as e:  # Ray raises bare Exceptions for start-up timeouts
-            raise RuntimeError(f"could not start or join Ray: {str(e).splitlines()[0] if str(e) else e!r}") from e
+    start_ray(address=cfg.ray.address, include_dashboard=False, log_to_driver=True)
     resources = {"CPU": cfg.ray.cpus_per_worker} | ({"GPU": 1} if cfg.ray.use_gpu else {})
     scaling = ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                       resources_per_worker=resources)
