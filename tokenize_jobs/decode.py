@@ -56,13 +56,6 @@ class InputError(Exception):
         return InputError, (self.stage, self.message)
 
 
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """An exception as one short line (decord/ffmpeg messages span several lines)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    text = " ".join(lines) if lines else type(exc).__name__
-    return text[:limit]
-
-
 @dataclass(frozen=True)
 class ClipSettings:
     """How clips are cut and sized. Everything that changes the pixels is part of :meth:`key`."""

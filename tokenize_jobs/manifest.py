@@ -23,6 +23,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from lumos import storage
+from tokenize_jobs.cli import one_line
 
 FORMATS = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet",
            ".pq": "parquet"}
@@ -64,11 +65,6 @@ def manifest_format(uri: str) -> str:
     return FORMATS[ext]
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] if text else type(exc).__name__
-
-
 def read_table(uri: str) -> pa.Table:
     """The manifest file as an Arrow table (``path`` and ``caption`` read as strings where present)."""
     fmt = manifest_format(uri)
@@ -84,7 +80,7 @@ def read_table(uri: str) -> pa.Table:
     except FileNotFoundError as e:
         raise ManifestError(f"--manifest {uri}: no such file") from e
     except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
-        raise ManifestError(f"--manifest {uri}: cannot read {fmt}: {_one_line(e)}") from e
+        raise ManifestError(f"--manifest {uri}: cannot read {fmt}: {one_line(e)}") from e
 
 
 def _check_columns(table: pa.Table, uri: str) -> list[str]:

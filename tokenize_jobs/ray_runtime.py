@@ -14,6 +14,8 @@ import os
 import time
 from types import ModuleType
 
+from tokenize_jobs.cli import first_line
+
 log = logging.getLogger(__name__)
 
 START_TRIES = 3
@@ -64,7 +66,7 @@ def start_ray(*, address: str | None = None, env_vars: dict[str, str] | None = N
             return ray
         except Exception as e:  # noqa: BLE001 - Ray raises bare Exceptions for start-up timeouts
             ray.shutdown()
-            first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+            first = first_line(e)
             if attempt == START_TRIES:
                 raise RuntimeError(f"could not start or join Ray: {first}") from e
             log.warning("Ray did not start (%s); retrying in %.0f s (%d/%d)", first, RETRY_WAIT_S, attempt,

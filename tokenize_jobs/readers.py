@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from lumos.buckets import choose_bucket, halving_factor
-from tokenize_jobs.decode import ClipSettings, InputError, VideoInfo, one_line
+from tokenize_jobs.cli import one_line
+from tokenize_jobs.decode import ClipSettings, InputError, VideoInfo
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 PYAV_EXTS = frozenset({".mpg", ".mpeg", ".m2v", ".vob", ".ts", ".m2ts", ".mts"})

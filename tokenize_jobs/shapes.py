@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from lumos import storage
 from lumos.shapes.world import caption_split, render_clip, sample_scene, scene_rng
+from tokenize_jobs.cli import first_line
 from tokenize_jobs.shards import (
     FORMAT,
     MANIFEST,
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         doc = run_job(args)
     except (ValueError, FileNotFoundError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
     c, r = doc["counts"], doc["last_run"]
     print(f"shapes: {c['inputs']} items ({c['still_items']} stills, {c['clip_items']} clips), {c['clips_written']} rows, "

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from lumos import storage
 from lumos.media import encode_video
 from lumos.shapes.world import SPLITS, render_clip, sample_scene, scene_rng
+from tokenize_jobs.cli import first_line
 
 log = logging.getLogger("tokenize_jobs.synth")
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = write_corpus(args)
     except (ValueError, OSError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
     log.info("wrote %d %s files and %s", args.videos, args.format, manifest)
     return 0

@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 
 from lumos.buckets import choose_bucket
-from tokenize_jobs.decode import ClipSettings, InputError, VideoInfo, choose_strategy, one_line, plan_clips
+from tokenize_jobs.cli import one_line
+from tokenize_jobs.decode import ClipSettings, InputError, VideoInfo, choose_strategy, plan_clips
 from tokenize_jobs.shards import clip_id
 from tokenize_jobs.worker import DecodeWorker
 from tokenize_jobs.writer import TOKENIZED_SCHEMA

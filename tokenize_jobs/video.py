@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from lumos import storage
 from lumos.claims import ClaimError, acquire
+from tokenize_jobs.cli import first_line
 from tokenize_jobs.decode import CLIP_POLICIES, ClipSettings
 from tokenize_jobs.manifest import Manifest, read_manifest
 from tokenize_jobs.shards import (
@@ -314,17 +315,17 @@ def setup(args: argparse.Namespace):
                              args.text_tokenizer)
         settings = job_settings(args, tok)
     except (ValueError, FileNotFoundError) as e:
-        raise JobError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+        raise JobError(first_line(e)) from e
     check_out_dir(args.out)
     try:
         claim = acquire(args.out, "tokenize_jobs.video", what="--out")
     except (ClaimError, OSError) as e:
-        raise JobError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+        raise JobError(first_line(e)) from e
     try:
         prepare_output(args.out, settings)
     except (ValueError, OSError) as e:
         claim.release()
-        raise JobError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+        raise JobError(first_line(e)) from e
     except BaseException:
         claim.release()
         raise

@@ -20,7 +20,8 @@ import time
 
 import numpy as np
 
-from tokenize_jobs.decode import ClipPlan, ClipSettings, InputError, VideoInfo, one_line
+from tokenize_jobs.cli import one_line
+from tokenize_jobs.decode import ClipPlan, ClipSettings, InputError, VideoInfo
 from tokenize_jobs.readers import open_reader, source_ext
 
 STARTUP_TIMEOUT_S = 120.0

@@ -46,8 +46,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from lumos import storage
+from tokenize_jobs.cli import OneLineParser, first_line
 from workflows.eval import EvalSettings, evaluate_suite, save_figure, update_doc_section
-from workflows.generate import OneLineParser, UsageError
+from workflows.generate import UsageError
 
 log = logging.getLogger("workflows.ablate")
 STUDIES = {"rope": ("mm", "1d", "3d", "mrope", "mm_noscale", "mm_nodist"),
@@ -668,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as e:  # a job or Ray start-up failed: one line, not a traceback
         log.debug("ablation failed", exc_info=True)
-        print(f"{parser.prog}: error: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
+        print(f"{parser.prog}: error: {first_line(e, with_type=True)}",
               file=sys.stderr)
         return 1
     print(study_markdown(report))

@@ -40,7 +40,8 @@ import time
 from dataclasses import asdict, dataclass
 
 from lumos import storage
-from workflows.generate import OneLineParser, UsageError
+from tokenize_jobs.cli import OneLineParser, first_line
+from workflows.generate import UsageError
 
 log = logging.getLogger("workflows.bench_sets")
 BENCHES = {"geneval": 4, "vbench": 5, "vbench_i2v": 5}
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             records = read_prompts(s.bench, args.prompts, args.images)[: args.limit]
         except (OSError, ValueError, KeyError) as e:
-            raise UsageError(f"--prompts {args.prompts}: {str(e).splitlines()[0] or type(e).__name__}") from None
+            raise UsageError(f"--prompts {args.prompts}: {first_line(e)}") from None
         summary = run(s, records, args.workers, args.cpus_per_worker)
     except UsageError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)

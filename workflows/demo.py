@@ -39,6 +39,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tokenize_jobs.cli import first_line
+
 log = logging.getLogger("workflows.demo")
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "workflows" / "configs"
@@ -543,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except (ValueError, RuntimeError, OSError) as e:
-        print(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr)
+        print(f"error: {first_line(e)}", file=sys.stderr)
         return 1
     if not ray_was_up and "ray" in sys.modules:  # the Ray this run started: its workers' last log lines print
         sys.modules["ray"].shutdown()            # now, not after the summary

@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lumos import storage
+from tokenize_jobs.cli import OneLineParser
 from workflows.eval_sets import SUITES, EvalItem, clip_frames, first_frames, prompt_set, reference_videos
-from workflows.generate import OneLineParser, UsageError
+from workflows.generate import UsageError
 
 if TYPE_CHECKING:
     from workflows.generate import GenerationBundle

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lumos import storage
+from tokenize_jobs.cli import OneLineParser, first_line
 
 if TYPE_CHECKING:  # torch and the model load lazily: --help and argument errors answer at once
     import torch
@@ -93,12 +94,12 @@ def load_generator(checkpoint: str, device: str | torch.device | None = None,
     try:
         model, cfg, meta = load_checkpoint(checkpoint, device)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"cannot read checkpoint {checkpoint}: {_one_line(e)}") from None
+        raise UsageError(f"cannot read checkpoint {checkpoint}: {first_line(e, with_type=True)}") from None
     uri = tokenizer_uri(checkpoint, meta, tokenizer)
     try:
         video_tok = load_video_tokenizer(uri, device)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"cannot read video tokenizer {uri}: {_one_line(e)}") from None
+        raise UsageError(f"cannot read video tokenizer {uri}: {first_line(e, with_type=True)}") from None
     if video_tok.codebook_size != cfg.codebook_size:
         raise UsageError(f"video tokenizer {uri} has {video_tok.codebook_size} codes, the model expects "
                          f"{cfg.codebook_size}")
@@ -106,13 +107,8 @@ def load_generator(checkpoint: str, device: str | torch.device | None = None,
         text_ref = meta.get("text_tokenizer")
         text_tok = load_text_tokenizer(resolve_ref(checkpoint, text_ref) if text_ref else None, model.layout)
     except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read text tokenizer of {checkpoint}: {_one_line(e)}") from None
+        raise UsageError(f"cannot read text tokenizer of {checkpoint}: {first_line(e, with_type=True)}") from None
     return GenerationBundle(model, cfg, meta, video_tok, text_tok, device)
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def latent_grid(gen: GenerationBundle, width: int, height: int) -> tuple[int, int]:
@@ -137,7 +133,7 @@ def image_codes(gen: GenerationBundle, images: list[str], width: int, height: in
         try:
             frames.append(resize_center_crop(read_image(path), (width, height)))
         except (OSError, ValueError) as e:
-            raise UsageError(f"--image {path}: {_one_line(e)}") from None
+            raise UsageError(f"--image {path}: {first_line(e, with_type=True)}") from None
     with torch.inference_mode():
         return gen.video_tokenizer.encode(np.stack(frames)).long()  # (G, h, w)
 
@@ -213,13 +209,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch CPU threads (default torch's; 1 is much faster for small models on a busy machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse with one-line errors (``<prog>: error: ...``, status 2)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def check_out(out: str) -> str | None:

@@ -58,6 +58,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tokenize_jobs.cli import first_line
 from workflows.config_io import ConfigError
 from workflows.train_config import PretrainConfig, load_pretrain_config
 
@@ -454,8 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args, args.config, args.overrides)
     except (ConfigError, PlanError, ValueError, OSError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
     return 0
 

@@ -31,6 +31,7 @@ import signal
 import sys
 import time
 
+from tokenize_jobs.cli import OneLineParser
 from workflows.serving.config import ConfigError, ServeConfig, serve_config_from_args
 
 log = logging.getLogger("workflows.serve")
@@ -56,13 +57,6 @@ def build_app(args: dict | None = None):
 
 app = build_app
 """Alias: ``workflows.serve:app`` names the same builder (DESIGN §4.2)."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse with one-line errors (``<prog>: error: ...``, status 2)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

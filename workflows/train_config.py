@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lumos.config import ARDFConfig, ModelConfig, model_preset
+from tokenize_jobs.cli import first_line
 from workflows.config_io import ConfigError, load_config
 
 STAGES = ("image", "joint")
@@ -86,7 +87,7 @@ class ModelSection:
                               "model.safetensors + config.json; convert released HF weights with "
                               "python -m workflows.convert_hf)") from None
         except (OSError, ValueError, TypeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             if "no 'model' section" in first:
                 first += " (a Hugging Face checkpoint? convert it first: python -m workflows.convert_hf)"
             raise ConfigError(f"model.init_from={uri}: {first}") from None

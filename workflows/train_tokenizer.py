@@ -48,6 +48,7 @@ from lumos.tokenizers.train import (
     train_step,
 )
 from lumos.tokenizers.video import ConvVideoTokenizer, build_video_tokenizer, save_video_tokenizer
+from tokenize_jobs.cli import first_line
 from workflows.config_io import ConfigError, build_dataclass, dump_config, load_config, to_dict
 
 log = logging.getLogger("workflows.train_tokenizer")
@@ -313,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(TrainTokenizerConfig, args.config, args.overrides + ([f"out={args.out}"] if args.out else []))
         metrics = train_tokenizer(cfg)
     except (ConfigError, ValueError, RuntimeError, OSError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
     log.info("wrote tokenizer to %s: held-out PSNR %.2f dB (from %.2f dB) after %s steps", cfg.out,
              metrics.get("heldout_psnr", float("nan")), metrics.get("initial_heldout_psnr", float("nan")),

@@ -26,6 +26,7 @@ from lumos.config import PRESETS, ModelConfig
 from lumos.flops import num_params
 from lumos.media import encode_video
 from lumos.sampler import SamplerConfig, SamplingStopped, VideoPlan, encode_prompt, generate, plan_video
+from tokenize_jobs.cli import first_line
 from workflows.generate import GenerationBundle, checkpoint_default, load_generator
 from workflows.serving.jobs import Job, JobResult
 
@@ -152,10 +153,10 @@ class SamplerEngine:
             log.info("sampler batch of %d abandoned: %s", len(jobs), e)
             return [JobResult(error=TIMEOUT_MESSAGE, status=504, rows=len(jobs)) for _ in jobs]
         except ValueError as e:
-            return [JobResult(error=_one_line(e), status=422, rows=len(jobs)) for _ in jobs]
+            return [JobResult(error=first_line(e), status=422, rows=len(jobs)) for _ in jobs]
         except Exception as e:  # one bad batch must not take the replica down
             log.exception("sampler batch of %d failed", len(jobs))
-            return [JobResult(error=f"sampler failed: {_one_line(e)}", status=500, rows=len(jobs)) for _ in jobs]
+            return [JobResult(error=f"sampler failed: {first_line(e)}", status=500, rows=len(jobs)) for _ in jobs]
         seconds = time.perf_counter() - t0
         return [JobResult(codes=codes[b], frames=frames[b], fps=plan.fps, rows=len(jobs), seconds=seconds)
                 for b in range(len(jobs))]
@@ -217,11 +218,6 @@ def _all_late(jobs: list[Job]) -> Callable[[], bool]:
         return lambda: False
     last = max(deadlines)
     return lambda: time.time() > last
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 __all__ = ["ModelInfo", "SamplerEngine", "Stopped", "TIMEOUT_MESSAGE", "model_info", "png_base64", "preset_name"]
