@@ -40,6 +40,7 @@ from lumos.config import model_preset
 from lumos.model import LumosModel
 from lumos.ntp import generate_ntp
 from lumos.sampler import SamplerConfig, encode_prompt, generate, plan_video
+from lumos.sequence import frame_length
 from lumos.tokenizers import ByteTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +165,7 @@ def bench_model(name: str, args, rates: dict) -> list[dict]:
     h = w = args.grid
     plan = plan_video("t2v", (h, w), frames=args.frames, fps=12, duration=2)
     prompts = [encode_prompt(ByteTokenizer(cfg.layout), cfg.layout, CAPTION, plan)]
-    prefix, lf, codes = len(prompts[0]) + 5, h * (w + 1) + 4, h * w
+    prefix, lf, codes = len(prompts[0]) + 5, frame_length(h, w), h * w
     # warm-up: allocator, kernels
     generate(model, prompts, plan_video("t2v", (4, 4), frames=2), SamplerConfig(steps=2))
     generate_ntp(model, prompts, plan_video("t2v", (2, 2), frames=1), SamplerConfig())

@@ -135,6 +135,18 @@ def build_sequence(layout: VocabLayout, text_ids: list[int] | None, codes: torch
     return seq.cat(video_end_sequence(layout)) if close else seq
 
 
+def frame_length(h: int, w: int) -> int:
+    """Tokens of one frame segment of an ``h × w`` latent grid (:func:`frame_sequence`): BOI, 2 grid tokens,
+    h rows of (w codes + NEWLINE), EOI."""
+    return h * (w + 1) + 4
+
+
+def sequence_length(text_len: int, frames: int, h: int, w: int, *, close: bool = True) -> int:
+    """``len(build_sequence(...))`` for ``text_len`` text ids and ``frames`` latent frames of ``h × w`` codes, without
+    building it: BOS + text + SEP + 3 (VIDEO_BEGIN, duration, fps), the frames, and with ``close`` VIDEO_END + SEP."""
+    return text_len + 5 + frames * frame_length(h, w) + (2 if close else 0)
+
+
 def frame_content_positions(seq: TokenSequence, frame: int, *, include_newline: bool = False) -> torch.Tensor:
     """Indices (into the sequence) of the content tokens of latent frame ``frame``, row-major."""
     sel = seq.visual & (seq.frame_ids == frame)

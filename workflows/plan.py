@@ -192,12 +192,10 @@ def model_counts(model_cfg) -> tuple[int, int]:
 def longest_sequence(cfg: PretrainConfig, text_tokens: int, target_size: int,
                      patch: int = 32) -> tuple[int, int, tuple[int, int], int, int]:
     """The longest training sequence of the recipe: ``(tokens, latent frames, bucket (W, H), tokens per frame,
-    visual codes)``, built with :func:`lumos.sequence.build_sequence` for the bucket of ``target_size`` with the most
-    tokens per frame."""
-    import torch
-
+    visual codes)``, as :func:`lumos.sequence.build_sequence` builds it (:func:`lumos.sequence.sequence_length`),
+    for the bucket of ``target_size`` with the most tokens per frame."""
     from lumos.buckets import bucket_sizes
-    from lumos.sequence import build_sequence, frame_sequence
+    from lumos.sequence import frame_length, sequence_length
 
     model_cfg = cfg.model.build()
     layout = model_cfg.layout
@@ -213,11 +211,9 @@ def longest_sequence(cfg: PretrainConfig, text_tokens: int, target_size: int,
     grids = [(w // s, h // s) for w, h in bucket_sizes(target_size, patch) if (w % unit == 0 and h % unit == 0)]
     if not grids:
         raise PlanError(f"no bucket of --target-size {target_size} fits layout {layout.name} (sides multiple of {unit})")
-    gw, gh = max(grids, key=lambda g: len(frame_sequence(layout, None, 0, grid=(g[1], g[0]))))
-    codes = torch.zeros(frames, gh, gw, dtype=torch.long)
-    seq = build_sequence(layout, [0] * text_tokens, codes, duration=1, fps=1)
-    per_frame = len(frame_sequence(layout, None, 0, grid=(gh, gw)))
-    return len(seq), frames, (gw * s, gh * s), per_frame, frames * gh * gw
+    gw, gh = max(grids, key=lambda g: frame_length(g[1], g[0]))
+    return (sequence_length(text_tokens, frames, gh, gw), frames, (gw * s, gh * s), frame_length(gh, gw),
+            frames * gh * gw)
 
 
 def model_state_bytes(zero_stage: int, total_params: int, largest_layer_params: int, num_nodes: int,

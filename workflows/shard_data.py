@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from lumos import storage
+from lumos.sequence import sequence_length
 from workflows.train_config import DataSection
 
 SHARD_COLUMNS = ["clip_id", "text_ids", "video_tokens", "grid_t", "grid_h", "grid_w", "fps"]
@@ -104,9 +105,9 @@ def row_to_sample(row: dict[str, Any], data: DataSection, temporal_compression: 
 
 
 def sample_length(sample: dict[str, Any]) -> int:
-    """Tokens of the sample's full sequence (spec §4): BOS + text + SEP + 3, frames, VIDEO_END + SEP."""
+    """Tokens of the sample's full sequence (spec §4; :func:`lumos.sequence.sequence_length`)."""
     f, h, w = sample["codes"].shape
-    return len(sample["text_ids"]) + 5 + f * (h * (w + 1) + 4) + 2
+    return sequence_length(len(sample["text_ids"]), f, h, w)
 
 
 def shuffled(items: Iterable, size: int, generator: torch.Generator) -> Iterator:

@@ -9,10 +9,12 @@ from lumos.sequence import (
     build_sequence,
     collate_sequences,
     frame_content_positions,
+    frame_length,
     frame_sequence,
     latent_frames,
     parse_sequence,
     prompt_sequence,
+    sequence_length,
 )
 from lumos.vocab import chameleon_layout, compact_layout
 
@@ -54,6 +56,16 @@ def test_build_parse_roundtrip(layout):
     assert torch.equal(parsed.codes, codes)
     uncond = parse_sequence(layout, build_sequence(layout, None, codes, duration=2, fps=12).ids)
     assert uncond.text_ids is None and torch.equal(uncond.codes, codes)
+
+
+@pytest.mark.parametrize("layout", [compact_layout(240), chameleon_layout()])
+@pytest.mark.parametrize(("text", "frames", "h", "w"), [(0, 1, 4, 4), (3, 3, 4, 8), (17, 7, 8, 12)])
+def test_sequence_length_is_the_built_sequences_length(layout, text, frames, h, w):
+    codes = torch.zeros(frames, h, w, dtype=torch.long)
+    for close in (True, False):
+        seq = build_sequence(layout, list(range(300, 300 + text)), codes, duration=2, fps=12, close=close)
+        assert sequence_length(text, frames, h, w, close=close) == len(seq.ids)
+    assert frame_length(h, w) == len(frame_sequence(layout, None, 0, grid=(h, w)).ids)
 
 
 def test_masked_frame_and_prompt():

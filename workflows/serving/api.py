@@ -30,6 +30,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from lumos.sequence import sequence_length
 from workflows.serving.config import ServeConfig
 from workflows.serving.engine import ModelInfo
 from workflows.serving.jobs import Job, JobResult
@@ -191,10 +192,10 @@ def latent_frames(req: GenerateRequest, cfg: ServeConfig) -> int:
 
 
 def check_sequence(req: GenerateRequest, frames: int, size: tuple[int, int], info: ModelInfo) -> None:
-    """Upper bound of the sampled sequence length (prompt bytes + template + frames) vs the model's max."""
+    """Upper bound of the sampled sequence length (prompt bytes + 64 for the template, then the frames) vs the
+    model's max."""
     h, w = size[1] // info.spatial, size[0] // info.spatial
-    per_frame = h * (w + 1) + 5  # BOI, 2 grid tokens, rows + newlines, EOI
-    need = len(req.prompt.encode()) + 64 + frames * per_frame
+    need = sequence_length(len(req.prompt.encode()) + 64, frames, h, w)
     if need > info.max_seq_len:
         raise RequestError(422, f"request needs up to {need} tokens, the model's max_seq_len is {info.max_seq_len}")
 
