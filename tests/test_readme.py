@@ -527,7 +527,7 @@ def test_by_hand_pipeline_corpus_and_tokenize_run_and_pretraining_accepts_the_sh
     assert video.main(list(tok.argv[3:])) == 0, tok
     shards = sandbox / option(tok.argv, "--out")
     manifest = check_shards(str(shards))
-    assert manifest["counts"]["clips_written"] == 2 and manifest["counts"]["errors"] == 0
+    assert manifest.clips_written == 2 and manifest.counts["errors"] == 0
 
     local = [c for c in module_commands(commands, "workflows.pretrain")
              if any(a.startswith("data.shards=") and "://" not in a for a in c.argv)]

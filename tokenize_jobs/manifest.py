@@ -24,15 +24,12 @@ import pyarrow.parquet as pq
 
 from lumos import storage
 from tokenize_jobs.cli import one_line
+from tokenize_jobs.shards import ERROR_SCHEMA, SHARD_SCHEMA
 
 FORMATS = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet",
            ".pq": "parquet"}
 # Columns the job writes itself (DESIGN §4.4 + bookkeeping); a manifest column may not reuse these names.
-OUTPUT_COLUMNS = frozenset({
-    "clip_id", "source", "caption", "text_ids", "video_tokens", "grid_t", "grid_h", "grid_w", "fps", "num_frames",
-    "height", "width", "start_s", "clip_index", "source_clips", "stage", "error",
-})
-ERROR_SCHEMA = pa.schema([("source", pa.string()), ("stage", pa.string()), ("error", pa.string())])
+OUTPUT_COLUMNS = frozenset(SHARD_SCHEMA.names) | frozenset(ERROR_SCHEMA.names)
 
 
 class ManifestError(ValueError):
@@ -46,7 +43,8 @@ class Manifest:
     Attributes:
         inputs: one row per usable input: ``source`` (absolute URI), ``caption`` (string), ``input_index`` (row
             number in the manifest) and the carried-through columns, in manifest order.
-        errors: rows rejected by validation (``source``, ``stage``="manifest", ``error``).
+        errors: rows rejected by validation, in the error schema (``source``, ``stage``="manifest", ``error``;
+            ``clip_id``/``source_clips`` null).
         extra_columns: names of the carried-through columns.
         num_rows: rows in the manifest (= ``len(inputs) + len(errors)``).
     """

@@ -36,6 +36,7 @@ from tokenize_jobs.cli import first_line
 from tokenize_jobs.shards import (
     FORMAT,
     MANIFEST,
+    ShardManifest,
     clip_id,
     prepare_output,
     scan_outputs,
@@ -171,11 +172,11 @@ def run_job(args: argparse.Namespace) -> dict:
     settings = {"world": world, "layout": "compact", "text_tokenizer": text_tok,
                 "tokenizer": {"uri": tok["uri"], "sha256": tok["identity"].get("sha256")},
                 "id_key": settings_key(json.dumps(world, sort_keys=True), tok["identity"], "compact", text_tok)}
-    if storage.exists(storage.join(args.out, MANIFEST)):
-        doc = json.loads(storage.read_text(storage.join(args.out, MANIFEST)))
-        if doc.get("settings", {}).get("id_key") == settings["id_key"]:
+    if ShardManifest.finished(args.out):
+        done = ShardManifest.read(args.out)
+        if done.settings.get("id_key") == settings["id_key"]:
             log.info("%s is already finished with these settings", args.out)
-            return doc
+            return done.doc
     prepare_output(args.out, settings)
     done = scan_outputs(args.out)
     total = args.stills + args.clips

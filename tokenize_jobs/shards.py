@@ -10,7 +10,8 @@ An output directory (local or s3://) looks like::
                                        removed when a run finishes)
 
 Readers take the ``*.parquet`` files outside ``_``/``.``-prefixed entries, and only once ``_manifest.json``
-exists. A run starts by deleting ``_manifest.json``, so an interrupted run never looks finished.
+exists (:class:`ShardManifest`: ``read`` and ``finished``). A run starts by deleting ``_manifest.json``, so an
+interrupted run never looks finished. This module owns the contract: the schemas, the layout, the manifest.
 
 Resume: :func:`scan_outputs` reads the ``source``/``clip_id`` columns of every finished part file. An input is done
 when it has a whole-input error row, or when its written clips plus its per-clip error rows cover all
@@ -220,13 +221,85 @@ def write_manifest(out_uri: str, doc: dict) -> None:
     storage.write_text(storage.join(out_uri, MANIFEST), json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
-def read_manifest_json(out_uri: str) -> dict:
-    """The ``_manifest.json`` of a finished output directory.
+@dataclass(frozen=True)
+class ShardManifest:
+    """The ``_manifest.json`` of a finished output directory: the document as written, with the fields that readers
+    use (the tokenization job and ``tokenize_jobs.shapes`` write them; see ``docs/internals.md``)."""
 
-    Raises:
-        ValueError: the directory has no ``_manifest.json`` (unfinished, or not token shards).
-    """
-    uri = storage.join(out_uri, MANIFEST)
-    if not storage.exists(uri):
-        raise ValueError(f"{out_uri}: no {MANIFEST} (tokenization unfinished or not a shard directory)")
-    return json.loads(storage.read_text(uri))
+    doc: dict
+
+    @staticmethod
+    def finished(out_uri: str) -> bool:
+        """Whether ``out_uri`` holds a finished output (``_manifest.json`` is written last)."""
+        return storage.exists(storage.join(out_uri, MANIFEST))
+
+    @classmethod
+    def read(cls, out_uri: str, name: str = "") -> ShardManifest:
+        """The manifest of a finished output directory.
+
+        Args:
+            name: how the message names the directory (``"data.shards="``: ``data.shards=<uri>: no ...``).
+
+        Raises:
+            ValueError: the directory has no ``_manifest.json`` (unfinished, or not token shards).
+        """
+        if not cls.finished(out_uri):
+            raise ValueError(f"{name}{out_uri}: no {MANIFEST} (tokenization unfinished or not a shard directory)")
+        return cls(json.loads(storage.read_text(storage.join(out_uri, MANIFEST))))
+
+    def write(self, out_uri: str) -> None:
+        """:func:`write_manifest` (call it last)."""
+        write_manifest(out_uri, self.doc)
+
+    @property
+    def settings(self) -> dict:
+        return self.doc.get("settings") or {}
+
+    @property
+    def counts(self) -> dict:
+        """``inputs``, ``clips_written``, ``errors``, ``unaccounted_inputs`` (+ job-specific counts)."""
+        return self.doc.get("counts") or {}
+
+    @property
+    def clips_written(self) -> int | None:
+        n = self.counts.get("clips_written")
+        return None if n is None else int(n)
+
+    @property
+    def shards(self) -> list[str] | None:
+        """The shard files, relative to the directory (``None`` when the manifest does not list them)."""
+        listed = self.doc.get("shards")
+        return listed if isinstance(listed, list) else None
+
+    @property
+    def error_files(self) -> list[str]:
+        """The ``_errors/`` files, relative to the directory."""
+        return list(self.doc.get("error_files") or [])
+
+    @property
+    def tokenizer(self) -> dict:
+        """The video tokenizer: ``uri``, ``identity``, ``codebook_size``, ``layout``, compressions."""
+        tok = self.doc.get("tokenizer")
+        return tok if isinstance(tok, dict) else {}
+
+    @property
+    def tokenizer_uri(self) -> str | None:
+        return self.tokenizer.get("uri")
+
+    @property
+    def text_tokenizer(self) -> str | None:
+        return self.settings.get("text_tokenizer")
+
+    @property
+    def layout_name(self) -> str | None:
+        """The vocabulary layout the text ids were made for (``compact``/``chameleon``), where recorded."""
+        name = self.doc.get("layout")
+        layout = self.tokenizer.get("layout")
+        return name if isinstance(name, str) else layout.get("name") if isinstance(layout, dict) else None
+
+    @property
+    def codebook_size(self) -> int | None:
+        """Codes of the video tokenizer that made the shards, where recorded."""
+        layout = self.tokenizer.get("layout")
+        codes = self.tokenizer.get("codebook_size", layout.get("codebook_size") if isinstance(layout, dict) else None)
+        return None if codes is None else int(codes)

@@ -41,6 +41,7 @@ from tokenize_jobs.manifest import Manifest, read_manifest
 from tokenize_jobs.shards import (
     ERRORS_DIR,
     FORMAT,
+    MANIFEST,
     DoneState,
     prepare_output,
     scan_outputs,
@@ -216,7 +217,7 @@ def write_manifest_errors(out: str, errors: pa.Table, done: DoneState, run_id: s
 
     rows = [r for r in errors.to_pylist() if (r["source"], r["stage"], r["error"]) not in done.error_keys]
     if rows:
-        table = pa.Table.from_pylist([dict(r, clip_id=None, source_clips=None) for r in rows], schema=ERROR_SCHEMA)
+        table = pa.Table.from_pylist(rows, schema=ERROR_SCHEMA)
         write_table(table, storage.join(out, ERRORS_DIR, f"err-part-{run_id}-manifest.parquet"))
     return len(rows)
 
@@ -415,7 +416,7 @@ def _run_claimed(args, manifest: Manifest, tok: dict, settings: dict, t0: float)
            "clips_per_s": round(stats["clips"] / wall, 3) if wall > 0 else 0.0, "pools": pools}
     doc = final_manifest(args, tok, settings, manifest, stats, run)
     write_manifest(args.out, doc)
-    log.info("wrote %s", storage.join(args.out, "_manifest.json"))
+    log.info("wrote %s", storage.join(args.out, MANIFEST))
     return doc
 
 

@@ -47,6 +47,7 @@ import numpy as np
 
 from lumos import storage
 from tokenize_jobs.cli import OneLineParser, first_line
+from tokenize_jobs.shards import ShardManifest
 from workflows.eval import EvalSettings, evaluate_suite, save_figure, update_doc_section
 from workflows.generate import UsageError
 
@@ -157,7 +158,7 @@ def prepare_data(data_dir: str, tokenizer: str, *, videos: int, images: int, val
     out = []
     for manifest, name in ((train, "shards"), (val, "val_shards")):
         uri = storage.join(data_dir, name)
-        if not storage.exists(storage.join(uri, "_manifest.json")):
+        if not ShardManifest.finished(uri):
             rc = video.main(["--manifest", manifest, "--out", uri, "--tokenizer", tokenizer, "--fps", str(fps),
                              "--seconds", str(seconds), "--target-size", str(size), "--patch", "16"])
             if rc != 0:
@@ -197,9 +198,7 @@ def load_data(cfg: AblationConfig, shards: str, val_shards: str, tokenizer: str 
     val = [s for s in val if s["codes"].shape[0] > 1]
     if not val or not (geo or vgeo):
         raise ValueError(f"--val-shards {val_shards}: needs video clips (more than one latent frame)")
-    from workflows.shard_data import MANIFEST, manifest_tokenizer
-
-    tok = tokenizer or manifest_tokenizer(json.loads(storage.read_text(storage.join(shards, MANIFEST))))
+    tok = tokenizer or ShardManifest.read(shards).tokenizer_uri
     if not tok:
         raise ValueError("the shards name no video tokenizer: pass --tokenizer")
     tok = storage.absolute(tok)  # checkpoints refer to it

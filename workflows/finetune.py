@@ -27,6 +27,7 @@ import torch
 from lumos import storage
 from lumos.checkpoint import WEIGHTS_NAME, read_weights, resolve_ref
 from lumos.config import ModelConfig
+from tokenize_jobs.shards import ShardManifest
 from workflows.train_config import PretrainConfig
 
 log = logging.getLogger("workflows.finetune")
@@ -66,22 +67,13 @@ def check_init_weights(uri: str, model_cfg: ModelConfig) -> None:
         raise ValueError(f"model.init_from={uri}: {e}") from None
 
 
-def shard_vocab(manifest: dict) -> tuple[str | None, int | None]:
-    """(vocabulary layout name, codebook size) the shards were tokenized with, where the manifest records them."""
-    tok = manifest.get("tokenizer") if isinstance(manifest.get("tokenizer"), dict) else {}
-    tok_layout = tok.get("layout") if isinstance(tok.get("layout"), dict) else {}
-    name = manifest.get("layout") if isinstance(manifest.get("layout"), str) else tok_layout.get("name")
-    codes = tok.get("codebook_size", tok_layout.get("codebook_size"))
-    return name, (int(codes) if codes is not None else None)
-
-
-def check_shards_vocab(manifest: dict, model_cfg: ModelConfig, shards: str, source: str) -> None:
+def check_shards_vocab(manifest: ShardManifest, model_cfg: ModelConfig, shards: str, source: str) -> None:
     """Raise ValueError unless the shards' layout and codebook (as far as the manifest says) are the model's.
 
     Args:
         source: where the model config comes from, for the message (``model.init_from=...``).
     """
-    name, codes = shard_vocab(manifest)
+    name, codes = manifest.layout_name, manifest.codebook_size
     if name is not None and name != model_cfg.vocab:
         raise ValueError(f"data.shards={shards} were tokenized with the {name!r} vocabulary layout, the model of "
                          f"{source} uses {model_cfg.vocab!r} (re-tokenize with --layout {model_cfg.vocab})")
@@ -91,7 +83,7 @@ def check_shards_vocab(manifest: dict, model_cfg: ModelConfig, shards: str, sour
                          f"{source} expects {model_cfg.codebook_size}{hint}")
 
 
-def prepare_init(cfg: PretrainConfig, manifest: dict) -> PretrainConfig:
+def prepare_init(cfg: PretrainConfig, manifest: ShardManifest) -> PretrainConfig:
     """Driver-side checks of the model against the shards, and of ``model.init_from`` (see the module docstring).
 
     Raises:
@@ -152,5 +144,4 @@ def load_init_weights(model: torch.nn.Module, uri: str, rank: int) -> None:
                     p.data.copy_(state[name])
 
 
-__all__ = ["check_init_weights", "check_shards_vocab", "load_init_weights", "prepare_init",
-           "shard_vocab", "weights_header"]
+__all__ = ["check_init_weights", "check_shards_vocab", "load_init_weights", "prepare_init", "weights_header"]

@@ -31,11 +31,12 @@ import sys
 from dataclasses import dataclass
 
 from lumos import storage
+from tokenize_jobs.shards import ShardManifest
 from workflows.config_io import ConfigError, dump_config
 from workflows.finetune import prepare_init
 from workflows.run_guard import check_resume, claim_run, verify_shards, write_record
 from workflows.run_metrics import plot_metrics, read_metrics
-from workflows.shard_data import check_shards, code_histogram, manifest_tokenizer, read_shards
+from workflows.shard_data import check_shards, code_histogram, read_shards
 from workflows.train_config import PretrainConfig, load_pretrain_config
 from workflows.train_loop import train_loop_per_worker
 
@@ -82,9 +83,9 @@ def absolute_paths(cfg: PretrainConfig) -> PretrainConfig:
     return cfg
 
 
-def resolve_tokenizer(cfg: PretrainConfig, manifest: dict) -> str | None:
+def resolve_tokenizer(cfg: PretrainConfig, manifest: ShardManifest) -> str | None:
     """The video tokenizer URI to record in checkpoints; checks its codebook matches the model's."""
-    uri = cfg.data.video_tokenizer or manifest_tokenizer(manifest)
+    uri = cfg.data.video_tokenizer or manifest.tokenizer_uri
     if uri is None:
         log.warning("no video tokenizer named in data.video_tokenizer or the shard manifest: checkpoints "
                     "will not be self-contained")
@@ -201,7 +202,7 @@ def run_pretraining(cfg: PretrainConfig) -> PretrainResult:
     cfg = absolute_paths(cfg)
     manifest = check_shards(cfg.data.shards)
     if cfg.data.text_tokenizer is None and not cfg.model.init_from:
-        cfg.data.text_tokenizer = (manifest.get("settings") or {}).get("text_tokenizer")
+        cfg.data.text_tokenizer = manifest.text_tokenizer
     verify_shards(cfg.data.shards, manifest)
     cfg = prepare_init(cfg, manifest)  # model.init_from: checkpoint config, weights header, shards' vocabulary
     tokenizer = resolve_tokenizer(cfg, manifest)
@@ -213,7 +214,7 @@ def run_pretraining(cfg: PretrainConfig) -> PretrainResult:
         claim.release()
 
 
-def _run_claimed(cfg: PretrainConfig, manifest: dict, tokenizer: str | None, run_uri: str) -> PretrainResult:
+def _run_claimed(cfg: PretrainConfig, manifest: ShardManifest, tokenizer: str | None, run_uri: str) -> PretrainResult:
     record = check_resume(cfg, run_uri, manifest)  # before anything in the run is written
     storage.write_text(storage.join(run_uri, "train_config.yaml"), dump_config(cfg))
     write_record(run_uri, record)

@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 
 from lumos import storage
 from lumos.claims import Claim, acquire
+from tokenize_jobs.shards import ShardManifest
 
 log = logging.getLogger("workflows.pretrain")
 
@@ -38,7 +39,7 @@ IGNORED = ("model.preset", "model.overrides", "model.init_from", "checkpoint.sto
 
 
 # ---- shards ----------------------------------------------------------------------------------------------------
-def verify_shards(uri: str, manifest: dict) -> int:
+def verify_shards(uri: str, manifest: ShardManifest) -> int:
     """Refuse shards with duplicate clip ids or disagreeing with their manifest; returns the number of rows.
 
     Raises:
@@ -53,8 +54,8 @@ def verify_shards(uri: str, manifest: dict) -> int:
     files = shard_files(uri)
     root = uri.rstrip("/")
     names = sorted(f[len(root):].lstrip("/") for f in files)
-    listed = manifest.get("shards")
-    if isinstance(listed, list):
+    listed = manifest.shards
+    if listed is not None:
         extra, missing = sorted(set(names) - set(listed)), sorted(set(listed) - set(names))
         if extra or missing:
             what = (f"{len(extra)} Parquet file(s) not in its {'_manifest.json'} (e.g. {extra[0]})" if extra
@@ -69,9 +70,8 @@ def verify_shards(uri: str, manifest: dict) -> int:
             col = pq.read_table(fh, columns=["clip_id"]).column("clip_id")
         rows += len(col)
         ids.append(col)
-    counts = manifest.get("counts") or {}
-    expected = counts.get("clips_written", counts.get("clips"))
-    if expected is not None and int(expected) != rows:
+    expected = manifest.clips_written
+    if expected is not None and expected != rows:
         raise ValueError(f"data.shards={uri}: {rows} rows in the shard files but _manifest.json counts {expected} "
                          "clips; re-tokenize into a new directory")
     if ids:
@@ -86,13 +86,11 @@ def verify_shards(uri: str, manifest: dict) -> int:
     return rows
 
 
-def data_fingerprint(uri: str, manifest: dict) -> str:
+def data_fingerprint(uri: str, manifest: ShardManifest) -> str:
     """Identity of a shard dataset's contents (file list, clip count, tokenization settings key)."""
-    counts = manifest.get("counts") or {}
-    blob = json.dumps({"shards": sorted(manifest.get("shards") or []),
-                       "clips": counts.get("clips_written", counts.get("clips")),
-                       "id_key": (manifest.get("settings") or {}).get("id_key"),
-                       "tokenizer": manifest.get("tokenizer")}, sort_keys=True, default=str)
+    blob = json.dumps({"shards": sorted(manifest.shards or []), "clips": manifest.clips_written,
+                       "id_key": manifest.settings.get("id_key"),
+                       "tokenizer": manifest.doc.get("tokenizer")}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -120,7 +118,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def run_record(cfg, manifest: dict) -> dict:
+def run_record(cfg, manifest: ShardManifest) -> dict:
     """The ``_resume.json`` document of a run: its config, resolved model and data identity."""
     from workflows.train_config import RUNTIME_MODEL_FIELDS
 
@@ -176,7 +174,7 @@ def resume_changes(old: dict, new: dict) -> tuple[list[str], list[str]]:
     return blocking, fine
 
 
-def check_resume(cfg, run_uri: str, manifest: dict) -> dict:
+def check_resume(cfg, run_uri: str, manifest: ShardManifest) -> dict:
     """Compare a relaunch with the saved run; returns this run's record (to write once the run starts).
 
     Raises:

@@ -17,7 +17,6 @@ worker receives the same number of rows (equal split), so every worker makes the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -26,13 +25,14 @@ import torch
 
 from lumos import storage
 from lumos.sequence import sequence_length
+from tokenize_jobs.shards import ShardManifest, list_parts
 from workflows.train_config import DataSection
 
 SHARD_COLUMNS = ["clip_id", "text_ids", "video_tokens", "grid_t", "grid_h", "grid_w", "fps"]
-MANIFEST = "_manifest.json"
+"""The columns of the shard schema (``tokenize_jobs.shards.SHARD_SCHEMA``) that training reads."""
 
 
-def check_shards(uri: str) -> dict:
+def check_shards(uri: str) -> ShardManifest:
     """Validate a token-shard directory and return its manifest.
 
     Raises:
@@ -42,22 +42,15 @@ def check_shards(uri: str) -> dict:
         raise ValueError("data.shards is empty: pass data.shards=<token shard dir or s3:// URI>")
     if not storage.exists(uri):
         raise ValueError(f"data.shards={uri}: no such directory")
-    if not storage.exists(storage.join(uri, MANIFEST)):
-        raise ValueError(f"data.shards={uri}: no {MANIFEST} (tokenization unfinished or not a shard directory)")
+    manifest = ShardManifest.read(uri, name="data.shards=")
     if not shard_files(uri):
         raise ValueError(f"data.shards={uri}: no Parquet shard files")
-    return json.loads(storage.read_text(storage.join(uri, MANIFEST)))
+    return manifest
 
 
 def shard_files(uri: str) -> list[str]:
     """Sorted Parquet files of the dataset, leaving out ``_errors/`` and other ``_``/``.``-prefixed entries."""
-    root = uri.rstrip("/")
-    out = []
-    for f in storage.list_files(uri):
-        rel = f[len(root):].lstrip("/")
-        if f.endswith(".parquet") and not any(p.startswith(("_", ".")) for p in rel.split("/")):
-            out.append(f)
-    return out
+    return list_parts(uri)[0]
 
 
 def read_shards(data: DataSection):
@@ -214,14 +207,6 @@ def code_histogram(uri: str, codebook_size: int, max_rows: int = 50_000) -> np.n
     return counts
 
 
-def manifest_tokenizer(manifest: dict) -> str | None:
-    """The video tokenizer URI recorded by the tokenization job, if any."""
-    tok = manifest.get("tokenizer") or manifest.get("video_tokenizer")
-    if isinstance(tok, dict):
-        return tok.get("uri") or tok.get("path")
-    return tok if isinstance(tok, str) else None
-
-
-__all__ = ["MANIFEST", "SHARD_COLUMNS", "batch_tokens", "bucket_batches", "check_shards", "code_histogram", "epoch_batches",
-           "iter_rows", "manifest_tokenizer", "read_shards", "row_to_sample", "sample_length", "shard_files",
+__all__ = ["SHARD_COLUMNS", "batch_tokens", "bucket_batches", "check_shards", "code_histogram", "epoch_batches",
+           "iter_rows", "read_shards", "row_to_sample", "sample_length", "shard_files",
            "shuffled"]

@@ -122,11 +122,10 @@ def read_shards(out_dir) -> pa.Table:  # noqa: F821
     import pyarrow.parquet as pq
 
     from lumos import storage
-    from tokenize_jobs.shards import read_manifest_json
+    from tokenize_jobs.shards import ShardManifest
 
-    doc = read_manifest_json(out_dir)
     tables = []
-    for name in doc["shards"]:
+    for name in ShardManifest.read(out_dir).shards:
         fs, p = storage.resolve(storage.join(out_dir, name))
         tables.append(pq.read_table(p, filesystem=fs))
     table = pa.concat_tables(tables)
@@ -138,10 +137,10 @@ def read_errors(out_dir) -> list[dict]:
     import pyarrow.parquet as pq
 
     from lumos import storage
-    from tokenize_jobs.shards import read_manifest_json
+    from tokenize_jobs.shards import ShardManifest
 
     rows = []
-    for name in read_manifest_json(out_dir)["error_files"]:
+    for name in ShardManifest.read(out_dir).error_files:
         fs, p = storage.resolve(storage.join(out_dir, name))
         rows += pq.read_table(p, filesystem=fs).to_pylist()
     return rows

@@ -3,12 +3,12 @@
 Clips are rendered by :mod:`lumos.shapes`, encoded by the committed debug tokenizer
 (``default_tokenizer_uri("debug")``; a freshly initialised debug conv tokenizer with a fixed seed when none is
 committed yet), captions by the byte tokenizer of the compact layout. Videos and 1-frame images are mixed, as in the
-joint stage. Written with pyarrow exactly in the shard schema, plus ``_errors/`` and ``_manifest.json``.
+joint stage. Written with pyarrow in the shard and error schemas of ``tokenize_jobs.shards`` (the job's), plus
+``_manifest.json`` with the job's keys (written last, by the same function as the job's).
 """
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -20,6 +20,7 @@ from lumos.sequence import format_prompt
 from lumos.shapes.world import caption, render_clip, sample_scene, scene_rng
 from lumos.tokenizers import ByteTokenizer, build_video_tokenizer, default_tokenizer_uri, load_video_tokenizer
 from lumos.tokenizers.video import save_video_tokenizer
+from tokenize_jobs.shards import ERROR_SCHEMA, FORMAT, SHARD_SCHEMA, ShardManifest
 
 
 def tokenizer_dir(root: str, name: str = "debug") -> str:
@@ -36,7 +37,7 @@ def tokenizer_dir(root: str, name: str = "debug") -> str:
 def shared_shards(tmp_path_factory) -> str:
     """One shard dataset per pytest session, shared by the pre-training test modules."""
     root = tmp_path_factory.getbasetemp() / "pretrain_shards"
-    if not (root / "shards" / "_manifest.json").exists():
+    if not ShardManifest.finished(str(root / "shards")):
         root.mkdir(exist_ok=True)
         write_shards(str(root))
     return str(root / "shards")
@@ -80,23 +81,16 @@ def write_shards(root: str, videos: int = 16, images: int = 8, size: int = 32, f
             "text_ids": text.encode(prompt), "video_tokens": codes.reshape(-1).tolist(),
             "grid_t": codes.shape[0], "grid_h": codes.shape[1], "grid_w": codes.shape[2],
             "fps": float(fps if n > 1 else 1), "num_frames": n, "height": size, "width": size, "start_s": 0.0,
+            "clip_index": 0, "source_clips": 1,
         })
     out = os.path.join(root, "shards")
     os.makedirs(os.path.join(out, "_errors"), exist_ok=True)
-    schema = pa.schema([("clip_id", pa.string()), ("source", pa.string()), ("caption", pa.string()),
-                        ("text_ids", pa.list_(pa.int32())), ("video_tokens", pa.list_(pa.int32())),
-                        ("grid_t", pa.int16()), ("grid_h", pa.int16()), ("grid_w", pa.int16()),
-                        ("fps", pa.float32()), ("num_frames", pa.int32()), ("height", pa.int32()),
-                        ("width", pa.int32()), ("start_s", pa.float32())])
     for k in range(files):
         part = rows[k::files]
-        table = pa.Table.from_pylist(part, schema=schema)
+        table = pa.Table.from_pylist(part, schema=SHARD_SCHEMA)
         pq.write_table(table, os.path.join(out, f"part-{k:05d}.parquet"))
-    errors = pa.table({"source": pa.array([], pa.string()), "stage": pa.array([], pa.string()),
-                       "error": pa.array([], pa.string())})
-    pq.write_table(errors, os.path.join(out, "_errors", "part-00000.parquet"))
-    manifest = {"tokenizer": {"uri": tok_dir, **tok.identity}, "counts": {"inputs": len(rows),
-                                                                          "clips": len(rows), "errors": 0}}
-    with open(os.path.join(out, "_manifest.json"), "w") as f:
-        json.dump(manifest, f)
+    pq.write_table(ERROR_SCHEMA.empty_table(), os.path.join(out, "_errors", "part-00000.parquet"))
+    ShardManifest({"format": FORMAT, "tokenizer": {"uri": tok_dir, **tok.identity},
+                   "counts": {"inputs": len(rows), "clips_written": len(rows), "errors": 0, "unaccounted_inputs": 0},
+                   "error_files": ["_errors/part-00000.parquet"]}).write(out)
     return out

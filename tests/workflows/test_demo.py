@@ -110,7 +110,7 @@ def test_quick_demo_end_to_end_then_reuse_and_interrupt(ray_local, tmp_path, mon
 
     from lumos.checkpoint import load_checkpoint
     from lumos.media import read_video_frames
-    from tokenize_jobs.shards import read_manifest_json
+    from tokenize_jobs.shards import ShardManifest
 
     out = tmp_path / "demo"
     assert demo.main(["--quick", "--out", str(out)]) == 0
@@ -120,9 +120,9 @@ def test_quick_demo_end_to_end_then_reuse_and_interrupt(ray_local, tmp_path, mon
     rows = [json.loads(line) for line in (out / "corpus" / "manifest.jsonl").read_text().splitlines()]
     real = [r for r in rows if r["split"] == "real"]
     assert sorted(Path(r["path"]).stem for r in real) == ["bikes", "carphone_pristine"]
-    shards = read_manifest_json(str(out / "shards"))
-    assert shards["counts"]["errors"] == 0 and shards["counts"]["unaccounted_inputs"] == 0
-    assert shards["counts"]["clips_written"] >= len(rows)  # every input yields at least one clip
+    shards = ShardManifest.read(str(out / "shards"))
+    assert shards.counts["errors"] == 0 and shards.counts["unaccounted_inputs"] == 0
+    assert shards.clips_written >= len(rows)  # every input yields at least one clip
 
     model, cfg, meta = load_checkpoint(str(out / "final"))
     assert cfg.n_layers == 2 and meta["train"]["step"] == demo.PLANS["quick"].pretrain_steps

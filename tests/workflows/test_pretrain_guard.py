@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from pretrain_helpers import debug_overrides, write_shards
 
+from tokenize_jobs.shards import ShardManifest
 from workflows.config_io import dump_config
 from workflows.pretrain import main
 from workflows.run_guard import check_resume, run_record, verify_shards, write_record
@@ -41,8 +42,7 @@ def one_error_line(capsys) -> str:
 
 
 def test_clean_shards_pass(clean_shards):
-    manifest = json.loads((Path(clean_shards) / "_manifest.json").read_text())
-    assert verify_shards(clean_shards, manifest) == 6
+    assert verify_shards(clean_shards, ShardManifest.read(clean_shards)) == 6
 
 
 def test_shards_written_twice_are_refused(clean_shards, tmp_path, capsys):
@@ -53,7 +53,7 @@ def test_shards_written_twice_are_refused(clean_shards, tmp_path, capsys):
     assert "rows in the shard files but _manifest.json counts 6 clips" in one_error_line(capsys)
     # counts made to agree (as the racing jobs' manifest did): the duplicate ids themselves are refused
     manifest = json.loads((shards / "_manifest.json").read_text())
-    manifest["counts"]["clips"] = 9
+    manifest["counts"]["clips_written"] = 9
     (shards / "_manifest.json").write_text(json.dumps(manifest))
     assert main(["--config", DEBUG, *debug_overrides(str(shards), str(runs), "dup")]) == 2
     assert "3 duplicate clip ids among 9 rows" in one_error_line(capsys)
@@ -62,8 +62,7 @@ def test_shards_written_twice_are_refused(clean_shards, tmp_path, capsys):
 
 def test_files_missing_from_the_manifest_list_are_refused(clean_shards, tmp_path):
     shards = copy_shards(clean_shards, tmp_path / "listed")
-    manifest = json.loads((shards / "_manifest.json").read_text())
-    manifest["shards"] = ["part-00000.parquet"]
+    manifest = ShardManifest({**ShardManifest.read(str(shards)).doc, "shards": ["part-00000.parquet"]})
     with pytest.raises(ValueError, match=r"1 Parquet file\(s\) not in its _manifest.json \(e.g. part-00001"):
         verify_shards(str(shards), manifest)
 
@@ -92,8 +91,7 @@ def fake_finished_run(shards: str, storage: Path, name: str, *overrides: str, re
     (run / "checkpoint_00000002").mkdir(parents=True)
     (run / "train_config.yaml").write_text(dump_config(cfg))
     if record:
-        manifest = json.loads((Path(shards) / "_manifest.json").read_text())
-        write_record(str(run), run_record(cfg, manifest))
+        write_record(str(run), run_record(cfg, ShardManifest.read(shards)))
     return run
 
 
@@ -117,7 +115,7 @@ def test_resume_with_other_data_is_refused(clean_shards, tmp_path):
     run = fake_finished_run(clean_shards, tmp_path, "data")
     other = write_shards(str(tmp_path / "other"), videos=3, images=2, seed=1)
     cfg = load_pretrain_config(DEBUG, debug_overrides(other, str(tmp_path), "data"))
-    manifest = json.loads((Path(other) / "_manifest.json").read_text())
+    manifest = ShardManifest.read(other)
     with pytest.raises(ValueError, match=r"changed data \(the shards' contents changed\), data.shards"):
         check_resume(cfg, str(run), manifest)
 
@@ -126,7 +124,7 @@ def test_resumable_changes_are_logged(clean_shards, tmp_path, caplog):
     run = fake_finished_run(clean_shards, tmp_path, "lr")
     cfg = load_pretrain_config(DEBUG, debug_overrides(clean_shards, str(tmp_path), "lr") +
                                ["optim.lr=0.0005", "optim.max_steps=7"])
-    manifest = json.loads((Path(clean_shards) / "_manifest.json").read_text())
+    manifest = ShardManifest.read(clean_shards)
     with caplog.at_level(logging.INFO, logger="workflows.pretrain"):
         check_resume(cfg, str(run), manifest)
     (message,) = [r.getMessage() for r in caplog.records if "resuming run" in r.getMessage()]
@@ -140,7 +138,7 @@ def test_resume_check_and_claim_on_s3(clean_shards, s3_bucket):
 
     run = f"{s3_bucket}/runs/shape"
     cfg = load_pretrain_config(DEBUG, debug_overrides(clean_shards, f"{s3_bucket}/runs", "shape"))
-    manifest = json.loads((Path(clean_shards) / "_manifest.json").read_text())
+    manifest = ShardManifest.read(clean_shards)
     check_resume(cfg, run, manifest)  # nothing there yet: a fresh run
     storage.write_text(f"{run}/train_config.yaml", dump_config(cfg))
     write_record(run, run_record(cfg, manifest))
@@ -166,3 +164,13 @@ def test_keys_added_since_the_run_started_do_not_block_a_resume():
     new = {"model": {"n_layers": 2, "new_field": 0}, "data": "d",
            "config": {"optim": {"lr": 1.0}, "data": {"shards": "x"}}}
     assert resume_changes(old, new) == ([], ["data.shards (new key: 'x')"])
+
+
+def test_helper_shards_are_written_in_the_shard_schema(clean_shards):
+    import pyarrow.parquet as pq
+
+    from tokenize_jobs.shards import ERROR_SCHEMA, SHARD_SCHEMA
+
+    assert pq.read_schema(Path(clean_shards) / "part-00000.parquet").remove_metadata() == SHARD_SCHEMA
+    assert pq.read_schema(Path(clean_shards) / "_errors" / "part-00000.parquet").remove_metadata() == ERROR_SCHEMA
+    assert ShardManifest.read(clean_shards).clips_written == 6
