@@ -25,29 +25,21 @@ import pyarrow as pa
 from lumos.buckets import choose_bucket
 from tokenize_jobs.cli import one_line
 from tokenize_jobs.decode import ClipSettings, InputError, VideoInfo, choose_strategy, plan_clips
-from tokenize_jobs.shards import clip_id
+from tokenize_jobs.shards import ERROR_SCHEMA, SHARD_SCHEMA, clip_id
 from tokenize_jobs.worker import DecodeWorker
 from tokenize_jobs.writer import TOKENIZED_SCHEMA
 
 log = logging.getLogger(__name__)
 
 DECODED_SCHEMA = pa.schema([
-    ("source", pa.string()),
-    ("caption", pa.string()),
+    *(SHARD_SCHEMA.field(name) for name in ("source", "caption")),
     ("input_index", pa.int64()),
-    ("clip_id", pa.string()),
-    ("clip_index", pa.int32()),
-    ("source_clips", pa.int32()),
-    ("start_s", pa.float64()),
-    ("fps", pa.float32()),
-    ("num_frames", pa.int32()),
-    ("height", pa.int32()),
-    ("width", pa.int32()),
+    *(SHARD_SCHEMA.field(name) for name in ("clip_id", "clip_index", "source_clips", "start_s", "fps", "num_frames",
+                                            "height", "width")),
     ("frames", pa.large_binary()),
     ("strategy", pa.string()),
     ("decode_s", pa.float64()),
-    ("stage", pa.string()),
-    ("error", pa.string()),
+    *(ERROR_SCHEMA.field(name) for name in ("stage", "error")),
 ])
 """Output of the decode stage: ``frames`` holds uint8 (num_frames, height, width, 3) bytes; error rows have a
 non-null ``stage`` and empty frames."""
