@@ -560,6 +560,7 @@ def test_finetune_commands_start_from_their_checkpoint(commands, sandbox, s3_ser
     from lumos.checkpoint import save_checkpoint
     from lumos.config import model_preset
     from lumos.model import LumosModel
+    from tokenize_jobs.shards import ShardManifest
     from workflows.finetune import load_init_weights, prepare_init
 
     runs = [c for c in pretrain_commands(commands) if any(a.startswith("model.init_from=") for a in c.argv)]
@@ -571,7 +572,7 @@ def test_finetune_commands_start_from_their_checkpoint(commands, sandbox, s3_ser
         if storage.is_s3(uri):
             boto3.client("s3", endpoint_url=s3_server["AWS_ENDPOINT_URL"]).create_bucket(Bucket=uri[5:].split("/")[0])
         save_checkpoint(uri, src, src.cfg, extra={"video_tokenizer": None, "text_tokenizer": None})
-        cfg = prepare_init(check_pretrain(c.argv[3:]), {})
+        cfg = prepare_init(check_pretrain(c.argv[3:]), ShardManifest({}))  # the shards are the user's
         recipe = model_preset(cfg.model.preset, **cfg.model.overrides)
         assert cfg.model.build() == dataclasses.replace(src.cfg, activation_checkpointing=recipe.activation_checkpointing)
         model = LumosModel(cfg.model.build())
