@@ -25,7 +25,7 @@ def test_stages_resolve_in_order_from_the_previous_final(tmp_path):
     assert (image.checkpoint.name, joint.checkpoint.name) == ("small-goal-image", "small-goal-joint")
     assert image.model.init_from is None and joint.model.init_from == f"{tmp_path}/small-goal-image/final"
     assert joint.optim.warmup_steps == 50 and image.optim.warmup_steps == 100 and not joint.stages
-    assert (image.optim.max_steps, joint.optim.max_steps) == (4000, 1500) and joint.sampling.cfg_scale == 3.0
+    assert (image.optim.max_steps, joint.optim.max_steps) == (4000, 1000) and joint.sampling.cfg_scale == 3.0
 
 
 @pytest.mark.parametrize("stages, message", [
