@@ -171,10 +171,11 @@ def load_samples(shards: str, max_latent_frames: int | None) -> tuple[list[dict]
     """All rows of a shard directory as AR-DF samples, plus the first row's geometry (height, fps, grid_t)."""
     import pyarrow.parquet as pq
 
+    from workflows.run_guard import verify_shards
     from workflows.shard_data import check_shards, row_to_sample, shard_files
     from workflows.train_config import DataSection
 
-    check_shards(shards)
+    verify_shards(shards, check_shards(shards))  # duplicate clip ids / counts that disagree: one line
     data = DataSection(shards=shards, stage="joint", max_latent_frames=max_latent_frames)
     samples, geo = [], {}
     for f in shard_files(shards):

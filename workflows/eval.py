@@ -306,12 +306,12 @@ def suite_table(suite: str, res: dict) -> str:
     refs = res.get("references", {})
     kinds = [k for k in REFERENCE_KINDS if k in refs]
     ci = res.get("ci95", {})
-    head = "| metric | model [95 % CI] | " + " | ".join(kinds) + " |\n|---|---|" + "---|" * len(kinds) + "\n"
+    head = "| metric | model [95 % CI] |" + "".join(f" {k} |" for k in kinds) + "\n|---|---|" + "---|" * len(kinds) + "\n"
     lines = []
     for key, value in res["scores"].items():
         cells = [f"{refs[k].get(key, float('nan')):.3f}" for k in kinds]
         interval = f" [{ci[key][0]:.2f}, {ci[key][1]:.2f}]" if key in ci else ""
-        lines.append(f"| {key} | **{value:.3f}**{interval} | " + " | ".join(cells) + " |")
+        lines.append(f"| {key} | **{value:.3f}**{interval} |" + "".join(f" {c} |" for c in cells))
     return head + "\n".join(lines) + "\n"
 
 

@@ -195,3 +195,25 @@ def test_unset_sampler_flags_come_from_the_checkpoint_then_the_builtin_defaults(
     assert (s.steps, s.cfg, s.temperature) == (12, 2.5, 0.8)
     s = EvalSettings(steps=3).resolved({})
     assert (s.steps, s.cfg, s.temperature) == (3, 3.0, 1.0)
+
+
+def test_committed_small_checkpoint_loads_by_name_and_draws_the_prompt(tmp_path):
+    """``--checkpoint small`` = lumos/assets/model_small (the goal run): it loads by name with its sampler defaults
+    and draws held-out single-object prompts in the right colour."""
+    from lumos.checkpoint import named_checkpoints
+    from lumos.media import read_video_frames
+    from lumos.shapes.metrics import geneval_scores
+    from workflows import generate
+    from workflows.eval_sets import prompt_set
+
+    assert "small" in named_checkpoints()
+    gen = generate.load_generator("small", "cpu")
+    assert gen.meta["sampling"] == {"steps": 16, "cfg_scale": 3.0, "temperature": 1.0}
+    items = [it for it in prompt_set("t2i", 12, seed=5) if it.num_objects == 1]  # 4 held-out prompts
+    argv = ["--checkpoint", "small", "--mode", "t2i", "--out", str(tmp_path / "x.png"), "--quiet", "--threads", "2"]
+    for it in items:
+        argv += ["--prompt", it.prompt]
+    assert generate.main(argv) == 0
+    paths = generate.output_paths(str(tmp_path / "x.png"), len(items))
+    scores = [geneval_scores(read_video_frames(p)[0], it.scene) for p, it in zip(paths, items)]
+    assert sum(s["colors"] for s in scores) >= 3, scores

@@ -174,3 +174,18 @@ def test_helper_shards_are_written_in_the_shard_schema(clean_shards):
     assert pq.read_schema(Path(clean_shards) / "part-00000.parquet").remove_metadata() == SHARD_SCHEMA
     assert pq.read_schema(Path(clean_shards) / "_errors" / "part-00000.parquet").remove_metadata() == ERROR_SCHEMA
     assert ShardManifest.read(clean_shards).clips_written == 6
+
+
+def test_ablate_refuses_shards_written_twice(tmp_path):
+    from workflows.ablate import load_samples
+
+    shards = write_shards(str(tmp_path), videos=2, images=2, files=1)
+    part = sorted(Path(shards).glob("part-*.parquet"))[0]
+    shutil.copy(part, part.with_name("part-dup.parquet"))
+    with pytest.raises(ValueError, match="8 rows in the shard files but _manifest.json counts 4 clips"):
+        load_samples(shards, 2)
+    manifest = json.loads((Path(shards) / "_manifest.json").read_text())
+    manifest["counts"]["clips_written"] = 8
+    (Path(shards) / "_manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="4 duplicate clip ids among 8 rows"):
+        load_samples(shards, 2)
