@@ -76,8 +76,15 @@ def test_second_job_into_the_same_out_is_refused(tmp_path, small_job):
 
 
 @pytest.mark.slow
-def test_ctrl_c_is_one_line_exit_130_and_a_rerun_finishes(tmp_path, small_job):
-    manifest, tok = small_job
+def test_ctrl_c_is_one_line_exit_130_and_a_rerun_finishes(tmp_path, small_job, clip_small):
+    _, tok = small_job
+    # 60 inputs (links to one clip), so the job is still running when the signal arrives even on a loaded machine
+    links = []
+    for i in range(60):
+        link = tmp_path / f"clip{i:02d}{clip_small.suffix}"
+        link.symlink_to(clip_small)
+        links.append({"path": str(link), "caption": "car"})
+    manifest = write_manifest(tmp_path / "many.jsonl", links)
     out = str(tmp_path / "out")
     proc, _ = start_until_executing(job_cmd(manifest, out, tok))
     proc.send_signal(signal.SIGINT)
@@ -88,7 +95,7 @@ def test_ctrl_c_is_one_line_exit_130_and_a_rerun_finishes(tmp_path, small_job):
     assert not (Path(out) / "_manifest.json").exists() and not (Path(out) / "_claim.json").exists()
     rerun = subprocess.run(job_cmd(manifest, out, tok), cwd=REPO, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert len(read_shards(out)) == 1
+    assert len(read_shards(out)) == 60
 
 
 @pytest.mark.slow
