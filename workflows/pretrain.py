@@ -164,7 +164,7 @@ def build_trainer(cfg: PretrainConfig, tokenizer: str | None):
     data_config = ray.train.DataConfig(execution_options=ingest, enable_shard_locality=False)
     return trainer_class()(train_loop_per_worker, train_loop_config={"cfg": cfg.to_dict(), "tokenizer": tokenizer,
                                                                 "code_counts": loss_code_counts(cfg)},
-                        scaling_config=scaling, run_config=run_config, datasets={"train": read_shards(cfg.data)},
+                        scaling_config=scaling, run_config=run_config, datasets={"train": read_shards(cfg.data, cfg.seed)},
                         dataset_config=data_config)
 
 

@@ -53,22 +53,23 @@ def shard_files(uri: str) -> list[str]:
     return list_parts(uri)[0]
 
 
-def read_shards(data: DataSection):
+def read_shards(data: DataSection, seed: int = 0):
     """The shards as a Ray Dataset (only the columns training needs); image stage keeps 1-frame rows unless
-    videos contribute their first frame. Filtering happens before Ray Train's equal split, so every worker still
-    gets the same number of rows."""
+    videos contribute their first frame. Filtering and the seeded global shuffle (``data.global_shuffle``) happen
+    before Ray Train's equal split, so every worker still gets the same number of rows, the same ones in every
+    relaunch of the run."""
     import ray.data
 
     files = shard_files(data.shards)
     fs, _ = storage.resolve(data.shards)
     paths = [storage.resolve(f)[1] for f in files]
     ds = ray.data.read_parquet(paths, filesystem=fs, columns=SHARD_COLUMNS)
+    ds.context.execution_options.preserve_order = True  # same block order in every relaunch of the run
     if data.stage == "image" and not data.video_first_frame_as_image:
         ds = ds.filter(expr="grid_t == 1")
-    if not data.materialize:
-        return ds
-    ds.context.execution_options.preserve_order = True  # same block order in every relaunch of the run
-    return ds.materialize()
+    if data.global_shuffle:
+        ds = ds.random_shuffle(seed=seed)
+    return ds.materialize() if data.materialize else ds
 
 
 def row_to_sample(row: dict[str, Any], data: DataSection, temporal_compression: int = 4) -> dict[str, Any]:

@@ -129,6 +129,11 @@ class DataSection:
     the Parquet read tasks)."""
     shuffle: bool = True
     """Shuffle each bucket window's batches and the rows fed into it (seeded by seed, epoch, rank)."""
+    global_shuffle: bool = True
+    """Shuffle all rows once on the driver before the split (Ray Data ``random_shuffle`` seeded by ``seed``), so
+    the order the shards were written in never reaches training. Without it the window shuffle only mixes
+    neighbours: a corpus written stills-first trains on stills alone until the stream reaches the clips. Turn it
+    off for corpora too large to shuffle in the object store."""
     video_tokenizer: str | None = None
     """Video tokenizer URI recorded in (and copied into) checkpoints; ``None`` = the one named in the shards'
     ``_manifest.json``."""

@@ -19,13 +19,14 @@ TWO = "stages=[{name: image, overrides: {data.stage: image, optim.max_steps: 2}}
 
 
 def test_stages_resolve_in_order_from_the_previous_final(tmp_path):
-    cfg = load_pretrain_config(GOAL, ["data.shards=/x", f"checkpoint.storage={tmp_path}"])
-    image, joint = stage_configs(cfg)
-    assert (image.data.stage, joint.data.stage) == ("image", "joint")
-    assert (image.checkpoint.name, joint.checkpoint.name) == ("small-goal-image", "small-goal-joint")
-    assert image.model.init_from is None and joint.model.init_from == f"{tmp_path}/small-goal-image/final"
-    assert joint.optim.warmup_steps == 50 and image.optim.warmup_steps == 100 and not joint.stages
-    assert (image.optim.max_steps, joint.optim.max_steps) == (4000, 1000) and joint.sampling.cfg_scale == 3.0
+    cfg = load_pretrain_config(GOAL, [f"checkpoint.storage={tmp_path}"])
+    image, video = stage_configs(cfg)
+    assert (image.data.stage, video.data.stage) == ("image", "joint")
+    assert (image.data.shards, video.data.shards) == ("runs/shards/shapes-goal", "runs/shards/shapes-goal2")
+    assert (image.checkpoint.name, video.checkpoint.name) == ("small-goal-image", "small-goal-video")
+    assert image.model.init_from is None and video.model.init_from == f"{tmp_path}/small-goal-image/final"
+    assert video.optim.warmup_steps == image.optim.warmup_steps == 100 and not video.stages
+    assert (image.optim.max_steps, video.optim.max_steps) == (4000, 3000) and video.sampling.cfg_scale == 3.0
 
 
 @pytest.mark.parametrize("stages, message", [

@@ -8,13 +8,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from pretrain_helpers import write_shards
 
 from lumos.config import model_preset
 from lumos.model import LumosModel
 from workflows import pretrain
 from workflows.config_io import ConfigError, dump_config
 from workflows.engine import LRSchedule, build_ds_config, param_groups
-from workflows.shard_data import bucket_batches, check_shards, epoch_batches, row_to_sample, sample_length
+from workflows.shard_data import (
+    bucket_batches,
+    check_shards,
+    epoch_batches,
+    read_shards,
+    row_to_sample,
+    sample_length,
+)
 from workflows.train_config import DataSection, OptimSection, PretrainConfig, load_pretrain_config
 from workflows.train_loop import TrainState, micro_batches
 
@@ -151,3 +159,20 @@ def test_cli_errors_are_one_line_and_start_nothing(tmp_path, capsys):
         pretrain.main(["--help"])
     assert e.value.code == 0 and "--config" in capsys.readouterr().out
 
+
+
+@pytest.mark.ray
+def test_global_shuffle_mixes_a_clips_first_corpus_the_same_way_every_time(ray_local, tmp_path):
+    shards = write_shards(str(tmp_path), videos=16, images=8, size=16, frames=5, files=1)  # clips first
+
+    def order(seed: int, **data) -> list[tuple[str, int]]:
+        ds = read_shards(DataSection(shards=shards, **data), seed)
+        return [(r["clip_id"], int(r["grid_t"])) for r in ds.iter_rows()]
+
+    written = order(0, global_shuffle=False)
+    assert [t for _, t in written] == [2] * 16 + [1] * 8
+    mixed = order(0)
+    assert sorted(mixed) == sorted(written) and mixed != written
+    assert 1 in [t for _, t in mixed[:12]]  # stills reach the first half of the stream
+    assert order(0, materialize=True) == mixed  # a relaunch of the run sees the same rows in the same order
+    assert order(1) != mixed
