@@ -38,6 +38,7 @@ class NTPRun:
 
     def __init__(self, model: LumosModel, prompts: Sequence[Sequence[int]], plan: VideoPlan, cfg: SamplerConfig,
                  given_codes=None, generator=None, progress: bool = False):
+        cfg = cfg.with_defaults()
         self.layout, self.plan, self.cfg, self.B = model.layout, plan, cfg, len(prompts)
         self.device = model.lm_head.weight.device
         self.gens = _generators(generator, self.B, self.device)

@@ -28,9 +28,10 @@ References: upstream ``inference_solver_vid.py`` (``generate_maskedAR_mmrope_v8_
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -49,20 +50,30 @@ HISTORY_MODES = ("even", "random")
 VIDEO_CFG, IMAGE_CFG = 15.0, 16.0
 """Upstream guidance scales (spec §8.1). Small, briefly trained CPU models often do better with much lower scales
 (2–5): large g amplifies the noise of a weak conditional model."""
+UPSTREAM_DEFAULTS = {"steps": 50, "temperature": 1.0}
+"""What an unset ``SamplerConfig.steps`` / ``temperature`` means when nothing else fills it (spec §8.1)."""
+RECORDED_KEYS = ("steps", "cfg_scale", "temperature")
+"""The settings that may be left unset (``None``) and filled by :meth:`SamplerConfig.with_defaults` (a
+checkpoint records them in its ``sampling`` entry)."""
 
 
 @dataclass(kw_only=True)
 class SamplerConfig:
-    """Settings of the AR-DF sampler (defaults = upstream, spec §8.1)."""
+    """Settings of the AR-DF sampler (defaults = upstream, spec §8.1).
 
-    steps: int = 50
-    """Unmasking steps per latent frame (S)."""
+    ``steps``, ``cfg_scale`` and ``temperature`` may be left unset (``None``): :meth:`with_defaults` fills them from
+    recorded defaults (a checkpoint's ``sampling`` entry), and the sampler treats what stays unset as upstream's
+    values (50 steps, temperature 1, guidance 15 video / 16 image).
+    """
+
+    steps: int | None = None
+    """Unmasking steps per latent frame (S); ``None`` = 50 (upstream) unless filled by :meth:`with_defaults`."""
     cfg_scale: float | None = None
     """Guidance scale g; ``None`` = upstream default for the mode (15 video, 16 image)."""
     use_cfg: bool = True
     """Run the unconditional branch; ``False`` samples from the conditional branch alone (no second forward)."""
-    temperature: float = 1.0
-    """Logit temperature before sampling (upstream: none, i.e. 1)."""
+    temperature: float | None = None
+    """Logit temperature before sampling; ``None`` = 1 (upstream: none) unless filled by :meth:`with_defaults`."""
     top_k: int | None = None
     """Sample among the top-k visual codes only (upstream: no top-k)."""
     gumbel_tau: float = 1.0
@@ -84,11 +95,11 @@ class SamplerConfig:
     """Run the conditional and unconditional rows as one batch (one forward per step)."""
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
+        if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps={self.steps} must be >= 1")
         if self.cfg_scale is not None and not math.isfinite(self.cfg_scale):
             raise ValueError(f"cfg_scale={self.cfg_scale} must be a finite number")
-        if self.temperature <= 0:
+        if self.temperature is not None and self.temperature <= 0:
             raise ValueError(f"temperature={self.temperature} must be > 0")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k={self.top_k} must be >= 1")
@@ -98,6 +109,17 @@ class SamplerConfig:
             raise ValueError(f"history_ratio={self.history_ratio} must be in [0, 1)")
         if self.history_mode not in HISTORY_MODES:
             raise ValueError(f"history_mode={self.history_mode!r} must be one of {HISTORY_MODES}")
+
+    def with_defaults(self, *layers: Mapping | None) -> SamplerConfig:
+        """A copy whose unset (``None``) ``steps`` / ``cfg_scale`` / ``temperature`` take the first value found in
+        ``layers`` (e.g. a checkpoint's ``sampling`` entry, then a tool's own fallbacks), else upstream's steps and
+        temperature (``cfg_scale`` then stays ``None``: upstream's per-mode guidance)."""
+        filled = {}
+        for key in RECORDED_KEYS:
+            if getattr(self, key) is None:
+                found = (layer.get(key) for layer in (*layers, UPSTREAM_DEFAULTS) if layer)
+                filled[key] = next((v for v in found if v is not None), None)
+        return dataclasses.replace(self, **filled)
 
     def guidance(self, image: bool) -> float:
         """The guidance scale for an image (one frame) or a video."""
@@ -232,6 +254,7 @@ class ARDFRun:
                  given_codes=None, generator=None, progress: bool = False):
         if len(prompts) < 1:
             raise ValueError("prompts: need at least one prompt")
+        cfg = cfg.with_defaults()
         self.model, self.plan, self.cfg, self.layout = model, plan, cfg, model.layout
         self.B = len(prompts)
         self.device = model.lm_head.weight.device
@@ -373,5 +396,5 @@ def generate(model: LumosModel, prompts: Sequence[Sequence[int]], plan: VideoPla
     return GenerationResult(torch.stack(frames, dim=1), stats)
 
 
-__all__ = ["GenerationResult", "HISTORY_MODES", "IMAGE_CFG", "MODES", "SamplerConfig", "SamplingStopped", "VIDEO_CFG",
-           "VideoPlan", "encode_prompt", "generate", "iter_generate", "plan_video"]
+__all__ = ["GenerationResult", "HISTORY_MODES", "IMAGE_CFG", "MODES", "RECORDED_KEYS", "SamplerConfig", "SamplingStopped",
+           "UPSTREAM_DEFAULTS", "VIDEO_CFG", "VideoPlan", "encode_prompt", "generate", "iter_generate", "plan_video"]

@@ -510,6 +510,16 @@ def test_bad_sampler_config(kwargs, match):
         SamplerConfig(**kwargs)
 
 
+def test_unset_sampler_settings_take_recorded_then_upstream_defaults():
+    recorded, fallback = {"steps": 12, "cfg_scale": None, "temperature": 0.8}, {"steps": 16, "cfg_scale": 3.0}
+    cfg = SamplerConfig(top_k=5).with_defaults(recorded, fallback)
+    assert (cfg.steps, cfg.cfg_scale, cfg.temperature, cfg.top_k) == (12, 3.0, 0.8, 5)  # first layer with a value
+    cfg = SamplerConfig(steps=4, cfg_scale=6.0, temperature=1.5).with_defaults(recorded, fallback)
+    assert (cfg.steps, cfg.cfg_scale, cfg.temperature) == (4, 6.0, 1.5)  # set values win
+    cfg = SamplerConfig().with_defaults(None, {})
+    assert (cfg.steps, cfg.cfg_scale, cfg.temperature) == (50, None, 1.0)  # upstream's; guidance stays per mode
+
+
 def test_bad_generation_arguments(model):
     with pytest.raises(ValueError, match="mode"):
         plan_video("v2v", GRID)
