@@ -74,7 +74,8 @@ def run_point(method: str, frames: int, threads: int) -> dict:
     def step(batch):
         x = torch.randn(1, batch["ids"].shape[1], cfg.dim, requires_grad=True)
         cos, sin = rope(batch["pos1d"], batch["coords"], batch["visual"], batch["p0"])
-        plan = DensePlan(batch["frame_ids"]) if method == "dense" else AttentionPlan.build(batch["frame_ids"])
+        plan = DensePlan(batch["frame_ids"]) if method == "dense" else AttentionPlan.build(batch["frame_ids"],
+                                                                                             dense_max_keys=0)
         layer(x, cos, sin, plan).square().mean().backward()
 
     step(_inputs(1))  # warm-up (kernels, allocator)

@@ -12,6 +12,14 @@ Each piece is one ``scaled_dot_product_attention`` call (or one flash-attn call 
 is bottom-right aligned), so memory grows linearly with L. Rows of a batch whose layouts differ are grouped by
 identical piece plans. With a :class:`~lumos.model.kv_cache.KVCache` the plan is built over cached + new tokens
 and only the new queries are computed.
+
+Short sequences go the other way: below ``DENSE_MAX_KEYS`` keys the plan also holds the dense boolean mask
+(:func:`lumos.masking.attention_mask`, built once per forward and shared by every layer) and, unless flash-attn
+runs, attends with one masked SDPA call per layer. There the pieces' per-call overhead, the per-plan row groups
+of a batch with mixed text lengths and the zero-filled gradients of every sliced key block cost more than the
+masked-out half of the L×L scores: at the small model's training shapes (16 rows, 4 heads × 64) one layer's
+forward + backward took 1.64 s → 0.31 s at L = 420 and 0.30 s → 0.06 s at L = 101 on 2 threads; above ~2k keys
+the pieces win (bench/attention.py).
 """
 
 from __future__ import annotations
@@ -24,10 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from lumos.config import ModelConfig
+from lumos.masking import attention_mask
 from lumos.rope import apply_rotary
 
 TEXT_CHUNK = 256
 """Longest query chunk of a text run; bounds the causal mask of a chunk to TEXT_CHUNK × L."""
+DENSE_MAX_KEYS = 1024
+"""Key lengths up to this attend with one dense-masked SDPA call per layer (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -83,21 +94,30 @@ class AttentionPlan:
     groups: list[tuple[torch.Tensor | None, tuple[Piece, ...]]]
     q_offset: int
     batch_size: int
+    dense_mask: torch.Tensor | None = None
+    """bool [B, 1, Lq, Lk] when Lk ≤ ``DENSE_MAX_KEYS``: one masked SDPA call per layer instead of the pieces."""
 
     @classmethod
-    def build(cls, frame_ids: torch.Tensor, q_offset: int = 0, text_chunk: int = TEXT_CHUNK) -> AttentionPlan:
-        """From frame ids [B, Lk] of all keys (cached + new); queries are [q_offset, Lk)."""
+    def build(cls, frame_ids: torch.Tensor, q_offset: int = 0, text_chunk: int = TEXT_CHUNK,
+              dense_max_keys: int | None = None) -> AttentionPlan:
+        """From frame ids [B, Lk] of all keys (cached + new); queries are [q_offset, Lk). ``dense_max_keys``
+        (default ``DENSE_MAX_KEYS``; 0 = never) bounds the key length that also gets a dense mask."""
         by_plan: dict[tuple[Piece, ...], list[int]] = {}
         for b, row in enumerate(frame_ids.cpu()):
             by_plan.setdefault(plan_pieces(row, q_offset, text_chunk), []).append(b)
-        B = frame_ids.shape[0]
+        B, Lk = frame_ids.shape
+        limit = DENSE_MAX_KEYS if dense_max_keys is None else dense_max_keys
+        dense = attention_mask(frame_ids)[:, None, q_offset:, :] if Lk <= limit else None  # (B, 1, Lq, Lk)
         if len(by_plan) == 1:
-            return cls([(None, next(iter(by_plan)))], q_offset, B)
+            return cls([(None, next(iter(by_plan)))], q_offset, B, dense)
         groups = [(torch.tensor(rows, dtype=torch.long), plan) for plan, rows in by_plan.items()]
-        return cls(groups, q_offset, B)
+        return cls(groups, q_offset, B, dense)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q [B, nh, Lq, hd], k/v [B, nkv, Lk, hd] -> [B, nh, Lq, hd] under causal ∪ same-frame."""
+        if self.dense_mask is not None and not _uses_flash(q):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=self.dense_mask.to(q.device),
+                                                  enable_gqa=q.shape[1] != k.shape[1])
         if len(self.groups) == 1:
             return self._attend_group(q, k, v, self.groups[0][1])
         outs, order = [], []
@@ -128,6 +148,11 @@ def _flash_attn_func():
     return flash_attn_func
 
 
+def _uses_flash(q: torch.Tensor) -> bool:
+    """Whether :func:`attend_piece` runs flash-attn for these queries (CUDA, half precision, flash-attn present)."""
+    return q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and _flash_attn_func() is not None
+
+
 def attend_piece(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
     """One mask-free (``causal=False``) or bottom-right-causal attention call.
 
@@ -138,9 +163,8 @@ def attend_piece(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
         [B, nh, Lq, hd].
     """
     Lq, Lk = q.shape[2], k.shape[2]
-    flash = _flash_attn_func() if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) else None
-    if flash is not None:
-        out = flash(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal)  # (B, Lq, nh, hd)
+    if _uses_flash(q):
+        out = _flash_attn_func()(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal)  # (B, Lq, nh, hd)
         return out.transpose(1, 2)
     gqa = q.shape[1] != k.shape[1]
     if not causal:
@@ -208,11 +232,9 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, frame_ids
     Args:
         q: [B, nh, Lq, hd]; k, v: [B, nkv, Lk, hd]; frame_ids: [B, Lk]; queries are keys [q_offset, Lk).
     """
-    from lumos.masking import attention_mask
-
     mask = attention_mask(frame_ids)[:, None, q_offset:, :]  # (B, 1, Lq, Lk)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
 
 
-__all__ = ["Attention", "AttentionPlan", "Piece", "QKNorm", "TEXT_CHUNK", "attend_piece", "dense_attention",
+__all__ = ["Attention", "AttentionPlan", "DENSE_MAX_KEYS", "Piece", "QKNorm", "TEXT_CHUNK", "attend_piece", "dense_attention",
            "plan_pieces"]

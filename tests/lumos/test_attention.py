@@ -46,14 +46,17 @@ def qkv(B, L, nh=4, nkv=2, hd=8, seed=0):
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("text_chunk", [256, 2])
-def test_plan_matches_dense_reference_outputs_and_grads(seed, text_chunk):
+@pytest.mark.parametrize("dense_max_keys", [0, None], ids=["pieces", "dense-mask"])
+def test_plan_matches_dense_reference_outputs_and_grads(seed, text_chunk, dense_max_keys):
     g = torch.Generator().manual_seed(seed)
     rows = [random_layout(g) for _ in range(3)]
     L = max(len(r) for r in rows) + 2
     rows = [r + [-1] * (L - len(r)) for r in rows]  # right padding → rows have different plans
     frame_ids = torch.tensor(rows)
     q, k, v = qkv(3, L, seed=seed)
-    out = AttentionPlan.build(frame_ids, text_chunk=text_chunk).attend(q, k, v)
+    plan = AttentionPlan.build(frame_ids, text_chunk=text_chunk, dense_max_keys=dense_max_keys)
+    assert (plan.dense_mask is None) == (dense_max_keys == 0)
+    out = plan.attend(q, k, v)
     grads = torch.autograd.grad(out.square().sum(), (q, k, v))
     ref = naive_attention(q, k, v, rows)
     ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
@@ -82,12 +85,14 @@ def test_pieces_tile_queries_and_never_need_future_keys():
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_queries_after_a_cached_prefix(seed):
+@pytest.mark.parametrize("dense_max_keys", [0, None], ids=["pieces", "dense-mask"])
+def test_queries_after_a_cached_prefix(seed, dense_max_keys):
     g = torch.Generator().manual_seed(seed)
     fids = random_layout(g)
     L = len(fids)
     q, k, v = qkv(1, L, seed=seed)
     for offset in (0, 1, L // 2, L - 1):
-        out = AttentionPlan.build(torch.tensor([fids]), offset).attend(q[:, :, offset:], k, v)
+        plan = AttentionPlan.build(torch.tensor([fids]), offset, dense_max_keys=dense_max_keys)
+        out = plan.attend(q[:, :, offset:], k, v)
         ref = naive_attention(q[:, :, offset:], k, v, [fids], offset)
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
