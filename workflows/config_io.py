@@ -96,6 +96,24 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _over_default(cls: type, name: str, value: Any) -> Any:
+    """A mapping for a section whose default is a configured instance (``field(default_factory=lambda:
+    Section(steps=8))``) keeps the values that instance sets unless the mapping sets them too."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if not isinstance(value, dict) or f.default_factory is dataclasses.MISSING:
+        return value
+    default = f.default_factory()
+    if not dataclasses.is_dataclass(default):
+        return value
+    try:
+        plain = type(default)()
+    except (TypeError, ValueError):  # a section without defaults of its own: nothing preset to keep
+        return value
+    preset = {g.name: getattr(default, g.name) for g in dataclasses.fields(default)
+              if g.init and getattr(default, g.name) != getattr(plain, g.name)}
+    return merge({k: to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in preset.items()}, value)
+
+
 def build_dataclass(cls: type[T], data: dict, prefix: str = "") -> T:
     """Instantiate ``cls`` from a (nested) dict, rejecting unknown keys; ``ValueError``s from ``__post_init__``
     become :class:`ConfigError`."""
@@ -104,7 +122,7 @@ def build_dataclass(cls: type[T], data: dict, prefix: str = "") -> T:
     for k, v in data.items():
         if k not in types_:
             raise ConfigError(f"unknown key: {prefix}{k}")
-        kwargs[k] = _coerce(v, types_[k], prefix + k)
+        kwargs[k] = _coerce(_over_default(cls, k, v), types_[k], prefix + k)
     try:
         return cls(**kwargs)
     except ConfigError:
@@ -113,14 +131,18 @@ def build_dataclass(cls: type[T], data: dict, prefix: str = "") -> T:
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
 
 
-def _set_dotted(tree: dict, dotted: str, raw: str) -> None:
+def _put(tree: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = tree
     for k in keys[:-1]:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
             raise ConfigError(f"cannot set {dotted}: {k} is not a section")
-    node[keys[-1]] = yaml.safe_load(raw) if raw != "" else ""
+    node[keys[-1]] = value
+
+
+def _set_dotted(tree: dict, dotted: str, raw: str) -> None:
+    _put(tree, dotted, yaml.safe_load(raw) if raw != "" else "")
 
 
 def to_dict(cfg: Any) -> dict:
@@ -134,8 +156,21 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-def load_config(cls: type[T], path: str | None = None, overrides: list[str] | None = None) -> T:
-    """Defaults of ``cls`` ← YAML file at ``path`` (local or s3://) ← ``key.sub=value`` overrides."""
+def given_flags(args: Any, keys: dict[str, str]) -> dict:
+    """The command-line flags a user gave, as a nested config tree: ``keys`` maps an argparse ``dest`` to its dotted
+    config key (``{"steps": "sampler.steps"}``); flags left at ``None`` (or ``False`` for switches) are not given."""
+    tree: dict = {}
+    for dest, dotted in keys.items():
+        value = getattr(args, dest)
+        if value is not None and value is not False:
+            _put(tree, dotted, value)
+    return tree
+
+
+def load_config(cls: type[T], path: str | None = None, overrides: list[str] | None = None,
+                flags: dict | None = None) -> T:
+    """Defaults of ``cls`` ← YAML file at ``path`` (local or s3://) ← ``flags`` (a nested tree, e.g. from
+    :func:`given_flags`) ← ``key.sub=value`` overrides."""
     tree: dict = {}
     if path:
         try:
@@ -147,6 +182,7 @@ def load_config(cls: type[T], path: str | None = None, overrides: list[str] | No
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping")
         tree = loaded
+    tree = merge(tree, flags or {})
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
