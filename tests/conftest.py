@@ -15,6 +15,8 @@ import torch
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 REPO = Path(__file__).resolve().parents[1]
+# Multi-node clusters on this machine (fake autoscaling cluster, ray.cluster_utils.Cluster): tests/cluster_fixtures.py
+pytest_plugins = ("cluster_fixtures",)
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
 
 # Hand-written captions for the real clips (TEST_MEDIA.md §4).

@@ -235,6 +235,15 @@ def check_python(argv: list[str]) -> None:
     script = REPO / argv[0]
     assert script.suffix == ".py" and script.is_file(), f"{argv[0]}: no such script"
     compile(script.read_text(), str(script), "exec")
+    if argv[0] == "cluster/fake_cluster.py":  # its own options, then the command it runs against the cluster
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("fake_cluster", script)
+        fake_cluster = sys.modules.setdefault("fake_cluster", importlib.util.module_from_spec(spec))
+        spec.loader.exec_module(fake_cluster)  # (registered first: its dataclasses look their module up)
+        args = argparse_ok(fake_cluster.parse_args, argv[1:])
+        if args.command:
+            check_command(args.command)
 
 
 def click_context(group, argv: list[str]):
