@@ -161,7 +161,7 @@ class FakeAutoscalingCluster:
             if should_stop():
                 break
             failures.append(self._log_tail())
-            self.shutdown(remove_temp_dir=False)
+            self.shutdown()
         raise RuntimeError(f"fake cluster did not start in {START_ATTEMPTS} attempts:\n" + "\n=====\n".join(failures))
 
     def _start_once(self, should_stop) -> bool:
