@@ -46,10 +46,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from lumos import storage
+from lumos.sampler import SamplerConfig
 from tokenize_jobs.cli import OneLineParser, first_line
 from tokenize_jobs.shards import ShardManifest
+from workflows.config_io import ConfigError, given_flags, load_config
 from workflows.eval import EvalSettings, evaluate_suite, save_figure, update_doc_section
-from workflows.generate import UsageError
+from workflows.generation import GenerationBundle, UsageError
 
 log = logging.getLogger("workflows.ablate")
 STUDIES = {"rope": ("mm", "1d", "3d", "mrope", "mm_noscale", "mm_nodist"),
@@ -77,8 +79,10 @@ class AblationConfig:
     max_latent_frames: int | None = None
     seed: int = 0
     eval_num: int = 12
-    eval_steps: int = 8
-    cfg: float = 3.0
+    """Held-out prompts per suite for the scores."""
+    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=8, cfg_scale=3.0))
+    """Sampler settings of the scores (``--eval-steps``, ``--cfg``; the history study sets ``history_ratio`` per
+    variant); unset ones come from the checkpoint, else ``workflows.eval``'s fallbacks."""
     variants: list[str] = field(default_factory=list)
     """Subset of the study's variants (empty = all)."""
 
@@ -87,7 +91,7 @@ class AblationConfig:
             raise ValueError(f"--study must be one of {sorted(STUDIES)}, got {self.study!r}")
         if self.preset not in DEFAULT_LR:
             raise ValueError(f"--preset must be one of {sorted(DEFAULT_LR)}, got {self.preset!r}")
-        for name in ("steps", "batch", "eval_every", "eval_num", "eval_steps"):
+        for name in ("steps", "batch", "eval_every", "eval_num"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.val_ratio <= 1.0:
@@ -361,12 +365,11 @@ def variant_configs(cfg: AblationConfig, variant: str, codebook_size: int | None
 # Scoring with workflows.eval
 # ---------------------------------------------------------------------------------------------------------------
 
-def bundle_for(model, model_cfg, data: AblationData):
-    """A :class:`workflows.generate.GenerationBundle` around an in-memory model."""
+def bundle_for(model, model_cfg, data: AblationData) -> GenerationBundle:
+    """A :class:`workflows.generation.GenerationBundle` around an in-memory model."""
     import torch
 
     from lumos.tokenizers import load_text_tokenizer, load_video_tokenizer
-    from workflows.generate import GenerationBundle
 
     return GenerationBundle(model, model_cfg, {"resolution": [data.size, data.size]},
                             load_video_tokenizer(data.tokenizer), load_text_tokenizer(None, model_cfg.layout),
@@ -374,9 +377,8 @@ def bundle_for(model, model_cfg, data: AblationData):
 
 
 def eval_settings(cfg: AblationConfig, data: AblationData) -> EvalSettings:
-    return EvalSettings(num=cfg.eval_num, steps=cfg.eval_steps, cfg=cfg.cfg, seed=cfg.seed, size=data.size,
-                        fps=data.fps, duration=data.duration, frames=data.latent_frames,
-                        batch=min(8, cfg.eval_num), references=False)
+    return EvalSettings(num=cfg.eval_num, seed=cfg.seed, size=data.size, fps=data.fps, duration=data.duration,
+                        frames=data.latent_frames, batch=min(8, cfg.eval_num), references=False, sampler=cfg.sampler)
 
 
 def score(bundle, settings: EvalSettings, suites: tuple[str, ...], history_ratio: float | None = None,
@@ -420,13 +422,13 @@ def run_history_study(cfg: AblationConfig, data: AblationData | None, checkpoint
                       progress: bool) -> tuple[dict, dict]:
     """Score one model with history ratio 0.7 and 0; returns (variants, model info)."""
     if checkpoint:
-        from workflows.generate import load_generator
+        from workflows.generation import load_generator
 
         bundle = load_generator(checkpoint, "cpu")
         train_cfg = {"checkpoint": checkpoint}
         size = int((bundle.meta.get("resolution") or [64])[0])
-        settings = EvalSettings(num=cfg.eval_num, steps=cfg.eval_steps, cfg=cfg.cfg, seed=cfg.seed, size=size,
-                                batch=min(8, cfg.eval_num), references=False)
+        settings = EvalSettings(num=cfg.eval_num, seed=cfg.seed, size=size, batch=min(8, cfg.eval_num),
+                                references=False, sampler=cfg.sampler)
     else:
         model_cfg, ardf_cfg = variant_configs(cfg, "tube", data.codebook_size)
         val_batches = validation_batches(data.val, model_cfg.layout, cfg.batch, cfg.val_ratio, cfg.seed)
@@ -531,8 +533,8 @@ def study_markdown(report: dict) -> str:
     model = report.get("model") or {}
     if study == "history" and model.get("checkpoint"):  # nothing trained: the settings are the sampler's
         setting = (f"Checkpoint `{model['checkpoint']}` sampled with and without inference-time history masking, "
-                   f"{cfg['eval_num']} held-out prompts per suite, {cfg['eval_steps']} steps per frame, CFG "
-                   f"{cfg['cfg']:g}, seed {cfg['seed']}. Wall time {report['seconds']:.0f} s.\n")
+                   f"{cfg['eval_num']} held-out prompts per suite, {cfg['sampler']['steps']} steps per frame, CFG "
+                   f"{cfg['sampler']['cfg_scale']:g}, seed {cfg['seed']}. Wall time {report['seconds']:.0f} s.\n")
     else:
         setting = (f"Preset `{cfg['preset']}`, {cfg['steps']} steps × batch {cfg['batch']} per variant, LR "
                    f"{cfg['lr']:g}, seed {cfg['seed']}; data: {data.get('train_clips', '–')} training clips, "
@@ -578,8 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m workflows.ablate", description=__doc__.split("\n\n")[0],
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--study", required=True, choices=sorted(STUDIES), help="rope, mask or history")
-    p.add_argument("--preset", default="debug", choices=sorted(DEFAULT_LR), help="model preset (default debug)")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps per variant (default {d.steps})")
+    p.add_argument("--config", default=None, help="YAML file with AblationConfig keys (steps, ..., sampler: {...})")
+    p.add_argument("--preset", choices=sorted(DEFAULT_LR), help=f"model preset (default {d.preset})")
+    p.add_argument("--steps", type=int, help=f"optimizer steps per variant (default {d.steps})")
     p.add_argument("--out", default="runs/ablate", help="output directory (default runs/ablate)")
     p.add_argument("--shards", default=None, help="training token shards (default: made under --data)")
     p.add_argument("--val-shards", default=None, help="validation token shards of held-out clips")
@@ -589,31 +592,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=128, help="training stills to synthesize (default 128)")
     p.add_argument("--val-videos", type=int, default=32, help="held-out validation videos (default 32)")
     p.add_argument("--size", type=int, default=None, help="clip side in pixels (default 64; debug 32)")
-    p.add_argument("--batch", type=int, default=d.batch, help=f"clips per step (default {d.batch})")
+    p.add_argument("--batch", type=int, help=f"clips per step (default {d.batch})")
     p.add_argument("--lr", type=float, default=None, help="peak LR (default: the preset recipe's)")
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help="validation interval in steps")
-    p.add_argument("--val-ratio", type=float, default=d.val_ratio, help="validation tube mask ratio (0.7)")
+    p.add_argument("--eval-every", type=int, help=f"validation interval in steps (default {d.eval_every})")
+    p.add_argument("--val-ratio", type=float, help=f"validation tube mask ratio (default {d.val_ratio})")
     p.add_argument("--max-latent-frames", type=int, default=None, help="temporal crop of training clips")
-    p.add_argument("--eval-num", type=int, default=d.eval_num, help="held-out prompts per suite for scores")
-    p.add_argument("--eval-steps", type=int, default=d.eval_steps, help="sampler steps per frame for scores")
-    p.add_argument("--cfg", type=float, default=d.cfg, help=f"guidance scale for scores (default {d.cfg})")
-    p.add_argument("--variants", default="", help="comma-separated subset of the study's variants")
+    p.add_argument("--eval-num", type=int, help=f"held-out prompts per suite for scores (default {d.eval_num})")
+    p.add_argument("--eval-steps", type=int, help=f"sampler steps per frame for scores (default {d.sampler.steps})")
+    p.add_argument("--cfg", type=float, help=f"guidance scale for scores (default {d.sampler.cfg_scale})")
+    p.add_argument("--variants", default=None, help="comma-separated subset of the study's variants")
     p.add_argument("--checkpoint", default=None, help="history study: score this checkpoint instead of training")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help=f"data, training and sampling seed (default {d.seed})")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: best on a busy CPU)")
     p.add_argument("--results-doc", default=None, help="also write the summary into this Markdown file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                   help="AblationConfig overrides after the flags, e.g. sampler.temperature=0.9")
     return p
 
 
+FLAG_KEYS = {"study": "study", "preset": "preset", "steps": "steps", "batch": "batch", "lr": "lr",
+             "eval_every": "eval_every", "val_ratio": "val_ratio", "max_latent_frames": "max_latent_frames",
+             "seed": "seed", "eval_num": "eval_num", "eval_steps": "sampler.steps", "cfg": "sampler.cfg_scale"}
+"""Each config flag → its :class:`AblationConfig` key (a flag left out leaves the config file's value)."""
+
+
 def config_from_args(args: argparse.Namespace) -> AblationConfig:
+    """Defaults ← ``--config`` ← the flags given ← the dotted overrides (raises :class:`UsageError`)."""
+    flags = given_flags(args, FLAG_KEYS)
+    if args.variants is not None:
+        flags["variants"] = [v for v in args.variants.split(",") if v]
     try:
-        return AblationConfig(study=args.study, preset=args.preset, steps=args.steps, batch=args.batch, lr=args.lr,
-                              eval_every=args.eval_every, val_ratio=args.val_ratio,
-                              max_latent_frames=args.max_latent_frames, seed=args.seed, eval_num=args.eval_num,
-                              eval_steps=args.eval_steps, cfg=args.cfg,
-                              variants=[v for v in args.variants.split(",") if v])
-    except ValueError as e:
+        return load_config(AblationConfig, args.config, args.overrides, flags)
+    except ConfigError as e:
         raise UsageError(str(e)) from None
 
 

@@ -24,9 +24,12 @@ Output layouts (what each benchmark's own scorer reads):
   dimension_list=[...], resolution="16-9")``).
 
 Prompts are cut into ``--workers`` contiguous shards, one Ray task each (``num_gpus=1`` when the cluster has GPUs);
-a task loads the checkpoint once and writes its files. Sample j of prompt i uses seed ``seed·1000003 + i·1000 + j``
-whatever the sharding, and files that already exist are skipped, so a rerun resumes. ``<out>/_bench_sets.json``
-(settings and counts) is written last.
+a task loads the checkpoint once (:mod:`workflows.generation`) and writes its files. Sample j of prompt i is item
+``i·samples + j`` of the one seed rule (seed ``seed + i·samples + j``) whatever the sharding, and files that already
+exist are skipped, so a rerun with the same ``--samples`` resumes. Settings are a :class:`BenchSettings` (its
+``sampler`` a :class:`lumos.sampler.SamplerConfig`: unset steps / guidance / temperature come from the checkpoint's
+``sampling`` entry, else upstream's 50 steps and 16 image / 15 video): defaults ← ``--config`` YAML ← flags ←
+dotted overrides (:mod:`workflows.config_io`). ``<out>/_bench_sets.json`` (settings and counts) is written last.
 """
 
 from __future__ import annotations
@@ -37,15 +40,18 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from lumos import storage
+from lumos.sampler import SamplerConfig
 from tokenize_jobs.cli import OneLineParser, first_line
-from workflows.generate import UsageError
+from workflows.config_io import ConfigError, build_dataclass, given_flags, load_config
+from workflows.generation import UsageError, VideoSpec, item_seed, read_images
 
 log = logging.getLogger("workflows.bench_sets")
 BENCHES = {"geneval": 4, "vbench": 5, "vbench_i2v": 5}
 """Benchmark → default samples per prompt (GenEval 4 images, VBench 5 videos)."""
+MODES = {"geneval": "t2i", "vbench": "t2v", "vbench_i2v": "i2v"}
 
 
 @dataclass(kw_only=True)
@@ -55,17 +61,28 @@ class BenchSettings:
     checkpoint: str
     bench: str
     out: str
-    samples: int
-    steps: int = 50
-    cfg: float | None = None
+    samples: int | None = None
+    """Samples per prompt; ``None`` = the benchmark's (:data:`BENCHES`)."""
     seed: int = 0
     width: int | None = None
+    """Pixels; ``None`` = the checkpoint's ``resolution`` entry, else 64 (also ``height``)."""
     height: int | None = None
     fps: int | None = None
     duration: int | None = None
     frames: int | None = None
-    history_ratio: float = 0.7
+    """Latent frames per video; ``None`` = the sampler's default for fps × duration (12 × 2 when unset)."""
     threads: int | None = None
+    """Torch CPU threads per task."""
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+
+    def __post_init__(self) -> None:
+        if self.bench not in BENCHES:
+            raise ValueError(f"bench={self.bench!r} must be one of {sorted(BENCHES)}")
+        self.samples = self.samples or BENCHES[self.bench]
+        for name in ("samples", "fps", "duration", "frames", "threads"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"--{name} must be >= 1, got {v}")
 
 
 def read_prompts(bench: str, prompts: str, images: str | None) -> list[dict]:
@@ -136,36 +153,25 @@ def _write_sample(s: BenchSettings, rec: dict, path: str, frames, fps: int) -> N
 
 def generate_record(gen, s: BenchSettings, rec: dict, todo: list[int]) -> None:
     """Sample the missing samples ``todo`` of one prompt record as one batch and write them."""
-    import torch
-
-    from lumos.sampler import SamplerConfig, encode_prompt, generate, plan_video
-    from workflows.generate import image_codes, latent_grid
-
-    res = gen.meta.get("resolution") or [64, 64]
-    width, height = s.width or int(res[0]), s.height or int(res[1])
-    grid = latent_grid(gen, width, height)
-    given = image_codes(gen, [rec["image"]], width, height) if s.bench == "vbench_i2v" else None
-    mode = {"geneval": "t2i", "vbench": "t2v", "vbench_i2v": "i2v"}[s.bench]
-    plan = plan_video(mode, grid, frames=s.frames if mode != "t2i" else None, fps=s.fps if mode != "t2i" else None,
-                      duration=s.duration if mode != "t2i" else None, given=0 if given is None else 1)
-    ids = encode_prompt(gen.text_tokenizer, gen.layout, rec["prompt"], plan, gen.spatial)
-    gens = [torch.Generator(gen.device).manual_seed(s.seed * 1_000_003 + rec["index"] * 1000 + j) for j in todo]
-    cfg = SamplerConfig(steps=s.steps, cfg_scale=s.cfg, history_ratio=s.history_ratio)
-    out = generate(gen.model, [ids] * len(todo), plan, cfg, given_codes=given, generator=gens)
-    with torch.inference_mode():
-        videos = gen.video_tokenizer.decode(out.codes).numpy()  # (B, N, H, W, 3)
+    width, height = gen.size(s.width, s.height)
+    mode = MODES[s.bench]
+    spec = VideoSpec(mode, width, height) if mode == "t2i" else VideoSpec(
+        mode, width, height, frames=s.frames, fps=s.fps, duration=s.duration)
+    images = read_images([rec["image"]], width, height) if mode == "i2v" else None
+    seeds = [item_seed(s.seed, rec["index"] * s.samples + j) for j in todo]
+    out = gen.sample([rec["prompt"]] * len(todo), spec, s.sampler, seeds, images)
     paths = sample_paths(s, rec)
-    for j, video in zip(todo, videos):
-        _write_sample(s, rec, paths[j], video, plan.fps)
+    for j, video in zip(todo, gen.decode(out.codes)):  # (N, H, W, 3) each
+        _write_sample(s, rec, paths[j], video, out.plan.fps)
 
 
 def run_shard(settings: dict, records: list[dict]) -> dict:
     """One Ray task: load the checkpoint once, write every missing sample of ``records``; returns counts."""
     import torch
 
-    from workflows.generate import load_generator
+    from workflows.generation import load_generator
 
-    s = BenchSettings(**settings)
+    s = build_dataclass(BenchSettings, settings)
     if s.threads:
         torch.set_num_threads(s.threads)
     t0 = time.perf_counter()
@@ -216,38 +222,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", required=True, help="the benchmark's prompt file (see above)")
     p.add_argument("--images", default=None, help="vbench_i2v: folder of the cropped input images")
     p.add_argument("--out", required=True, help="output folder URI")
+    p.add_argument("--config", default=None, help="YAML file with BenchSettings keys (seed, ..., sampler: {...})")
     p.add_argument("--samples", type=int, default=None, help="samples per prompt (default 4 geneval, 5 vbench)")
     p.add_argument("--workers", type=int, default=1, help="shards = Ray tasks (one GPU each when present)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="logical CPUs per task (default 1)")
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts (smoke runs)")
-    p.add_argument("--steps", type=int, default=50, help="unmasking steps per latent frame (default 50)")
-    p.add_argument("--cfg", type=float, default=None, help="guidance (default 16 image / 15 video, upstream)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None,
+                   help="unmasking steps per latent frame (default: the checkpoint's sampling.steps, else 50)")
+    p.add_argument("--cfg", type=float, default=None,
+                   help="guidance (default: the checkpoint's sampling.cfg_scale, else 16 image / 15 video, upstream)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default 0)")
     p.add_argument("--width", type=int, default=None, help="pixels (default: the checkpoint's resolution)")
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--fps", type=int, default=None, help="video fps token (default 12)")
     p.add_argument("--duration", type=int, default=None, help="video seconds token (default 2)")
     p.add_argument("--frames", type=int, default=None, help="latent frames per video")
-    p.add_argument("--history-ratio", type=float, default=0.7, help="history mask ratio (default 0.7)")
+    p.add_argument("--history-ratio", type=float, default=None, help="history mask ratio (default 0.7)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per task")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                   help="BenchSettings overrides after the flags, e.g. sampler.temperature=0.9")
     return p
 
 
+FLAG_KEYS = {"checkpoint": "checkpoint", "bench": "bench", "out": "out", "samples": "samples", "seed": "seed",
+             "width": "width", "height": "height", "fps": "fps", "duration": "duration", "frames": "frames",
+             "threads": "threads", "steps": "sampler.steps", "cfg": "sampler.cfg_scale",
+             "history_ratio": "sampler.history_ratio"}
+"""Each settings flag → its :class:`BenchSettings` key (a flag left out leaves the config file's value)."""
+
+
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
-    for name in ("samples", "workers", "limit", "steps", "fps", "duration", "frames", "threads"):
+    """Defaults ← ``--config`` ← the flags given ← the dotted overrides (raises :class:`UsageError`)."""
+    for name in ("workers", "limit"):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise UsageError(f"--{name} must be >= 1, got {v}")
     if args.cpus_per_worker <= 0:
         raise UsageError(f"--cpus-per-worker must be > 0, got {args.cpus_per_worker}")
-    if not 0.0 <= args.history_ratio < 1.0:
-        raise UsageError(f"--history-ratio must be in [0, 1), got {args.history_ratio}")
-    if not storage.exists(storage.join(args.checkpoint, "config.json")):
-        raise UsageError(f"--checkpoint {args.checkpoint}: no config.json")
-    return BenchSettings(checkpoint=args.checkpoint, bench=args.bench, out=args.out,
-                         samples=args.samples or BENCHES[args.bench], steps=args.steps, cfg=args.cfg, seed=args.seed,
-                         width=args.width, height=args.height, fps=args.fps, duration=args.duration,
-                         frames=args.frames, history_ratio=args.history_ratio, threads=args.threads)
+    try:
+        s = load_config(BenchSettings, args.config, args.overrides, given_flags(args, FLAG_KEYS))
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    if not storage.exists(storage.join(s.checkpoint, "config.json")):
+        raise UsageError(f"--checkpoint {s.checkpoint}: no config.json")
+    return s
 
 
 def main(argv: list[str] | None = None) -> int:

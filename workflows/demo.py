@@ -358,31 +358,20 @@ def heldout_scenes(seed: int) -> dict:
 
 
 def sample_one(gen, mode: str, scene, plan: DemoPlan, seed: int):
-    """Generate one clip for ``scene``'s caption.
+    """Generate one clip for ``scene``'s caption (with ``seed`` as given: the caller's item seed).
 
     Returns:
         (prompt, frames uint8 [N, S, S, 3], the i2v input frame uint8 [1, S, S, 3] or None).
     """
-    import torch
-
-    from lumos.sampler import SamplerConfig, encode_prompt, generate, plan_video
+    from lumos.sampler import SamplerConfig
     from lumos.shapes.world import render_clip
-    from workflows.generate import latent_grid
+    from workflows.generation import VideoSpec
 
-    vplan = plan_video(mode, latent_grid(gen, plan.size, plan.size), fps=FPS, duration=SECONDS,
-                       given=1 if mode == "i2v" else 0)
     prompt = scene.caption(with_motion=mode != "t2i")
-    first = given = None
-    if mode == "i2v":
-        first = render_clip(scene, size=plan.size, fps=FPS, num_frames=1)  # (1, S, S, 3)
-        with torch.inference_mode():
-            given = gen.video_tokenizer.encode(first).long()  # (1, h, w)
-    ids = [encode_prompt(gen.text_tokenizer, gen.layout, prompt, vplan, gen.spatial)]
-    res = generate(gen.model, ids, vplan, SamplerConfig(steps=plan.sample_steps, cfg_scale=plan.sample_cfg),
-                   given_codes=given, generator=torch.Generator().manual_seed(seed), progress=False)
-    with torch.inference_mode():
-        frames = gen.video_tokenizer.decode(res.codes[0]).numpy()  # (N, S, S, 3)
-    return prompt, frames, first
+    first = render_clip(scene, size=plan.size, fps=FPS, num_frames=1) if mode == "i2v" else None  # (1, S, S, 3)
+    spec = VideoSpec(mode, plan.size, plan.size, fps=FPS, duration=SECONDS)  # t2i: one frame whatever fps
+    res = gen.sample([prompt], spec, SamplerConfig(steps=plan.sample_steps, cfg_scale=plan.sample_cfg), [seed], first)
+    return prompt, gen.decode(res.codes[0]), first
 
 
 def overview(generated: dict, truth: dict, scale: int = 2):
@@ -408,14 +397,14 @@ def make_samples(tmp: Path, plan: DemoPlan, final: Path, seed: int) -> dict:
     """t2i / t2v / i2v GIFs for held-out prompts, the i2v input frame, ``overview.gif`` and ``prompts.json``."""
     from lumos.media import write_video
     from lumos.shapes.world import render_clip
-    from workflows.generate import load_generator
+    from workflows.generation import item_seed, load_generator
 
     out = tmp / "samples"
     out.mkdir()
     gen = load_generator(str(final), "cpu")
     generated, truth, prompts = {}, {}, {}
     for k, (mode, scene) in enumerate(heldout_scenes(seed).items()):
-        prompt, frames, first = sample_one(gen, mode, scene, plan, seed + k)
+        prompt, frames, first = sample_one(gen, mode, scene, plan, item_seed(seed, k))
         write_video(str(out / f"{mode}.gif"), frames, fps=FPS)
         if first is not None:
             write_video(str(out / "i2v_input.png"), first)

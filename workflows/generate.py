@@ -15,7 +15,8 @@ Launch recipes::
 The checkpoint is a DESIGN §4.5 directory (``config.json`` + ``model.safetensors``); its ``video_tokenizer``
 entry (a URI, or a path relative to the checkpoint such as its ``tokenizer/`` copy) decodes the codes — all latent
 frames jointly — into pixels. Several ``--prompt`` run as one batch; output ``i`` goes to ``<out stem>-<i>.<ext>``
-and equals a single-prompt run with ``--seed <seed + i>``. Bad arguments exit with status 2 and one line.
+and equals a single-prompt run with ``--seed <seed + i>`` (the seed rule of :mod:`workflows.generation`, which does the
+sampling). Bad arguments exit with status 2 and one line.
 """
 
 from __future__ import annotations
@@ -25,12 +26,19 @@ import io
 import logging
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lumos import storage
-from tokenize_jobs.cli import OneLineParser, first_line
+from tokenize_jobs.cli import OneLineParser
+from workflows.generation import (
+    GenerationBundle,
+    UsageError,
+    VideoSpec,
+    item_seed,
+    load_generator,
+    read_images,
+)
 
 if TYPE_CHECKING:  # torch and the model load lazily: --help and argument errors answer at once
     import torch
@@ -43,101 +51,6 @@ MODES = ("t2i", "t2v", "i2v")
 """Same as :data:`lumos.sampler.MODES`."""
 
 
-class UsageError(ValueError):
-    """A bad command-line argument (exit status 2)."""
-
-
-@dataclass
-class GenerationBundle:
-    """Everything generation needs from a checkpoint: model, vocabulary, tokenizers."""
-
-    model: torch.nn.Module  # LumosModel
-    model_cfg: object
-    meta: dict
-    video_tokenizer: object
-    text_tokenizer: object
-    device: torch.device
-
-    @property
-    def layout(self):
-        return self.model.layout
-
-    @property
-    def spatial(self) -> int:
-        return int(getattr(self.video_tokenizer, "spatial_compression", 8))
-
-
-def tokenizer_uri(checkpoint: str, meta: dict, override: str | None = None) -> str:
-    """The video tokenizer of a checkpoint: ``override``, else config.json's ``video_tokenizer`` (relative paths
-    are relative to the checkpoint directory)."""
-    uri = override or meta.get("video_tokenizer")
-    if not uri:
-        raise UsageError(f"checkpoint {checkpoint} names no video tokenizer in config.json; pass --tokenizer URI")
-    from lumos.checkpoint import resolve_ref
-
-    return resolve_ref(checkpoint, uri)
-
-
-def load_generator(checkpoint: str, device: str | torch.device | None = None,
-                   tokenizer: str | None = None) -> GenerationBundle:
-    """Load model + video/text tokenizers of a checkpoint directory (local or s3://).
-
-    Raises:
-        UsageError: the checkpoint or its tokenizer cannot be read (one line).
-    """
-    import torch
-
-    from lumos.checkpoint import load_checkpoint, resolve_ref
-    from lumos.tokenizers import load_text_tokenizer, load_video_tokenizer
-
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        model, cfg, meta = load_checkpoint(checkpoint, device)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"cannot read checkpoint {checkpoint}: {first_line(e, with_type=True)}") from None
-    uri = tokenizer_uri(checkpoint, meta, tokenizer)
-    try:
-        video_tok = load_video_tokenizer(uri, device)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"cannot read video tokenizer {uri}: {first_line(e, with_type=True)}") from None
-    if video_tok.codebook_size != cfg.codebook_size:
-        raise UsageError(f"video tokenizer {uri} has {video_tok.codebook_size} codes, the model expects "
-                         f"{cfg.codebook_size}")
-    try:
-        text_ref = meta.get("text_tokenizer")
-        text_tok = load_text_tokenizer(resolve_ref(checkpoint, text_ref) if text_ref else None, model.layout)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read text tokenizer of {checkpoint}: {first_line(e, with_type=True)}") from None
-    return GenerationBundle(model, cfg, meta, video_tok, text_tok, device)
-
-
-def latent_grid(gen: GenerationBundle, width: int, height: int) -> tuple[int, int]:
-    """Latent (h, w) for a pixel size; sizes must be multiples of spatial compression × grid unit."""
-    unit = gen.spatial * gen.layout.grid_unit
-    if width < unit or height < unit or width % unit or height % unit:
-        raise UsageError(f"--width/--height must be positive multiples of {unit} pixels for this checkpoint, "
-                         f"got {width}x{height}")
-    return height // gen.spatial, width // gen.spatial
-
-
-def image_codes(gen: GenerationBundle, images: list[str], width: int, height: int) -> torch.Tensor:
-    """Read I2V images, resize + centre-crop to width×height, encode as one clip: int64 [G, h, w]."""
-    import numpy as np
-    import torch
-
-    from lumos.buckets import resize_center_crop
-    from lumos.media import read_image
-
-    frames = []
-    for path in images:
-        try:
-            frames.append(resize_center_crop(read_image(path), (width, height)))
-        except (OSError, ValueError) as e:
-            raise UsageError(f"--image {path}: {first_line(e, with_type=True)}") from None
-    with torch.inference_mode():
-        return gen.video_tokenizer.encode(np.stack(frames)).long()  # (G, h, w)
-
-
 def write_output(gen: GenerationBundle, path: str, codes: torch.Tensor, fps: int) -> str:
     """Write codes int64 [F, h, w] as ``.npy``, or decode all latent frames jointly and write GIF/MP4/PNG.
 
@@ -145,7 +58,6 @@ def write_output(gen: GenerationBundle, path: str, codes: torch.Tensor, fps: int
         a short description of what was written.
     """
     import numpy as np
-    import torch
 
     ext = Path(path).suffix.lower().lstrip(".")
     if ext == "npy":
@@ -155,8 +67,7 @@ def write_output(gen: GenerationBundle, path: str, codes: torch.Tensor, fps: int
         return f"codes {tuple(codes.shape)}"
     from lumos.media import write_video
 
-    with torch.inference_mode():
-        frames = gen.video_tokenizer.decode(codes)  # (N, H, W, 3) uint8
+    frames = gen.decode(codes)  # (N, H, W, 3) uint8
     write_video(path, frames, fps=fps, format=ext, png_strip=frames.shape[0] > 1)
     return f"{frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]}"
 
@@ -256,65 +167,40 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(str(e)) from None
 
 
-def checkpoint_default(meta: dict, key: str, fallback):
-    """A sampler default from a checkpoint's config.json ``sampling`` entry (written by pre-training's
-    ``sampling`` section), else ``fallback``."""
-    value = (meta.get("sampling") or {}).get(key)
-    return fallback if value is None else value
-
-
-def sampler_config(args: argparse.Namespace, meta: dict | None = None) -> SamplerConfig:
-    """The flags, with unset steps / CFG / temperature from the checkpoint's ``sampling`` entry."""
+def sampler_config(args: argparse.Namespace) -> SamplerConfig:
+    """The sampler flags; unset steps / CFG / temperature stay ``None``: sampling takes them from the checkpoint's
+    ``sampling`` entry, else upstream's (:meth:`workflows.generation.GenerationBundle.sampler_config`)."""
     from lumos.sampler import SamplerConfig
 
-    meta = meta or {}
-    return SamplerConfig(steps=args.steps or checkpoint_default(meta, "steps", 50),
-                         cfg_scale=args.cfg if args.cfg is not None else checkpoint_default(meta, "cfg_scale", None),
-                         use_cfg=not args.no_cfg,
-                         temperature=args.temperature or checkpoint_default(meta, "temperature", 1.0), top_k=args.top_k, gumbel_tau=args.gumbel_tau,
-                         upstream_tau_decay=args.upstream_tau_decay, history_ratio=args.history_ratio,
-                         history_mode=args.history_mode, mask_given_frames=args.mask_given_frames,
-                         use_kv_cache=not args.no_kv_cache)
-
-
-def resolution(args: argparse.Namespace, meta: dict) -> tuple[int, int]:
-    """(width, height): the flags, else the checkpoint's ``resolution`` [W, H] entry, else 64×64."""
-    default = meta.get("resolution") or [64, 64]
-    return int(args.width or default[0]), int(args.height or default[1])
+    return SamplerConfig(steps=args.steps, cfg_scale=args.cfg, use_cfg=not args.no_cfg, temperature=args.temperature,
+                         top_k=args.top_k, gumbel_tau=args.gumbel_tau, upstream_tau_decay=args.upstream_tau_decay,
+                         history_ratio=args.history_ratio, history_mode=args.history_mode,
+                         mask_given_frames=args.mask_given_frames, use_kv_cache=not args.no_kv_cache)
 
 
 def run(args: argparse.Namespace) -> list[str]:
     """Load, generate, write; returns the written paths."""
     import torch
 
-    from lumos.sampler import encode_prompt, generate, plan_video
-
     if args.threads:
         torch.set_num_threads(args.threads)
     gen = load_generator(args.checkpoint, args.device, args.tokenizer)
-    width, height = resolution(args, gen.meta)
-    grid = latent_grid(gen, width, height)
-    given = image_codes(gen, args.image, width, height) if args.mode == "i2v" else None
+    width, height = gen.size(args.width, args.height)
+    spec = VideoSpec(args.mode, width, height, frames=args.frames, fps=args.fps, duration=args.duration)
+    images = read_images(args.image, width, height) if args.mode == "i2v" else None
+    seeds = [item_seed(args.seed, i) for i in range(len(args.prompt))]
+    t0 = time.perf_counter()
     try:
-        plan = plan_video(args.mode, grid, frames=args.frames, fps=args.fps, duration=args.duration,
-                                     given=0 if given is None else given.shape[0])
-        if max(plan.fps, plan.duration) > gen.layout.num_max:
-            raise ValueError(f"--fps/--duration must be <= {gen.layout.num_max} for layout {gen.layout.name}")
+        res = gen.sample(args.prompt, spec, sampler_config(args), seeds, images, progress=not args.quiet)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    prompts = [encode_prompt(gen.text_tokenizer, gen.layout, p, plan, gen.spatial) for p in args.prompt]
-    generators = [torch.Generator(gen.device).manual_seed(args.seed + i) for i in range(len(prompts))]
-    t0 = time.perf_counter()
-    res = generate(gen.model, prompts, plan, sampler_config(args, gen.meta), given_codes=given, generator=generators,
-                   progress=not args.quiet)
     seconds = time.perf_counter() - t0
-    paths = output_paths(args.out, len(prompts))
+    paths = output_paths(args.out, len(args.prompt))
     for path, codes in zip(paths, res.codes):
-        what = write_output(gen, path, codes, fps=plan.fps)
-        log.info("wrote %s (%s, %d latent frames)", path, what, plan.num_frames)
-    passes = res.stats["forward_passes"]
+        what = write_output(gen, path, codes, fps=res.plan.fps)
+        log.info("wrote %s (%s, %d latent frames)", path, what, res.plan.num_frames)
     log.info("generated %d x %d latent frames of %dx%d in %.1f s (forward passes per branch: %s)",
-             len(prompts), plan.num_frames, *grid, seconds, passes)
+             len(args.prompt), res.plan.num_frames, *res.plan.grid, seconds, res.stats["forward_passes"])
     return paths
 
 

@@ -28,7 +28,7 @@ from lumos.convert.package import convert_hf_checkpoint
 from lumos.sampler import encode_prompt, plan_video
 from lumos.sequence import build_sequence, format_prompt
 from workflows import convert_hf
-from workflows.generate import load_generator
+from workflows.generation import load_generator
 
 CAPTION = "A red ball rolls over 3 green boxes."
 

@@ -16,6 +16,7 @@ from PIL import Image
 from lumos.checkpoint import save_checkpoint
 from lumos.config import model_preset
 from lumos.model import LumosModel
+from lumos.sampler import SamplerConfig
 from lumos.shapes.metrics import MOTION_CHANCE
 from lumos.shapes.world import sample_scene, scene_rng
 from lumos.tokenizers import build_video_tokenizer, default_tokenizer_uri, save_video_tokenizer
@@ -37,7 +38,7 @@ from workflows.eval_sets import (
     prompt_set,
     reference_videos,
 )
-from workflows.generate import load_generator
+from workflows.generation import UsageError, load_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -163,19 +164,20 @@ def test_prompt_sets_are_seeded_heldout_and_disjoint_from_training_captions():
 def test_i2v_starts_from_the_tokenized_ground_truth_first_frame(checkpoint):
     bundle = load_generator(checkpoint, "cpu")
     items = prompt_set("i2v", 2, seed=0)
-    settings = EvalSettings(num=2, steps=1, size=32, frames=2, references=False)
+    settings = EvalSettings(num=2, size=32, frames=2, references=False, sampler=SamplerConfig(steps=1))
     codes, videos = generate_batch(bundle, "i2v", items, settings)
-    given = bundle.video_tokenizer.encode(first_frames(items, 32)[:, None])  # (B, 1, h, w)
+    given = torch.stack([bundle.video_tokenizer.encode(f[None]) for f in first_frames(items, 32)])  # (B, 1, h, w)
     assert codes.shape == (2, 2, 4, 4) and torch.equal(codes[:, :1], given)
     assert videos.shape == (2, 5, 32, 32, 3) and videos.dtype == np.uint8
 
 
 def test_results_do_not_depend_on_the_batch_size(checkpoint):
     bundle = load_generator(checkpoint, "cpu")
-    one = evaluate_suite(bundle, "t2v", EvalSettings(num=3, steps=2, size=32, frames=2, batch=1, references=False),
-                         progress=False)
-    three = evaluate_suite(bundle, "t2v", EvalSettings(num=3, steps=2, size=32, frames=2, batch=3,
-                                                       references=False), progress=False)
+    fast = SamplerConfig(steps=2)
+    one = evaluate_suite(bundle, "t2v", EvalSettings(num=3, size=32, frames=2, batch=1, references=False,
+                                                     sampler=fast), progress=False)
+    three = evaluate_suite(bundle, "t2v", EvalSettings(num=3, size=32, frames=2, batch=3, references=False,
+                                                       sampler=fast), progress=False)
     assert one["items"] == three["items"]
     # Same prompts, seeds and tokens; only the tokenizer's float rounding may differ with the batch shape (GroupNorm
     # and oneDNN pick kernels by shape), which can move a rare pixel by one level.
@@ -221,7 +223,7 @@ def test_cli_end_to_end_writes_json_markdown_and_contact_sheets(checkpoint, tmp_
 
 
 def test_bad_arguments_exit_with_one_line(checkpoint, tmp_path, capsys):
-    cases = [(["--num", "0"], "--num must be >= 1"), (["--history-ratio", "1.5"], "--history-ratio"),
+    cases = [(["--num", "0"], "--num must be >= 1"), (["--history-ratio", "1.5"], "history_ratio"),
              (["--size", "30"], "--size must be a positive multiple of 8"), (["--frames", "1"], "--frames")]
     for extra, msg in cases:
         assert main(["--checkpoint", checkpoint, "--suite", "t2v", "--out", str(tmp_path), *extra]) == 2
@@ -311,9 +313,40 @@ def test_upstream_tau_decay_flag_reaches_the_sampler_config():
     from workflows.eval import build_parser, settings_from_args
 
     base = ["--checkpoint", "c", "--suite", "t2v"]
-    assert not settings_from_args(build_parser().parse_args(base)).sampler("t2v").upstream_tau_decay
+    assert not settings_from_args(build_parser().parse_args(base)).suite_sampler("t2v").upstream_tau_decay
     settings = settings_from_args(build_parser().parse_args([*base, "--upstream-tau-decay"]))
-    assert settings.sampler("t2v").upstream_tau_decay and settings.sampler("i2v").upstream_tau_decay
+    assert settings.suite_sampler("t2v").upstream_tau_decay and settings.suite_sampler("i2v").upstream_tau_decay
+
+
+def test_settings_load_from_a_config_file_flags_then_dotted_overrides(tmp_path, capsys):
+    """Eval, bench sets and ablate load their settings (sampler nested) through workflows.config_io."""
+    from workflows import ablate, bench_sets
+    from workflows.eval import build_parser, settings_from_args
+
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text("num: 5\nsampler:\n  steps: 7\n  top_k: 9\n  history_ratio: 0.5\n")
+    base = ["--checkpoint", "c", "--suite", "t2v", "--config", str(cfg)]
+    s = settings_from_args(build_parser().parse_args(base))
+    assert (s.num, s.sampler.steps, s.sampler.top_k, s.sampler.history_ratio, s.sampler.cfg_scale) == (5, 7, 9, 0.5, None)
+    s = settings_from_args(build_parser().parse_args([*base, "--steps", "3", "--num", "2", "sampler.steps=4",
+                                                       "sampler.history_mode=random"]))
+    assert (s.num, s.sampler.steps, s.sampler.top_k, s.sampler.history_mode) == (2, 4, 9, "random")  # overrides last
+    assert main(["--checkpoint", "c", "--suite", "t2v", "sampler.topk=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("unknown key: sampler.topk") and len(err.splitlines()) == 1
+
+    args = bench_sets.build_parser().parse_args(["--checkpoint", "c", "--bench", "vbench", "--prompts", "p",
+                                                 "--out", "o", "--cfg", "4", "sampler.temperature=0.9"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bench_sets.storage, "exists", lambda uri: True)
+        b = bench_sets.settings_from_args(args)
+    assert (b.samples, b.sampler.cfg_scale, b.sampler.temperature, b.sampler.steps) == (5, 4.0, 0.9, None)
+
+    a = ablate.config_from_args(ablate.build_parser().parse_args(["--study", "history", "--eval-steps", "5",
+                                                                  "sampler.temperature=0.5"]))
+    assert (a.sampler.steps, a.sampler.cfg_scale, a.sampler.temperature, a.preset) == (5, 3.0, 0.5, "debug")
+    with pytest.raises(UsageError, match="history_ratio"):
+        ablate.config_from_args(ablate.build_parser().parse_args(["--study", "rope", "sampler.history_ratio=1"]))
 
 
 def test_bootstrap_interval_brackets_the_score():

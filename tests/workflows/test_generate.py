@@ -15,13 +15,15 @@ from lumos.checkpoint import read_config, save_checkpoint
 from lumos.config import model_preset
 from lumos.media import read_image, read_video_frames, write_video
 from lumos.model import LumosModel
+from lumos.sampler import SamplerConfig
 from lumos.tokenizers import (
     build_video_tokenizer,
     default_tokenizer_uri,
     load_video_tokenizer,
     save_video_tokenizer,
 )
-from workflows.generate import main, tokenizer_uri
+from workflows.generate import main
+from workflows.generation import load_generator, tokenizer_uri
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -178,23 +180,53 @@ def test_sampler_flags_reach_the_sampler_config():
     assert cfg.upstream_tau_decay and cfg.mask_given_frames
 
 
-def test_unset_sampler_flags_come_from_the_checkpoint_then_the_builtin_defaults():
+def test_unset_sampler_flags_come_from_the_checkpoint_then_the_builtin_defaults(checkpoint):
     from workflows.eval import EvalSettings
     from workflows.generate import build_parser, sampler_config
 
+    gen = load_generator(checkpoint, "cpu")
+    assert "sampling" not in gen.meta
     base = ["--checkpoint", "c", "--prompt", "p", "--out", "x.gif"]
-    meta = {"sampling": {"steps": 12, "cfg_scale": 2.5, "temperature": 0.8}}
-    cfg = sampler_config(build_parser().parse_args(base), meta)
+    cfg = gen.sampler_config(sampler_config(build_parser().parse_args(base)))
+    assert (cfg.steps, cfg.cfg_scale, cfg.temperature) == (50, None, 1.0)  # no checkpoint entry: upstream's defaults
+    gen.meta["sampling"] = {"steps": 12, "cfg_scale": 2.5, "temperature": 0.8}
+    cfg = gen.sampler_config(sampler_config(build_parser().parse_args(base)))
     assert (cfg.steps, cfg.cfg_scale, cfg.temperature) == (12, 2.5, 0.8)
-    cfg = sampler_config(build_parser().parse_args([*base, "--steps", "4", "--cfg", "6", "--temperature", "1.5"]), meta)
+    flags = ["--steps", "4", "--cfg", "6", "--temperature", "1.5"]
+    cfg = gen.sampler_config(sampler_config(build_parser().parse_args([*base, *flags])))
     assert (cfg.steps, cfg.cfg_scale, cfg.temperature) == (4, 6.0, 1.5)  # flags win
-    cfg = sampler_config(build_parser().parse_args(base), {})
-    assert (cfg.steps, cfg.temperature) == (50, 1.0)  # no checkpoint entry: upstream's defaults
 
-    s = EvalSettings().resolved(meta)
-    assert (s.steps, s.cfg, s.temperature) == (12, 2.5, 0.8)
-    s = EvalSettings(steps=3).resolved({})
-    assert (s.steps, s.cfg, s.temperature) == (3, 3.0, 1.0)
+    s = EvalSettings().resolved(gen.meta).sampler
+    assert (s.steps, s.cfg_scale, s.temperature) == (12, 2.5, 0.8)
+    s = EvalSettings(sampler=SamplerConfig(steps=3)).resolved({}).sampler
+    assert (s.steps, s.cfg_scale, s.temperature) == (3, 3.0, 1.0)  # eval's own fallbacks: CFG 3
+
+
+def test_one_seed_rule_across_generate_eval_and_serve(checkpoint, tmp_path):
+    """Item i of a run seeded S samples with S + i: the CLI's second prompt, eval's item i and a Serve job with
+    that seed give the same codes for the same prompt and settings."""
+    from workflows.eval import EvalSettings, generate_batch
+    from workflows.eval_sets import prompt_set
+    from workflows.generation import item_seed
+    from workflows.serving.engine import SamplerEngine
+    from workflows.serving.jobs import Job
+
+    gen = load_generator(checkpoint, "cpu")
+    item = prompt_set("t2v", 3, seed=0)[2]
+    settings = EvalSettings(num=3, seed=1, size=32, fps=12, duration=2, frames=2, references=False,
+                            sampler=SamplerConfig(steps=2, cfg_scale=3.0))
+    seed = item_seed(settings.seed, item.index)
+    assert seed == 3
+    from_eval = generate_batch(gen, "t2v", [item], settings)[0][0].numpy()
+
+    out = tmp_path / "c.npy"
+    assert main(["--checkpoint", checkpoint, "--prompt", "another prompt", "--prompt", item.prompt, "--frames", "2",
+                 "--fps", "12", "--duration", "2", "--seed", str(seed - 1), *SIZE, *FAST, "--out", str(out)]) == 0
+    assert np.array_equal(np.load(tmp_path / "c-1.npy"), from_eval)
+
+    job = Job(prompt=item.prompt, mode="t2v", frames=2, steps=2, cfg_scale=3.0, seed=seed, width=32, height=32)
+    served = SamplerEngine(gen).run([job])[0]
+    assert served.status == 200 and np.array_equal(served.codes, from_eval)
 
 
 def test_committed_small_checkpoint_loads_by_name_and_draws_the_prompt(tmp_path):
@@ -207,7 +239,7 @@ def test_committed_small_checkpoint_loads_by_name_and_draws_the_prompt(tmp_path)
     from workflows.eval_sets import prompt_set
 
     assert "small" in named_checkpoints()
-    gen = generate.load_generator("small", "cpu")
+    gen = load_generator("small", "cpu")
     assert gen.meta["sampling"] == {"steps": 16, "cfg_scale": 3.0, "temperature": 1.0}
     items = [it for it in prompt_set("t2i", 12, seed=5) if it.num_objects == 1]  # 4 held-out prompts
     argv = ["--checkpoint", "small", "--mode", "t2i", "--out", str(tmp_path / "x.png"), "--quiet", "--threads", "2"]

@@ -25,7 +25,7 @@ from lumos.buckets import resize_center_crop
 from lumos.flops import num_params
 from lumos.media import read_image, read_video_frames
 from lumos.sampler import SamplerConfig, encode_prompt, generate, plan_video
-from workflows.generate import load_generator
+from workflows.generation import load_generator
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[2]

@@ -2,9 +2,10 @@
 a checkpoint loaded once.
 
 Batching: jobs with the same :meth:`Job.batch_key` (mode, size, frames, steps, guidance) become the rows of one
-:func:`lumos.sampler.generate` call. Every row has its own ``torch.Generator`` seeded with the job's seed, so a
-batched row equals the same request served alone (and ``python -m workflows.generate --seed`` with the same
-settings). I2V images are encoded one by one, as the CLI does.
+:meth:`workflows.generation.GenerationBundle.sample` call. Every row has its own ``torch.Generator`` seeded with the
+job's seed (the one seed rule of :mod:`workflows.generation`, a request being item 0), so a batched row equals the
+same request served alone (and ``python -m workflows.generate --seed`` with the same settings). I2V images are
+encoded one by one, as the CLI does.
 
 Streaming: :meth:`SamplerEngine.stream` decodes the committed latent frames as they come. The video tokenizer is
 causal in time, so decoding frames ``0..f`` gives exactly the first ``1 + 4f`` RGB frames of the final video; each
@@ -25,9 +26,9 @@ import torch
 from lumos.config import PRESETS, ModelConfig
 from lumos.flops import num_params
 from lumos.media import encode_video
-from lumos.sampler import SamplerConfig, SamplingStopped, VideoPlan, encode_prompt, generate, plan_video
+from lumos.sampler import SamplerConfig, SamplingStopped, VideoPlan
 from tokenize_jobs.cli import first_line
-from workflows.generate import GenerationBundle, checkpoint_default, load_generator
+from workflows.generation import GenerationBundle, VideoSpec, item_seed, load_generator
 from workflows.serving.jobs import Job, JobResult
 
 log = logging.getLogger("workflows.serve")
@@ -113,11 +114,6 @@ class SamplerEngine:
     def device(self) -> torch.device:
         return self.bundle.device
 
-    def plan(self, job: Job) -> VideoPlan:
-        spatial = self.bundle.spatial
-        return plan_video(job.mode, (job.height // spatial, job.width // spatial),
-                          frames=job.frames, given=1 if job.mode == "i2v" else 0)
-
     def run(self, jobs: list[Job]) -> list[JobResult]:
         """Run jobs, grouping compatible ones into batched sampler calls; results in the order of ``jobs``.
 
@@ -163,11 +159,8 @@ class SamplerEngine:
 
     def _generate(self, jobs: list[Job], on_frame, should_stop) -> tuple[np.ndarray, np.ndarray, VideoPlan]:
         """codes int64 [B, F, h, w], frames uint8 [B, N, H, W, 3] and the plan of a batch."""
-        gen, first = self.bundle, jobs[0]
-        plan = self.plan(first)
-        prompts = [encode_prompt(gen.text_tokenizer, gen.layout, j.prompt, plan, gen.spatial) for j in jobs]
-        given = self._given_codes(jobs) if first.mode == "i2v" else None
-        generators = [torch.Generator(self.device).manual_seed(int(j.seed)) for j in jobs]
+        first = jobs[0]
+        images = [j.image[None] for j in jobs] if first.mode == "i2v" else None  # one [1, H, W, 3] clip per row
 
         def frame_done(f: int, codes: torch.Tensor) -> None:
             if should_stop is not None and should_stop():
@@ -175,18 +168,12 @@ class SamplerEngine:
             if on_frame is not None:
                 on_frame(f, codes)
 
-        res = generate(gen.model, prompts, plan, SamplerConfig(steps=first.steps, cfg_scale=first.cfg_scale,
-                                                                 temperature=checkpoint_default(gen.meta, "temperature",
-                                                                                                1.0)),
-                       given_codes=given, generator=generators, on_frame=frame_done, should_stop=should_stop)
-        with torch.inference_mode():
-            frames = gen.video_tokenizer.decode(res.codes)  # (B, N, H, W, 3) uint8
-        return res.codes.cpu().numpy(), frames.cpu().numpy(), plan
-
-    def _given_codes(self, jobs: list[Job]) -> torch.Tensor:
-        """int64 [B, 1, h, w]: each job's image encoded alone (as ``workflows.generate`` does)."""
-        with torch.inference_mode():
-            return torch.stack([self.bundle.video_tokenizer.encode(np.array(j.image[None])).long() for j in jobs])
+        res = self.bundle.sample([j.prompt for j in jobs], VideoSpec(first.mode, first.width, first.height,
+                                                                     frames=first.frames),
+                                 SamplerConfig(steps=first.steps, cfg_scale=first.cfg_scale),
+                                 [item_seed(j.seed, 0) for j in jobs], images, on_frame=frame_done,
+                                 should_stop=should_stop)
+        return res.codes.cpu().numpy(), self.bundle.decode(res.codes), res.plan
 
     def stream(self, job: Job, emit: Callable[[dict], None],
                should_stop: Callable[[], bool] | None = None) -> JobResult:
