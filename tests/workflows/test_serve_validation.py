@@ -191,6 +191,8 @@ def test_config_errors_are_one_line():
         serve_config_from_args({"checkpoint": "x", "limits": {"max_franes": 3}})
     with pytest.raises(ValueError, match="max_batch_size"):
         serve_config_from_args({"checkpoint": "x", "batching": {"max_batch_size": 0}})
+    with pytest.raises(ValueError, match="defaults.steps"):  # the request defaults feed the sampler's settings
+        serve_config_from_args({"checkpoint": "x", "defaults": {"steps": 0}})
     with pytest.raises(ValueError, match="checkpoint is required"):
         serve_config_from_args({})
     with pytest.raises(ValueError, match="cannot read checkpoint"):

@@ -30,6 +30,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from lumos.sampler import SamplerConfig
 from lumos.sequence import sequence_length
 from workflows.serving.config import ServeConfig
 from workflows.serving.engine import ModelInfo
@@ -219,11 +220,11 @@ def build_job(req: GenerateRequest, cfg: ServeConfig, info: ModelInfo) -> Job:
     if req.mode == "t2i" and req.format == "mp4":
         raise RequestError(422, "mode 't2i' makes one image: use format png, gif or tokens")
     frames = latent_frames(req, cfg)
-    steps = req.steps if req.steps is not None else min(
-        _first(cfg.defaults.steps, info.sampling.get("steps"), 50), limits.max_steps)
+    # unset: the config's request defaults, else the checkpoint's sampling entry, else upstream's (one rule)
+    default = SamplerConfig(steps=cfg.defaults.steps, cfg_scale=cfg.defaults.cfg_scale).with_defaults(info.sampling)
+    steps = req.steps if req.steps is not None else min(default.steps, limits.max_steps)
     _check_range("steps", steps, 1, limits.max_steps)
-    cfg_scale = next((v for v in (req.cfg_scale, cfg.defaults.cfg_scale, info.sampling.get("cfg_scale"))
-                      if v is not None), None)
+    cfg_scale = req.cfg_scale if req.cfg_scale is not None else default.cfg_scale
     if cfg_scale is not None:
         if not math.isfinite(cfg_scale):
             raise RequestError(422, "cfg_scale must be a finite number")

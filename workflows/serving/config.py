@@ -8,6 +8,7 @@ KubeRay RayService: ``{checkpoint: ..., config: FILE, limits: {...}, ...}``).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +77,12 @@ class Defaults:
     """Output width; ``None`` = the checkpoint's ``resolution`` entry, else 64."""
     height: int | None = None
     """Output height; ``None`` = the checkpoint's ``resolution`` entry, else 64."""
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"defaults.steps={self.steps} must be >= 1")
+        if self.cfg_scale is not None and not math.isfinite(self.cfg_scale):
+            raise ValueError(f"defaults.cfg_scale={self.cfg_scale} must be a finite number")
 
 
 @dataclass(kw_only=True)
