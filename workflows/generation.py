@@ -52,7 +52,8 @@ def item_seed(seed: int, index: int) -> int:
 @dataclass(frozen=True)
 class VideoSpec:
     """What to generate: mode, output size in pixels, and the frame count / fps / duration tokens (``None`` = the
-    sampler's defaults: 1 + ceil((fps·duration − 1)/4) latent frames at 12 fps × 2 s; t2i: one frame)."""
+    checkpoint's recorded ``sampling`` fps / duration, else the sampler's 12 fps × 2 s; frames 1 +
+    ceil((fps·duration − 1)/4) latent frames; t2i: one frame)."""
 
     mode: str
     width: int
@@ -114,8 +115,11 @@ class GenerationBundle:
         """
         from lumos.sampler import plan_video
 
-        plan = plan_video(spec.mode, latent_grid(self, spec.width, spec.height), frames=spec.frames, fps=spec.fps,
-                          duration=spec.duration, given=given)
+        recorded = self.meta.get("sampling") or {}  # the checkpoint's video fps / duration when spec leaves them out
+        fps = spec.fps if spec.fps is not None else recorded.get("fps")
+        duration = spec.duration if spec.duration is not None else recorded.get("duration")
+        plan = plan_video(spec.mode, latent_grid(self, spec.width, spec.height), frames=spec.frames, fps=fps,
+                          duration=duration, given=given)
         if max(plan.fps, plan.duration) > self.layout.num_max:
             raise ValueError(f"fps/duration must be <= {self.layout.num_max} for layout {self.layout.name}, "
                              f"got {plan.fps}/{plan.duration}")

@@ -286,12 +286,19 @@ class SamplingSection:
     steps: int | None = None
     cfg_scale: float | None = None
     temperature: float | None = None
+    fps: int | None = None
+    """fps token of t2v / i2v prompts (the clips' rate in training), when a request leaves it out."""
+    duration: int | None = None
+    """Seconds token of t2v / i2v prompts, when a request leaves it out (latent frames follow from fps·duration)."""
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
             raise ConfigError("sampling.steps must be >= 1")
         if self.temperature is not None and self.temperature <= 0:
             raise ConfigError("sampling.temperature must be > 0")
+        for key in ("fps", "duration"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"sampling.{key} must be >= 1")
 
     def to_meta(self) -> dict:
         """The non-default entries, for config.json."""

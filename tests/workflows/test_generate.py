@@ -23,7 +23,7 @@ from lumos.tokenizers import (
     save_video_tokenizer,
 )
 from workflows.generate import main
-from workflows.generation import load_generator, tokenizer_uri
+from workflows.generation import VideoSpec, load_generator, tokenizer_uri
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -198,6 +198,13 @@ def test_unset_sampler_flags_come_from_the_checkpoint_then_the_builtin_defaults(
 
     s = EvalSettings().resolved(gen.meta).sampler
     assert (s.steps, s.cfg_scale, s.temperature) == (12, 2.5, 0.8)
+
+    size = gen.size(None, None)
+    assert gen.plan(VideoSpec("t2v", *size)).fps == 12  # no recorded fps: the sampler's 12 fps x 2 s
+    gen.meta["sampling"] |= {"fps": 8, "duration": 2}
+    plan = gen.plan(VideoSpec("t2v", *size))
+    assert (plan.fps, plan.duration, plan.num_frames) == (8, 2, 5)  # 1 + ceil((8*2 - 1)/4)
+    assert gen.plan(VideoSpec("i2v", *size, fps=4), given=1).fps == 4 and gen.plan(VideoSpec("t2i", *size)).fps == 1
     s = EvalSettings(sampler=SamplerConfig(steps=3)).resolved({}).sampler
     assert (s.steps, s.cfg_scale, s.temperature) == (3, 3.0, 1.0)  # eval's own fallbacks: CFG 3
 
