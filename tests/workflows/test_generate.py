@@ -247,7 +247,8 @@ def test_committed_small_checkpoint_loads_by_name_and_draws_the_prompt(tmp_path)
 
     assert "small" in named_checkpoints()
     gen = load_generator("small", "cpu")
-    assert gen.meta["sampling"] == {"steps": 16, "cfg_scale": 3.0, "temperature": 1.0}
+    assert gen.meta["sampling"] == {"steps": 16, "cfg_scale": 3.0, "temperature": 1.0,
+                                   "fps": 8, "duration": 2}
     items = [it for it in prompt_set("t2i", 12, seed=5) if it.num_objects == 1]  # 4 held-out prompts
     argv = ["--checkpoint", "small", "--mode", "t2i", "--out", str(tmp_path / "x.png"), "--quiet", "--threads", "2"]
     for it in items:
