@@ -20,7 +20,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,9 @@ import pyarrow.dataset as ds
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "cluster"))
+from fake_cluster import free_ports  # noqa: E402  (cluster/ holds scripts, not a package)
+
 SUBMIT = REPO / "cluster" / "submit.sh"
 RAY_BIN = Path(sys.executable).parent / "ray"
 START_TIMEOUT_S = 120
@@ -68,19 +70,6 @@ class HeadNode:
                          if ln.strip() and not ln.startswith(("/", "    "))]  # no native stack frames
                 parts.append(f"--- {name}\n" + "\n".join(lines[-12:]))
         return "\n".join(parts)
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _get(url: str, token: str | None, timeout: float = 5) -> int:
@@ -168,7 +157,7 @@ def _start_head(env: dict[str, str]) -> tuple[subprocess.Popen, str, Path]:
     """``ray start --head --block`` in a fresh temp dir on free ports; returns (process, job API URL, temp dir)."""
     # A short path: Ray's unix sockets live under it (107-byte limit).
     temp_dir = Path(tempfile.mkdtemp(prefix="lumos-ray-", dir="/tmp"))
-    ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS)), strict=True))
+    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
     cmd = [str(RAY_BIN), "start", "--head", "--block", "--num-cpus=2", "--include-dashboard=true",
            "--dashboard-host=127.0.0.1", "--disable-usage-stats", f"--temp-dir={temp_dir}",
            f"--object-store-memory={256 * 1024 * 1024}"] + [f"--{k}={v}" for k, v in ports.items()]

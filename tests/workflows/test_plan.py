@@ -138,7 +138,8 @@ def test_layer_formula_matches_saved_tensors():
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model.layers[0](x, cos, sin, AttentionPlan.build(frame_ids, 0))
+        # the frame pieces: the path of the sequences a cluster run plans for (> DENSE_MAX_KEYS keys, flash-attn)
+        model.layers[0](x, cos, sin, AttentionPlan.build(frame_ids, 0, dense_max_keys=0))
     measured = sum(saved.values())
     assert measured == pytest.approx(B * L * planner.layer_bytes_per_token(cfg), rel=0.05)
 
