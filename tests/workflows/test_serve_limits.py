@@ -93,3 +93,13 @@ def test_jobs_past_their_deadline_are_dropped_before_sampling(engine):
     assert results[1].status == 200 and results[1].rows == 1  # the live job ran alone
     (only_late,) = eng.run([late])
     assert only_late.status == 504 and only_late.frames is None
+
+
+def test_default_video_frames_follow_the_checkpoints_recorded_fps():
+    cfg = ServeConfig(checkpoint="ckpt")
+    req = GenerateRequest(prompt="a", mode="t2v", width=64, height=64)
+    assert build_job(req, cfg, compact_info()).frames == 7  # nothing recorded: the sampler's 12 fps x 2 s
+    info = compact_info()
+    info.sampling = {"fps": 8, "duration": 2}  # what the goal recipe records: the clips' 8 fps x 2 s
+    assert build_job(req, cfg, info).frames == 5
+    assert build_job(GenerateRequest(prompt="a", mode="t2v", num_frames=3), cfg, info).frames == 3

@@ -39,7 +39,7 @@ from workflows.serving.jobs import Job, JobResult
 FORMATS = ("gif", "mp4", "png", "tokens")
 CONTENT_TYPES = {"gif": "image/gif", "mp4": "video/mp4", "png": "image/png", "tokens": "application/json"}
 DEFAULT_FPS, DEFAULT_SECONDS = 12, 2
-"""The fps / duration tokens of a video prompt (``lumos.sampler.plan_video`` defaults)."""
+"""The fps / duration tokens of a video prompt when the checkpoint records none (``lumos.sampler.plan_video``)."""
 MAX_SEED = 2**63 - 1
 
 
@@ -180,13 +180,20 @@ def check_work(req: GenerateRequest, frames: int, steps: int, size: tuple[int, i
     return work
 
 
-def latent_frames(req: GenerateRequest, cfg: ServeConfig) -> int:
-    """Latent frames of the request (defaults per mode), checked against ``limits.max_frames``."""
+def video_tokens(info: ModelInfo) -> tuple[int, int]:
+    """(fps, seconds) tokens of a video request: the checkpoint's recorded ``sampling`` fps / duration (what the
+    engine's ``GenerationBundle.plan`` uses too), else the sampler's defaults."""
+    return int(info.sampling.get("fps") or DEFAULT_FPS), int(info.sampling.get("duration") or DEFAULT_SECONDS)
+
+
+def latent_frames(req: GenerateRequest, cfg: ServeConfig, info: ModelInfo) -> int:
+    """Latent frames of the request (defaults per mode and checkpoint), checked against ``limits.max_frames``."""
     if req.mode == "t2i":
         if req.num_frames not in (None, 1):
             raise RequestError(422, f"num_frames={req.num_frames}: t2i makes exactly one frame")
         return 1
-    default = cfg.defaults.frames or 1 + math.ceil((DEFAULT_FPS * DEFAULT_SECONDS - 1) / 4)
+    fps, seconds = video_tokens(info)
+    default = cfg.defaults.frames or 1 + math.ceil((fps * seconds - 1) / 4)
     frames = req.num_frames if req.num_frames is not None else min(default, cfg.limits.max_frames)
     _check_range("num_frames", frames, 2 if req.mode == "i2v" else 1, cfg.limits.max_frames)
     return frames
@@ -219,7 +226,7 @@ def build_job(req: GenerateRequest, cfg: ServeConfig, info: ModelInfo) -> Job:
         raise RequestError(422, f"image is only used by mode 'i2v', not {req.mode!r}")
     if req.mode == "t2i" and req.format == "mp4":
         raise RequestError(422, "mode 't2i' makes one image: use format png, gif or tokens")
-    frames = latent_frames(req, cfg)
+    frames = latent_frames(req, cfg, info)
     # unset: the config's request defaults, else the checkpoint's sampling entry, else upstream's (one rule)
     default = SamplerConfig(steps=cfg.defaults.steps, cfg_scale=cfg.defaults.cfg_scale).with_defaults(info.sampling)
     steps = req.steps if req.steps is not None else min(default.steps, limits.max_steps)
@@ -231,8 +238,8 @@ def build_job(req: GenerateRequest, cfg: ServeConfig, info: ModelInfo) -> Job:
         _check_range("cfg_scale", cfg_scale, limits.min_cfg, limits.max_cfg)
     seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
     _check_range("seed", seed, 0, MAX_SEED)
-    if req.mode != "t2i" and max(DEFAULT_FPS, DEFAULT_SECONDS) > info.max_number:
-        raise RequestError(422, f"layout {info.layout} cannot say fps {DEFAULT_FPS}")
+    if req.mode != "t2i" and max(video_tokens(info)) > info.max_number:
+        raise RequestError(422, f"layout {info.layout} cannot say fps/duration {video_tokens(info)}")
     timeout = limits.request_timeout_s if req.timeout_s is None else req.timeout_s
     if not 0 < timeout <= limits.request_timeout_s:
         raise RequestError(422, f"timeout_s={timeout} must be in (0, {limits.request_timeout_s}]")

@@ -68,7 +68,7 @@ class Defaults:
     """Values of the fields a request leaves out."""
 
     frames: int | None = None
-    """Latent frames of t2v/i2v; ``None`` = the sampler's default for 12 fps × 2 s (7)."""
+    """Latent frames of t2v/i2v; ``None`` = from the checkpoint's recorded fps × duration, else 12 fps × 2 s (7)."""
     steps: int | None = None
     """Unmasking steps per latent frame; ``None`` = the checkpoint's ``sampling.steps``, else 50 (upstream)."""
     cfg_scale: float | None = None

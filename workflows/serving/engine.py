@@ -61,7 +61,7 @@ class ModelInfo:
     max_number: int
     """Largest fps / duration the vocabulary's number tokens can say."""
     sampling: dict = field(default_factory=dict)
-    """The checkpoint's sampler defaults (config.json ``sampling``: steps, cfg_scale, temperature)."""
+    """The checkpoint's sampler defaults (config.json ``sampling``: steps, cfg_scale, temperature, fps, duration)."""
 
 
 def preset_name(cfg: ModelConfig) -> str:
