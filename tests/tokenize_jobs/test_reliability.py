@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from child_signals import default_sigint
 from tj_media import JOB_ARGS, make_tokenizer, read_errors, read_shards, write_manifest
 
 from tokenize_jobs.video import parse_args, run_job
@@ -25,7 +26,8 @@ def job_cmd(manifest: str, out: str, tok: str, *extra: str) -> list[str]:
 
 def start_until_executing(cmd: list[str]) -> tuple[subprocess.Popen, list[str]]:
     """Start the job and return once Ray Data executes its pipeline (the job holds its claim by then)."""
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     seen = []
     for line in proc.stderr:
         seen.append(line)

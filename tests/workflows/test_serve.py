@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from child_signals import default_sigint
 from serve_helpers import SIZE, debug_checkpoint, deploy, png_b64, read_events, start_serve
 
 from lumos.buckets import resize_center_crop
@@ -165,7 +166,8 @@ def test_cli_joins_the_cluster_and_stops_on_ctrl_c(server, checkpoint, ray_local
     port = server.base_url.port  # Serve's proxy is already up in this cluster: the app joins it
     proc = subprocess.Popen([sys.executable, "-m", "workflows.serve", "--checkpoint", checkpoint, "--port",
                              str(port), "app_name=cli", "route_prefix=/cli", "defaults.steps=2"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=default_sigint)
     try:
         from ray import serve
 
