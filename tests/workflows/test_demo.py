@@ -125,10 +125,16 @@ def test_quick_demo_end_to_end_then_reuse_and_interrupt(ray_local, tmp_path, mon
     assert shards.clips_written >= len(rows)  # every input yields at least one clip
 
     model, cfg, meta = load_checkpoint(str(out / "final"))
-    assert cfg.n_layers == 2 and meta["train"]["step"] == demo.PLANS["quick"].pretrain_steps
-    assert (out / "pretrain" / "metrics" / "loss.png").exists()
+    assert cfg.n_layers == 2 and meta["train"]["step"] == demo.PLANS["quick"].joint_steps
+    assert all((out / f"pretrain-{stage}" / "metrics" / "loss.png").exists() for stage in ("image", "joint"))
+    stills = ShardManifest.read(str(out / "stills"))  # the curriculum's image stage: the shapes job's stills
+    assert stills.clips_written == demo.PLANS["quick"].stills and stills.text_tokenizer == str(demo.TEXT_TOKENIZER)
+    assert ShardManifest.read(str(out / "shards")).text_tokenizer == str(demo.TEXT_TOKENIZER)  # the same vocabulary
+    assert (out / "final" / "text_tokenizer.json").exists()
     t2i, t2v = (read_video_frames(str(out / "samples" / f"{m}.gif")) for m in ("t2i", "t2v"))
     assert t2i.shape == (1, 32, 32, 3) and t2v.shape == (17, 32, 32, 3) and t2v.std() > 0
+    overview = read_video_frames(str(out / "samples" / "overview.gif"))  # demo / committed small / world render
+    assert overview.shape == (17, 3 * 36 * 2, 3 * 36 * 2, 3)
     i2v_in = read_video_frames(str(out / "samples" / "i2v_input.png"))
     assert i2v_in.shape == (1, 32, 32, 3) and np.unique(i2v_in.reshape(-1, 3), axis=0).shape[0] > 1
     report = json.loads((out / "eval" / "eval.json").read_text())
@@ -154,6 +160,6 @@ def test_quick_demo_end_to_end_then_reuse_and_interrupt(ray_local, tmp_path, mon
     assert demo.main(["--quick", "--out", str(out)]) == 0
     table = capsys.readouterr().out
     statuses = {name: "ran" if f"{name:<10} ran" in table else "reused" for name in demo.STAGES}
-    assert statuses == {"corpus": "reused", "tokenizer": "reused", "tokenize": "reused", "pretrain": "reused",
-                        "generate": "ran", "eval": "ran"}
+    assert statuses == {"corpus": "reused", "tokenizer": "reused", "tokenize": "reused", "stills": "reused",
+                        "pretrain": "reused", "generate": "ran", "eval": "ran"}
     assert not (out / ".tmp" / "generate").exists()
