@@ -349,9 +349,9 @@ def make_stills(tmp: Path, plan: DemoPlan, tokenizer: Path, seed: int) -> dict:
 
 # ---- 5. pre-training ---------------------------------------------------------------------------------------------
 
-def pretrain_overrides(plan: DemoPlan, stills: Path, codebook_size: int) -> list[str]:
-    return [f"data.shards={stills}", f"checkpoint.every_steps={plan.checkpoint_every}", "checkpoint.name=pretrain",
-            f"model.overrides.codebook_size={codebook_size}"]
+def pretrain_overrides(plan: DemoPlan, stills: Path) -> list[str]:
+    """The model's codebook follows from the shards' tokenizer (``workflows.finetune.adopt_shard_codebook``)."""
+    return [f"data.shards={stills}", f"checkpoint.every_steps={plan.checkpoint_every}", "checkpoint.name=pretrain"]
 
 
 def curriculum(plan: DemoPlan, shards: Path) -> list:
@@ -522,8 +522,7 @@ def run_demo(args: argparse.Namespace) -> list[StageRecord]:
                         {"tokenizer": tok.key, "plan": [plan.stills, plan.size], "seed": seed,
                          "text": file_digest(TEXT_TOKENIZER)},
                         lambda tmp: make_stills(tmp, plan, out / "tokenizer", seed), resumable=True)
-    codes = json.loads((out / "tokenizer" / "config.json").read_text())["codebook_size"]
-    overrides = pretrain_overrides(plan, out / "stills", codes)
+    overrides = pretrain_overrides(plan, out / "stills")
     recipe = CONFIGS / plan.pretrain_recipe
     ckpt = stages.run("pretrain", f"{plan.pretrain_recipe} settings: {plan.image_steps} steps on stills, then "
                                   f"{plan.joint_steps} on clips + stills (Ray Train + DeepSpeed)",

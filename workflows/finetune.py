@@ -83,6 +83,18 @@ def check_shards_vocab(manifest: ShardManifest, model_cfg: ModelConfig, shards: 
                          f"{source} expects {model_cfg.codebook_size}{hint}")
 
 
+def adopt_shard_codebook(cfg: PretrainConfig, manifest: ShardManifest) -> None:
+    """A model built from a preset takes its codebook from the shards' video tokenizer (as recorded in their
+    manifest) unless ``model.overrides.codebook_size`` names one: nobody has to copy it from the tokenizer by hand.
+    An explicit override that disagrees stays an error (:func:`check_shards_vocab`)."""
+    codes = manifest.codebook_size
+    if codes is None or "codebook_size" in cfg.model.overrides or cfg.model.build().codebook_size == codes:
+        return
+    log.info("model.preset=%s: codebook_size %d from the shards' video tokenizer (the preset has %d)",
+             cfg.model.preset, codes, cfg.model.build().codebook_size)
+    cfg.model.overrides = {**cfg.model.overrides, "codebook_size": codes}
+
+
 def prepare_init(cfg: PretrainConfig, manifest: ShardManifest) -> PretrainConfig:
     """Driver-side checks of the model against the shards, and of ``model.init_from`` (see the module docstring).
 
@@ -91,6 +103,7 @@ def prepare_init(cfg: PretrainConfig, manifest: ShardManifest) -> PretrainConfig
         ValueError: weights that do not fit the checkpoint's config, or shards of another vocabulary/codebook.
     """
     if not cfg.model.init_from:
+        adopt_shard_codebook(cfg, manifest)
         check_shards_vocab(manifest, cfg.model.build(), cfg.data.shards, f"model.preset={cfg.model.preset}")
         return cfg
     cfg.model.init_from = storage.absolute(cfg.model.init_from.rstrip("/"))

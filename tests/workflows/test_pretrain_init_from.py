@@ -136,3 +136,20 @@ def test_zero3_partitioned_model_loads_the_checkpoint(tmp_path):
     here on 2 CPU processes over gloo."""
     ckpt = debug_checkpoint(tmp_path / "ckpt", seed=3)
     torch.multiprocessing.spawn(_zero3_worker, args=(2, tempfile.mktemp(dir=tmp_path), ckpt), nprocs=2)
+
+
+@pytest.mark.parametrize("overrides, want", [({}, 1000), ({"codebook_size": 240}, None)])
+def test_a_preset_model_takes_its_codebook_from_the_shards(tmp_path, overrides, want):
+    """No hand-passed codebook: a preset model adopts the shards' tokenizer codebook; an explicit override that
+    disagrees stays a one-line error."""
+    from tokenize_jobs.shards import ShardManifest
+    from workflows.finetune import prepare_init
+
+    cfg = load_pretrain_config(DEBUG, ["data.shards=/x", *(f"model.overrides.{k}={v}" for k, v in overrides.items())])
+    manifest = ShardManifest({"layout": "compact", "tokenizer": {"codebook_size": 1000}})
+    if want is None:
+        with pytest.raises(ValueError, match="hold codes of a 1000-code video tokenizer, the model of model.preset"):
+            prepare_init(cfg, manifest)
+        return
+    assert cfg.model.build().codebook_size == 240  # the debug preset's
+    assert prepare_init(cfg, manifest).model.build().codebook_size == want
