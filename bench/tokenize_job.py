@@ -272,16 +272,27 @@ def start_ray() -> None:
     start(log_to_driver=False)
 
 
-def run_job(manifest: Path, out: Path, job_args: list[str]) -> dict:
+def job_kwargs(defaults: dict, job_args: list[str]) -> dict:
+    """The job's :class:`~tokenize_jobs.job_config.TokenizeJobConfig` keyword arguments (all but manifest and out):
+    the bench's ``defaults``, then the ``tokenize_jobs.video`` options given with ``--job-args`` (bad ones exit 2)."""
+    from tokenize_jobs.video import build_parser
+
+    parser = build_parser()
+    parser.set_defaults(**defaults)
+    given = vars(parser.parse_args(["--manifest", "-", "--out", "-", *job_args]))  # placeholders: set per run
+    return {k: v for k, v in given.items() if k not in ("manifest", "out")}
+
+
+def run_job(manifest: Path, out: Path, job: dict) -> dict:
     """Run the job in this process (on the Ray started by :func:`start_ray`); returns its ``_manifest.json``."""
-    from tokenize_jobs.video import parse_args
+    from tokenize_jobs.job_config import TokenizeJobConfig
     from tokenize_jobs.video import run_job as tokenize
 
     shutil.rmtree(out, ignore_errors=True)
-    return tokenize(parse_args(["--manifest", str(manifest), "--out", str(out), *job_args]))
+    return tokenize(TokenizeJobConfig(manifest=str(manifest), out=str(out), **job))
 
 
-def peak_memory(manifest: Path, out: Path, job_args: list[str]) -> dict:
+def peak_memory(manifest: Path, out: Path, job: dict) -> dict:
     """Run the job again while sampling the memory of the whole process tree (this driver, the Ray daemons, the
     actors and their decode children) every 0.5 s. A separate run: one sample costs about 0.1 CPU-s, which would
     take about a tenth of this machine away from a timed run."""
@@ -297,7 +308,7 @@ def peak_memory(manifest: Path, out: Path, job_args: list[str]) -> dict:
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     try:
-        run_job(manifest, out, job_args)
+        run_job(manifest, out, job)
     finally:
         stop.set()
         thread.join()
@@ -332,17 +343,16 @@ def clips_for_ratio(target_clips_per_s: float, cost: dict) -> float | None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def tokenizer_args(work: Path) -> tuple[list[str], str]:
+def tokenizer_uri(work: Path) -> tuple[str, str]:
     """The committed small tokenizer when it exists, else a freshly initialised debug one (same code path)."""
     from lumos.tokenizers import build_video_tokenizer, default_tokenizer_uri, save_video_tokenizer
 
     try:
-        uri = default_tokenizer_uri("small")
-        return ["--tokenizer", uri], "small (committed)"
+        return default_tokenizer_uri("small"), "small (committed)"
     except ValueError:
         uri = str(work / "tok_debug")
         save_video_tokenizer(uri, build_video_tokenizer("debug", seed=0))
-        return ["--tokenizer", uri], "debug (fresh weights)"
+        return uri, "debug (fresh weights)"
 
 
 def print_table(res: dict) -> None:
@@ -402,21 +412,21 @@ def main(argv: list[str] | None = None) -> int:
                "dense_25fps_1s": ClipSettings(fps=25, seconds=1, clip_policy="all")}
     cache = work / "raw.json"  # the raw measurements, reused when only the job runs are repeated
     if cache.exists():
-        choice, parallel, tokenize, tok_args, tok_name = json.loads(cache.read_text())
+        choice, parallel, tokenize, tok_uri, tok_name = json.loads(cache.read_text())
     else:
         choice = {name: raw_decode(corpus, s) for name, s in configs.items()}
         parallel = raw_decode_parallel(corpus, configs["job_settings"], choice["job_settings"]["per_clip"],
                                        os.cpu_count())
-        tok_args, tok_name = tokenizer_args(work)
-        tokenize = raw_tokenize(corpus, configs["job_settings"], tok_args[1])
-        cache.write_text(json.dumps([choice, parallel, tokenize, tok_args, tok_name]))
+        tok_uri, tok_name = tokenizer_uri(work)
+        tokenize = raw_tokenize(corpus, configs["job_settings"], tok_uri)
+        cache.write_text(json.dumps([choice, parallel, tokenize, tok_uri, tok_name]))
     fit = fit_constants([c for r in choice.values() for c in r["per_clip"]])
-    job_args = [*tok_args, "--fps", "8", "--seconds", "2", "--clip-policy", "all", "--target-size", "64",
-                "--patch", "16", "--batch-size", "16", *args.job_args]  # pools: auto (2 fused actors on 2 CPUs)
+    # pools: auto (2 fused actors on 2 CPUs) unless --job-args sets them
+    job_config = job_kwargs({"tokenizer": tok_uri, **job_clip, "batch_size": 16}, args.job_args)
     start_ray()
     manifests = {k: write_manifest(corpus, work / f"manifest_{k}.jsonl", n) for k, n in SIZES.items()}
-    jobs = {k: run_job(m, work / f"out_{k}", job_args) for k, m in manifests.items()}
-    memory = {k: peak_memory(manifests[k], work / f"out_{k}", job_args) for k in ("1x", "10x")}
+    jobs = {k: run_job(m, work / f"out_{k}", job_config) for k, m in manifests.items()}
+    memory = {k: peak_memory(manifests[k], work / f"out_{k}", job_config) for k in ("1x", "10x")}
     job = {k: job_summary(jobs[k], memory.get(k, {})) for k in jobs}
     cost = fixed_and_marginal(job)
     raw = choice["job_settings"]
@@ -424,8 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()} CPUs, {sys.platform}, load average {load_before[0]:.1f} at start / "
                    f"{os.getloadavg()[0]:.1f} at end", "tokenizer": tok_name, "corpus": [str(c[0].name)
                                                                                               for c in corpus],
-        "job_args": job_args, "decode_choice": {k: {kk: vv for kk, vv in v.items() if kk != "per_clip"}
-                                                for k, v in choice.items()},
+        "job_config": job_config, "decode_choice": {k: {kk: vv for kk, vv in v.items() if kk != "per_clip"}
+                                                  for k, v in choice.items()},
         "cost_fit": fit, "job": job, "raw_tokenize": tokenize,
         "job_vs_raw": job["10x"]["clips_per_s"] / raw["raw_clips_per_s"],
         "job_30x_vs_raw": job["30x"]["clips_per_s"] / raw["raw_clips_per_s"],

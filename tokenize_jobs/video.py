@@ -7,6 +7,8 @@ Launch recipes::
     # a running cluster, S3 through the standard AWS environment
     ray job submit --working-dir . -- python -m tokenize_jobs.video \\
         --manifest s3://bucket/raw/manifest.jsonl --out s3://bucket/shards/v1 --tokenizer s3://bucket/tok
+    # from Python: one TokenizeJobConfig field per flag (tokenize_jobs.job_config)
+    run_job(TokenizeJobConfig(manifest="data/manifest.jsonl", out="runs/shards", fps=8))
 
 Pipeline: manifest (driver: validate, resolve paths, drop inputs already done in ``--out``) → ``map_batches(
 DecodeClips)`` on an autoscaling pool of CPU actors (decord in a child process per actor, per-step timeout) →
@@ -35,8 +37,9 @@ import pyarrow as pa
 
 from lumos import storage
 from lumos.claims import ClaimError, acquire
-from tokenize_jobs.cli import first_line
-from tokenize_jobs.decode import CLIP_POLICIES, ClipSettings
+from tokenize_jobs.cli import OneLineParser, first_line
+from tokenize_jobs.decode import CLIP_POLICIES
+from tokenize_jobs.job_config import LAYOUTS, STAGES, TokenizeJobConfig, defaults
 from tokenize_jobs.manifest import Manifest, read_manifest
 from tokenize_jobs.shards import (
     ERRORS_DIR,
@@ -53,83 +56,53 @@ from tokenize_jobs.shards import (
 log = logging.getLogger("tokenize_jobs.video")
 
 
-def _pair(text: str) -> tuple[int, int | None]:
-    """``"2"`` → (2, 2); ``"1,4"`` → (1, 4); ``"1,auto"`` → (1, None)."""
-    lo, _, hi = text.partition(",")
-    lo_n = int(lo)
-    hi_n = None if hi.strip() == "auto" else int(hi or lo)
-    if lo_n < 1 or (hi_n is not None and hi_n < lo_n):
-        raise ValueError
-    return lo_n, hi_n
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tokenize_jobs.video", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """The command line: one flag per :class:`TokenizeJobConfig` field (same name), defaults taken from it."""
+    p = OneLineParser(prog="python -m tokenize_jobs.video", description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--manifest", required=True, help="JSONL/CSV/Parquet manifest URI (columns path, caption, ...)")
     p.add_argument("--out", required=True, help="output directory URI (local path or s3://)")
-    p.add_argument("--tokenizer", default=None,
-                   help="video tokenizer directory URI (default: the committed 'small' tokenizer)")
-    p.add_argument("--layout", default="compact", choices=["compact", "chameleon"], help="vocabulary layout")
-    p.add_argument("--text-tokenizer", default=None, help="HF tokenizer JSON URI (required for chameleon)")
-    p.add_argument("--fps", type=int, default=12, help="clip sampling rate (frames per second)")
-    p.add_argument("--seconds", type=float, default=2.0, help="clip length; frames = fps*seconds+1 → 1+4k")
-    p.add_argument("--clip-policy", default="center", choices=CLIP_POLICIES, help="which clips of a video")
-    p.add_argument("--max-clips", type=int, default=0, help="with --clip-policy all: clips per video (0 = all)")
-    p.add_argument("--target-size", type=int, default=352, help="bucket family (352 → 448x256, 528 → 672x384)")
-    p.add_argument("--patch", type=int, default=32, help="bucket sides are multiples of this (pixels)")
-    p.add_argument("--max-resolution", type=int, default=4096, help="reject inputs whose longer side is larger")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per decode step (open a file, read a clip)")
-    p.add_argument("--max-text-tokens", type=int, default=1024, help="truncate longer prompts (0 = no limit)")
-    p.add_argument("--batch-size", type=int, default=8, help="clips per tokenizer call")
-    p.add_argument("--stages", default="auto", choices=["auto", "split", "fused"],
+    p.add_argument("--tokenizer", help="video tokenizer directory URI (default: the committed 'small' tokenizer)")
+    p.add_argument("--layout", choices=LAYOUTS, help="vocabulary layout")
+    p.add_argument("--text-tokenizer", help="HF tokenizer JSON URI (required for chameleon)")
+    p.add_argument("--fps", type=int, help="clip sampling rate (frames per second)")
+    p.add_argument("--seconds", type=float, help="clip length; frames = fps*seconds+1 → 1+4k")
+    p.add_argument("--clip-policy", choices=CLIP_POLICIES, help="which clips of a video")
+    p.add_argument("--max-clips", type=int, help="with --clip-policy all: clips per video (0 = all)")
+    p.add_argument("--target-size", type=int, help="bucket family (352 → 448x256, 528 → 672x384)")
+    p.add_argument("--patch", type=int, help="bucket sides are multiples of this (pixels)")
+    p.add_argument("--max-resolution", type=int, help="reject inputs whose longer side is larger")
+    p.add_argument("--timeout", type=float, help="seconds per decode step (open a file, read a clip)")
+    p.add_argument("--max-text-tokens", type=int, help="truncate longer prompts (0 = no limit)")
+    p.add_argument("--batch-size", type=int, help="clips per tokenizer call")
+    p.add_argument("--stages", choices=STAGES,
                    help="split: a CPU decode pool feeding a tokenizer pool; fused: one pool of actors that decode and "
                         "tokenize (sized by --decode-concurrency/--decode-cpus); auto: split when the tokenizer gets "
                         "GPUs, else fused")
-    p.add_argument("--decode-concurrency", default="1,auto",
+    p.add_argument("--decode-concurrency",
                    help="decode actor pool MIN,MAX (auto: the CPUs the tokenizer pool leaves, or all CPUs when fused; "
                         "on an autoscaling cluster give MAX explicitly, auto only sees the resources present at start)")
-    p.add_argument("--tokenize-concurrency", default="1,auto",
+    p.add_argument("--tokenize-concurrency",
                    help="tokenizer actor pool MIN,MAX (auto: the number of GPUs, or the CPUs decoding leaves); "
                         "split stages only")
-    p.add_argument("--decode-cpus", type=float, default=1.0, help="CPUs per decode (or fused) actor")
-    p.add_argument("--tokenize-cpus", type=float, default=1.0, help="CPUs per tokenizer actor (split stages)")
-    p.add_argument("--num-gpus", default="auto", help="GPUs per tokenizer actor: auto (1 if the cluster has GPUs), 0, 1")
-    p.add_argument("--rows-per-file", type=int, default=1024, help="clips per shard file")
+    p.add_argument("--decode-cpus", type=float, help="CPUs per decode (or fused) actor")
+    p.add_argument("--tokenize-cpus", type=float, help="CPUs per tokenizer actor (split stages)")
+    p.add_argument("--num-gpus", help="GPUs per tokenizer actor: auto (1 if the cluster has GPUs), 0, 1")
+    p.add_argument("--rows-per-file", type=int, help="clips per shard file")
     p.add_argument("--retry-errors", action="store_true",
                    help="rerun: also retry inputs and clips that failed before (e.g. a file that was missing)")
+    p.set_defaults(**defaults())
     return p
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and validate the command line (bad values exit with one clear line)."""
+def parse_args(argv: list[str] | None = None) -> TokenizeJobConfig:
+    """The command line as a job config; a bad value exits with one line (status 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("out", "tokenizer", "text_tokenizer"):  # Ray workers do not share the driver's cwd
-        setattr(args, name, storage.absolute(getattr(args, name)))
-    for name in ("decode_concurrency", "tokenize_concurrency"):
-        try:
-            setattr(args, name, _pair(getattr(args, name)))
-        except ValueError:
-            parser.error(f"--{name.replace('_', '-')} must be MIN or MIN,MAX (MAX >= MIN >= 1, or auto)")
-    if args.num_gpus not in ("auto", "0", "1"):
-        parser.error("--num-gpus must be auto, 0 or 1")
-    for name in ("batch_size", "rows_per_file"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.max_text_tokens < 0:
-        parser.error("--max-text-tokens must be >= 0")
     try:
-        args.settings = clip_settings(args)
+        return TokenizeJobConfig(**vars(args))
     except ValueError as e:
-        parser.error(str(e))
-    return args
-
-
-def clip_settings(args: argparse.Namespace) -> ClipSettings:
-    return ClipSettings(fps=args.fps, seconds=args.seconds, clip_policy=args.clip_policy, max_clips=args.max_clips,
-                        target_size=args.target_size, patch=args.patch, max_resolution=args.max_resolution,
-                        timeout_s=args.timeout, threads=max(1, int(args.decode_cpus)))
+        parser.error(first_line(e))
 
 
 def tokenizer_info(uri: str, layout_name: str, patch: int, text_tokenizer: str | None = None) -> dict:
@@ -157,7 +130,7 @@ def init_ray():
     return start_ray(log_to_driver=True)
 
 
-def pool_sizes(args: argparse.Namespace, cpus: float, gpus: int) -> dict:
+def pool_sizes(cfg: TokenizeJobConfig, cpus: float, gpus: int) -> dict:
     """Actor pool bounds and per-actor resources from the options and the cluster's resources at start.
 
     ``auto`` maxima let each pool grow into the CPUs the other pool's minimum leaves free (on GPU clusters the
@@ -165,12 +138,12 @@ def pool_sizes(args: argparse.Namespace, cpus: float, gpus: int) -> dict:
     neither stage waits for the other to finish before it can start. Fused stages have one pool, of up to one actor
     per ``--decode-cpus`` CPUs.
     """
-    d_lo, d_hi = args.decode_concurrency
-    t_lo, t_hi = args.tokenize_concurrency
-    d_cpu, t_cpu = args.decode_cpus, args.tokenize_cpus
-    use_gpu = gpus > 0 if args.num_gpus == "auto" else args.num_gpus == "1"
+    d_lo, d_hi = cfg.decode_concurrency
+    t_lo, t_hi = cfg.tokenize_concurrency
+    d_cpu, t_cpu = cfg.decode_cpus, cfg.tokenize_cpus
+    use_gpu = gpus > 0 if cfg.num_gpus == "auto" else cfg.num_gpus == "1"
     # pools with an auto MAX start at it (what the cluster has now), so no actor starts late; others at MIN
-    if args.stages == "fused" or (args.stages == "auto" and not use_gpu):
+    if cfg.stages == "fused" or (cfg.stages == "auto" and not use_gpu):
         if use_gpu:
             log.warning("--stages fused tokenizes on the CPUs of the decode actors; --num-gpus is ignored")
         hi = d_hi or max(d_lo, int(cpus // d_cpu))
@@ -228,46 +201,47 @@ def actor_pool(ray, sizes: tuple[int, int, int]):
     return ray.data.ActorPoolStrategy(min_size=lo, max_size=hi, initial_size=initial)
 
 
-def build_dataset(ray, todo: pa.Table, args, tok: dict, id_key: str, pools: dict):
+def build_dataset(ray, todo: pa.Table, cfg: TokenizeJobConfig, tok: dict, id_key: str, pools: dict):
     """The Ray Data pipeline: inputs → decode actors → tokenizer actors, or inputs → fused actors (not executed)."""
     from tokenize_jobs.udfs import DecodeClips, DecodeTokenizeClips, TokenizeClips
 
-    decode_kwargs = {"settings": asdict(args.settings), "id_key": id_key}
-    tokenize_kwargs = {"tokenizer": tok["uri"], "layout": args.layout, "text_tokenizer": args.text_tokenizer,
-                       "device": pools["device"], "max_text_tokens": args.max_text_tokens}
+    decode_kwargs = {"settings": asdict(cfg.clip_settings), "id_key": id_key}
+    tokenize_kwargs = {"tokenizer": tok["uri"], "layout": cfg.layout, "text_tokenizer": cfg.text_tokenizer,
+                       "device": pools["device"], "max_text_tokens": cfg.max_text_tokens}
     ds = ray.data.from_arrow(input_blocks(todo, pools["decode"][1]))
     decode_pool = actor_pool(ray, pools["decode"])
     if pools["stages"] == "fused":
         # one call per block of inputs (its clips are tokenized batch_size at a time as they are decoded)
-        return ds.map_batches(DecodeTokenizeClips, batch_size=None, batch_format="pyarrow", num_cpus=args.decode_cpus,
-                              fn_constructor_kwargs={**decode_kwargs, "batch_size": args.batch_size,
-                                                     **tokenize_kwargs, "threads": args.decode_cpus},
+        return ds.map_batches(DecodeTokenizeClips, batch_size=None, batch_format="pyarrow", num_cpus=cfg.decode_cpus,
+                              fn_constructor_kwargs={**decode_kwargs, "batch_size": cfg.batch_size,
+                                                     **tokenize_kwargs, "threads": cfg.decode_cpus},
                               compute=decode_pool)
-    ds = ds.map_batches(DecodeClips, batch_size=1, batch_format="pyarrow", num_cpus=args.decode_cpus,
+    ds = ds.map_batches(DecodeClips, batch_size=1, batch_format="pyarrow", num_cpus=cfg.decode_cpus,
                         fn_constructor_kwargs=decode_kwargs, compute=decode_pool)
     return ds.map_batches(
-        TokenizeClips, batch_size=args.batch_size, batch_format="pyarrow", num_cpus=args.tokenize_cpus,
-        num_gpus=pools["num_gpus"], fn_constructor_kwargs={**tokenize_kwargs, "threads": args.tokenize_cpus},
+        TokenizeClips, batch_size=cfg.batch_size, batch_format="pyarrow", num_cpus=cfg.tokenize_cpus,
+        num_gpus=pools["num_gpus"], fn_constructor_kwargs={**tokenize_kwargs, "threads": cfg.tokenize_cpus},
         compute=actor_pool(ray, pools["tokenize"]))
 
 
-def job_settings(args, tok: dict) -> dict:
+def job_settings(cfg: TokenizeJobConfig, tok: dict) -> dict:
     """What the shards were made with (``_settings.json``; the ``id_key`` hashes everything that changes rows)."""
-    clip = args.settings
-    return {"clip": asdict(clip), "frames_per_clip": clip.frames_per_clip, "layout": args.layout,
-            "text_tokenizer": args.text_tokenizer, "max_text_tokens": args.max_text_tokens,
+    clip = cfg.clip_settings
+    return {"clip": asdict(clip), "frames_per_clip": clip.frames_per_clip, "layout": cfg.layout,
+            "text_tokenizer": cfg.text_tokenizer, "max_text_tokens": cfg.max_text_tokens,
             "tokenizer": {"uri": tok["uri"], "sha256": tok["identity"].get("sha256")},
-            "id_key": settings_key(clip.key(), tok["identity"], args.layout, args.text_tokenizer)}
+            "id_key": settings_key(clip.key(), tok["identity"], cfg.layout, cfg.text_tokenizer)}
 
 
-def final_manifest(args, tok: dict, settings: dict, manifest: Manifest, stats: dict, run: dict) -> dict:
+def final_manifest(cfg: TokenizeJobConfig, tok: dict, settings: dict, manifest: Manifest, stats: dict,
+                   run: dict) -> dict:
     """The ``_manifest.json`` document, with counts over everything in ``--out`` (all runs)."""
-    final = scan_outputs(args.out)
+    final = scan_outputs(cfg.out)
     sources = set(manifest.inputs.column("source").to_pylist())
-    root = args.out.rstrip("/")
+    root = cfg.out.rstrip("/")
     return {
-        "format": FORMAT, "settings": settings, "tokenizer": tok, "layout": args.layout,
-        "manifest": args.manifest,
+        "format": FORMAT, "settings": settings, "tokenizer": tok, "layout": cfg.layout,
+        "manifest": cfg.manifest,
         "counts": {"inputs": manifest.num_rows, "clips_written": final.num_clips, "errors": final.num_errors,
                    "inputs_with_clips": sum(1 for s in final.clips if final.clips[s]),
                    "unaccounted_inputs": len(sources - final.accounted_sources())},
@@ -300,7 +274,7 @@ def check_out_dir(out: str) -> None:
             return  # S3 "directories" need not exist
 
 
-def setup(args: argparse.Namespace):
+def setup(cfg: TokenizeJobConfig):
     """Validate the manifest, load the tokenizer identity and claim ``--out``, before any Ray work.
 
     Returns:
@@ -309,21 +283,21 @@ def setup(args: argparse.Namespace):
     from lumos.tokenizers import default_tokenizer_uri
 
     try:
-        manifest = read_manifest(args.manifest)
-        if args.layout == "chameleon" and not args.text_tokenizer:
+        manifest = read_manifest(cfg.manifest)
+        if cfg.layout == "chameleon" and not cfg.text_tokenizer:
             raise ValueError("--layout chameleon needs --text-tokenizer (the merged Chameleon tokenizer JSON)")
-        tok = tokenizer_info(args.tokenizer or default_tokenizer_uri("small"), args.layout, args.patch,
-                             args.text_tokenizer)
-        settings = job_settings(args, tok)
+        tok = tokenizer_info(cfg.tokenizer or default_tokenizer_uri("small"), cfg.layout, cfg.patch,
+                             cfg.text_tokenizer)
+        settings = job_settings(cfg, tok)
     except (ValueError, FileNotFoundError) as e:
         raise JobError(first_line(e)) from e
-    check_out_dir(args.out)
+    check_out_dir(cfg.out)
     try:
-        claim = acquire(args.out, "tokenize_jobs.video", what="--out")
+        claim = acquire(cfg.out, "tokenize_jobs.video", what="--out")
     except (ClaimError, OSError) as e:
         raise JobError(first_line(e)) from e
     try:
-        prepare_output(args.out, settings)
+        prepare_output(cfg.out, settings)
     except (ValueError, OSError) as e:
         claim.release()
         raise JobError(first_line(e)) from e
@@ -368,7 +342,7 @@ def retry_errors(out: str, done: DoneState, sources: set[str]) -> int:
     return removed
 
 
-def run_job(args: argparse.Namespace) -> dict:
+def run_job(cfg: TokenizeJobConfig) -> dict:
     """Run the job (see the module docstring); returns the ``_manifest.json`` document.
 
     Raises:
@@ -376,35 +350,35 @@ def run_job(args: argparse.Namespace) -> dict:
             touched except ``_settings.json``).
     """
     t0 = time.time()
-    manifest, tok, settings, claim = setup(args)
+    manifest, tok, settings, claim = setup(cfg)
     try:
-        return _run_claimed(args, manifest, tok, settings, t0)
+        return _run_claimed(cfg, manifest, tok, settings, t0)
     finally:
         claim.release()
 
 
-def _run_claimed(args, manifest: Manifest, tok: dict, settings: dict, t0: float) -> dict:
+def _run_claimed(cfg: TokenizeJobConfig, manifest: Manifest, tok: dict, settings: dict, t0: float) -> dict:
     from tokenize_jobs.writer import ShardSink, merge_stats
 
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
-    done = scan_outputs(args.out)
+    done = scan_outputs(cfg.out)
     retried = 0
-    if getattr(args, "retry_errors", False):
-        retried = retry_errors(args.out, done, set(manifest.inputs.column("source").to_pylist()))
+    if cfg.retry_errors:
+        retried = retry_errors(cfg.out, done, set(manifest.inputs.column("source").to_pylist()))
         if retried:
-            done = scan_outputs(args.out)
+            done = scan_outputs(cfg.out)
     todo, skipped = pending_inputs(manifest.inputs, done)
-    new_manifest_errors = write_manifest_errors(args.out, manifest.errors, done, run_id)
+    new_manifest_errors = write_manifest_errors(cfg.out, manifest.errors, done, run_id)
     ray = init_ray()
     res = ray.cluster_resources()
-    pools = pool_sizes(args, res.get("CPU", 1), int(res.get("GPU", 0)))
+    pools = pool_sizes(cfg, res.get("CPU", 1), int(res.get("GPU", 0)))
     extras = manifest.inputs.select(manifest.extra_columns) if manifest.extra_columns else None
-    sink = ShardSink(args.out, run_id, ray.put(extras) if extras is not None else None, args.rows_per_file)
+    sink = ShardSink(cfg.out, run_id, ray.put(extras) if extras is not None else None, cfg.rows_per_file)
     t_exec = time.time()
     if todo.num_rows:
         # Writes take no CPU slot: the actor pools may hold every CPU (2-core machines), and a write task waiting
         # for a CPU that only finished actors release would stall the stream.
-        build_dataset(ray, todo, args, tok, settings["id_key"], pools).write_datasink(
+        build_dataset(ray, todo, cfg, tok, settings["id_key"], pools).write_datasink(
             sink, ray_remote_args={"num_cpus": 0})
     stats = merge_stats(sink.results)
     execute_s = time.time() - t_exec
@@ -414,9 +388,9 @@ def _run_claimed(args, manifest: Manifest, tok: dict, settings: dict, t0: float)
            "manifest_errors_written": new_manifest_errors, "wall_s": round(wall, 3),
            "execute_s": round(execute_s, 3),
            "clips_per_s": round(stats["clips"] / wall, 3) if wall > 0 else 0.0, "pools": pools}
-    doc = final_manifest(args, tok, settings, manifest, stats, run)
-    write_manifest(args.out, doc)
-    log.info("wrote %s", storage.join(args.out, MANIFEST))
+    doc = final_manifest(cfg, tok, settings, manifest, stats, run)
+    write_manifest(cfg.out, doc)
+    log.info("wrote %s", storage.join(cfg.out, MANIFEST))
     return doc
 
 
@@ -429,17 +403,17 @@ def summary_line(doc: dict, out: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
+    cfg = parse_args(argv)
     try:
-        doc = run_job(args)
+        doc = run_job(cfg)
     except JobError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"interrupted: {args.out} is unfinished (no _manifest.json); rerun the same command to resume",
+        print(f"interrupted: {cfg.out} is unfinished (no _manifest.json); rerun the same command to resume",
               file=sys.stderr)
         return 130
-    print(summary_line(doc, args.out))
+    print(summary_line(doc, cfg.out))
     return 0
 
 

@@ -306,20 +306,22 @@ def make_tokenizer(tmp: Path, plan: DemoPlan, source: str, corpus_dir: Path) -> 
 
 # ---- 3. tokenization job -----------------------------------------------------------------------------------------
 
-def tokenize_flags(plan: DemoPlan) -> list[str]:
-    """The job's settings (8 fps × 2 s clips, square ``plan.size`` buckets; up to ``real_max_clips`` per video)."""
-    return ["--fps", str(FPS), "--seconds", str(SECONDS), "--target-size", str(plan.size), "--patch", "8",
-            "--clip-policy", "all", "--max-clips", str(plan.real_max_clips), "--text-tokenizer", str(TEXT_TOKENIZER)]
+def tokenize_flags(plan: DemoPlan) -> dict:
+    """The job's settings as :class:`~tokenize_jobs.job_config.TokenizeJobConfig` keyword arguments (8 fps × 2 s
+    clips, square ``plan.size`` buckets; up to ``real_max_clips`` per video); the stage's key hashes them."""
+    return {"fps": FPS, "seconds": SECONDS, "target_size": plan.size, "patch": 8, "clip_policy": "all",
+            "max_clips": plan.real_max_clips, "text_tokenizer": str(TEXT_TOKENIZER)}
 
 
-def make_shards(tmp: Path, flags: list[str], manifest: Path, tokenizer: Path) -> dict:
-    """Run :mod:`tokenize_jobs.video` into ``tmp/shards`` (resumes an interrupted attempt there)."""
+def make_shards(tmp: Path, flags: dict, manifest: Path, tokenizer: Path) -> dict:
+    """Run :mod:`tokenize_jobs.video` with ``flags`` (:func:`tokenize_flags`) into ``tmp/shards`` (resumes an
+    interrupted attempt there)."""
     from tokenize_jobs import video
+    from tokenize_jobs.job_config import TokenizeJobConfig
 
     init_ray()
     out = tmp / "shards"
-    doc = video.run_job(video.parse_args(["--manifest", str(manifest), "--out", str(out),
-                                          "--tokenizer", str(tokenizer), *flags]))
+    doc = video.run_job(TokenizeJobConfig(manifest=str(manifest), out=str(out), tokenizer=str(tokenizer), **flags))
     print(video.summary_line(doc, str(out)), flush=True)
     c = doc["counts"]
     if not c["clips_written"]:
