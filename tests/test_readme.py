@@ -220,11 +220,18 @@ def check_demo(argv):
     argparse_ok(demo.parse_args, argv)
 
 
+def check_showcase(argv):
+    from workflows import showcase
+
+    argparse_ok(showcase.build_parser().parse_args, argv)
+
+
 MODULES = {"tokenize_jobs.synth": check_synth, "tokenize_jobs.shapes": check_shapes,
            "tokenize_jobs.video": check_video, "workflows.pretrain": check_pretrain,
            "workflows.train_tokenizer": check_train_tokenizer, "workflows.generate": check_generate,
            "workflows.serve": check_serve, "workflows.eval": check_eval, "workflows.convert_hf": check_convert,
-           "workflows.ablate": check_ablate, "workflows.bench_sets": check_bench_sets, "workflows.demo": check_demo}
+           "workflows.ablate": check_ablate, "workflows.bench_sets": check_bench_sets, "workflows.demo": check_demo,
+           "workflows.showcase": check_showcase}
 
 
 def check_python(argv: list[str]) -> None:
