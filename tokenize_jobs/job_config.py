@@ -39,22 +39,16 @@ class TokenizeJobConfig:
     """Vocabulary layout: ``compact`` or ``chameleon``."""
     text_tokenizer: str | None = None
     """HF tokenizer JSON URI (required for ``chameleon``); made absolute."""
-    fps: int = 12
-    """Clip sampling rate (frames per second)."""
-    seconds: float = 2.0
-    """Clip length; frames per clip = fps·seconds + 1 rounded to 1 + 4k."""
-    clip_policy: str = "center"
-    """Which clips of a video: ``center``, ``first`` or ``all`` (non-overlapping windows)."""
-    max_clips: int = 0
-    """With ``clip_policy='all'``: at most this many clips per video (0 = all)."""
-    target_size: int = 352
-    """Bucket family (352 → 448x256, 528 → 672x384)."""
-    patch: int = 32
-    """Bucket sides are multiples of this many pixels."""
-    max_resolution: int = 4096
-    """Inputs whose longer side is larger are rejected before decoding."""
-    timeout: float = 120.0
-    """Seconds per decode step (open a file, read a clip) before the decoding child is killed."""
+    # How clips are cut and sized: the defaults (and meanings) of tokenize_jobs.decode.ClipSettings.
+    fps: int = ClipSettings.fps
+    seconds: float = ClipSettings.seconds
+    clip_policy: str = ClipSettings.clip_policy
+    max_clips: int = ClipSettings.max_clips
+    target_size: int = ClipSettings.target_size
+    patch: int = ClipSettings.patch
+    max_resolution: int = ClipSettings.max_resolution
+    timeout: float = ClipSettings.timeout_s
+    """ClipSettings.timeout_s: seconds per decode step (open a file, read a clip) before the child is killed."""
     max_text_tokens: int = 1024
     """Longer prompts are truncated (0 = no limit)."""
     batch_size: int = 8
