@@ -80,6 +80,8 @@ class DemoPlan:
     image_steps: int
     joint_steps: int
     checkpoint_every: int
+    model: tuple[str, ...]
+    """Dotted overrides of the recipe's model: a quarter-hour budget pays best with a smaller model than the goal's."""
     sample_steps: int
     sample_cfg: float
     eval_prompts: int
@@ -87,11 +89,12 @@ class DemoPlan:
 
 PLANS = {
     "full": DemoPlan(name="full", size=64, shapes_videos=256, shapes_stills=64, real_max_clips=4, tokenizer="small",
-                     tokenizer_steps=150, stills=8000, pretrain_recipe="pretrain_small_goal.yaml", image_steps=1500,
-                     joint_steps=200, checkpoint_every=500, sample_steps=16, sample_cfg=3.0, eval_prompts=12),
+                     tokenizer_steps=150, stills=8000, pretrain_recipe="pretrain_small_goal.yaml", image_steps=2400,
+                     joint_steps=300, checkpoint_every=500, sample_steps=16, sample_cfg=3.0, eval_prompts=12,
+                     model=("model.overrides.dim=128", "model.overrides.n_layers=4", "model.overrides.ffn_dim=352")),
     "quick": DemoPlan(name="quick", size=32, shapes_videos=16, shapes_stills=4, real_max_clips=1, tokenizer="debug",
                       tokenizer_steps=40, stills=64, pretrain_recipe="pretrain_debug.yaml", image_steps=10,
-                      joint_steps=10, checkpoint_every=10, sample_steps=4, sample_cfg=3.0, eval_prompts=2),
+                      joint_steps=10, checkpoint_every=10, model=(), sample_steps=4, sample_cfg=3.0, eval_prompts=2),
 }
 FPS, SECONDS = 8, 2
 
@@ -353,7 +356,8 @@ def make_stills(tmp: Path, plan: DemoPlan, tokenizer: Path, seed: int) -> dict:
 
 def pretrain_overrides(plan: DemoPlan, stills: Path) -> list[str]:
     """The model's codebook follows from the shards' tokenizer (``workflows.finetune.adopt_shard_codebook``)."""
-    return [f"data.shards={stills}", f"checkpoint.every_steps={plan.checkpoint_every}", "checkpoint.name=pretrain"]
+    return [f"data.shards={stills}", f"checkpoint.every_steps={plan.checkpoint_every}", "checkpoint.name=pretrain",
+            *plan.model]
 
 
 def curriculum(plan: DemoPlan, shards: Path) -> list:

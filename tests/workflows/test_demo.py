@@ -163,3 +163,18 @@ def test_quick_demo_end_to_end_then_reuse_and_interrupt(ray_local, tmp_path, mon
     assert statuses == {"corpus": "reused", "tokenizer": "reused", "tokenize": "reused", "stills": "reused",
                         "pretrain": "reused", "generate": "ran", "eval": "ran"}
     assert not (out / ".tmp" / "generate").exists()
+
+
+def test_showcase_writes_the_readme_gif_layout(tmp_path):
+    """``python -m workflows.showcase`` (the README's top GIF): per seed, the committed checkpoint's t2i / t2v / i2v
+    samples over the world's render of each prompt."""
+    from lumos.media import read_video_frames
+    from workflows import showcase
+
+    out = tmp_path / "small.gif"
+    assert showcase.main(["--checkpoint", "small", "--out", str(out), "--seeds", "0", "--steps", "1"]) == 0
+    gif = read_video_frames(str(out))
+    assert gif.shape == (17, 2 * 68 * 2, 3 * 68 * 2, 3)  # 2 rows × 3 modes of 64-px cells (+4 px border), ×2
+    assert (gif[0, 4:132, :] != gif[0, 140:268, :]).any()  # the generations are not the renders
+    with pytest.raises(SystemExit):
+        showcase.main(["--checkpoint", str(tmp_path / "nothing"), "--out", str(out)])
