@@ -388,8 +388,8 @@ def make_checkpoint(tmp: Path, plan: DemoPlan, overrides: list[str], shards: Pat
     plots = [str(Path(p).relative_to(tmp)) for r in results for p in r.plots]
     loss = results[-1].metrics.get("loss", float("nan")) if results else float("nan")
     return {"paths": ["final", *plots],
-            "note": f"{stages[-1].model.preset} model, {plan.image_steps} image + {plan.joint_steps} joint steps, "
-                    f"loss {loss:.3f}"}
+            "note": f"{stages[-1].model.preset} preset{' with ' + ', '.join(plan.model) if plan.model else ''}, "
+                    f"{plan.image_steps} image + {plan.joint_steps} joint steps, loss {loss:.3f}"}
 
 
 # ---- 6. samples --------------------------------------------------------------------------------------------------
@@ -444,27 +444,40 @@ def overview(rows: list[dict], scale: int = 2):
     return grid.repeat(scale, axis=1).repeat(scale, axis=2)
 
 
+def sample_modes(gens: list, plan: DemoPlan, seed: int) -> tuple[list[dict], dict, dict, dict]:
+    """Each generator's t2i / t2v / i2v clips for the held-out scenes of ``seed`` (mode k seeded
+    ``item_seed(seed, k)``, the same for every generator), the world's render of each prompt, the prompts and the
+    i2v input frame.
+
+    Returns:
+        ([{mode: frames} per generator], {mode: render}, {mode: prompt}, {mode: input frame or None}).
+    """
+    from lumos.shapes.world import render_clip
+    from workflows.generation import item_seed
+
+    rows, truth, prompts, firsts = [{} for _ in gens], {}, {}, {}
+    for k, (mode, scene) in enumerate(heldout_scenes(seed).items()):
+        for row, gen in zip(rows, gens):
+            prompts[mode], row[mode], firsts[mode] = sample_one(gen, mode, scene, plan, item_seed(seed, k))
+        truth[mode] = render_clip(scene, size=plan.size, fps=FPS, num_frames=rows[0][mode].shape[0])
+    return rows, truth, prompts, firsts
+
+
 def make_samples(tmp: Path, plan: DemoPlan, final: Path, seed: int) -> dict:
     """t2i / t2v / i2v GIFs for held-out prompts, the i2v input frame, ``prompts.json`` and ``overview.gif``: the
     demo's samples (top row) beside the committed ``small`` checkpoint's for the same prompts and seeds (middle) and
     the world's render of each prompt (bottom)."""
     from lumos.media import write_video
-    from lumos.shapes.world import render_clip
-    from workflows.generation import item_seed, load_generator
+    from workflows.generation import load_generator
 
     out = tmp / "samples"
     out.mkdir()
-    gen, committed = load_generator(str(final), "cpu"), load_generator(COMMITTED, "cpu")
-    generated, reference, truth, prompts = {}, {}, {}, {}
-    for k, (mode, scene) in enumerate(heldout_scenes(seed).items()):
-        prompt, frames, first = sample_one(gen, mode, scene, plan, item_seed(seed, k))
+    gens = [load_generator(str(final), "cpu"), load_generator(COMMITTED, "cpu")]
+    (generated, reference), truth, prompts, firsts = sample_modes(gens, plan, seed)
+    for mode, frames in generated.items():
         write_video(str(out / f"{mode}.gif"), frames, fps=FPS)
-        if first is not None:
-            write_video(str(out / "i2v_input.png"), first)
-        generated[mode], prompts[mode] = frames, prompt
-        reference[mode] = sample_one(committed, mode, scene, plan, item_seed(seed, k))[1]
-        truth[mode] = render_clip(scene, size=plan.size, fps=FPS, num_frames=frames.shape[0])
-        log.info("%s %r -> %s", mode, prompt, out / f"{mode}.gif")
+        log.info("%s %r -> %s", mode, prompts[mode], out / f"{mode}.gif")
+    write_video(str(out / "i2v_input.png"), firsts["i2v"])
     write_video(str(out / "overview.gif"), overview([generated, reference, truth]), fps=FPS)
     (out / "prompts.json").write_text(json.dumps(prompts, indent=2) + "\n")
     return {"paths": [f"samples/{m}.gif" for m in generated] + ["samples/i2v_input.png", "samples/overview.gif"],
@@ -495,6 +508,13 @@ def make_eval(tmp: Path, flags: list[str], final: Path) -> dict:
 
 
 # ---- the whole demo ----------------------------------------------------------------------------------------------
+
+def committed_identity() -> str:
+    """The committed checkpoint's weights checksum, as its ``config.json`` records it."""
+    from lumos.checkpoint import read_config
+
+    return read_config(COMMITTED)[1].get("weights_sha256", "")
+
 
 def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
@@ -537,7 +557,7 @@ def run_demo(args: argparse.Namespace) -> list[StageRecord]:
                       lambda tmp: make_checkpoint(tmp, plan, overrides, out / "shards"), resumable=True)
     stages.run("generate", f"t2i, t2v and i2v samples for held-out prompts (and {COMMITTED}'s, for the overview)",
                {"checkpoint": ckpt.key, "plan": asdict(plan), "seed": seed,
-                "committed": file_digest(REPO / "lumos" / "assets" / f"model_{COMMITTED}" / "model.safetensors")},
+                "committed": committed_identity()},
                lambda tmp: make_samples(tmp, plan, out / "final", seed))
     flags = eval_flags(plan, seed)
     stages.run("eval", f"shapes-world benchmarks, {plan.eval_prompts} prompts per suite",

@@ -18,23 +18,15 @@ def showcase(checkpoint: str, seeds: list[int], steps: int | None = None):
     """uint8 [N, 2·len(seeds)·(S+4)·2, 3·(S+4)·2, 3]: per seed, the generations (row 1) over the renders (row 2)."""
     import dataclasses
 
-    import numpy as np
-
-    from lumos.shapes.world import render_clip
-    from workflows.demo import FPS, PLANS, heldout_scenes, overview, sample_one
-    from workflows.generation import item_seed, load_generator
+    from workflows.demo import PLANS, overview, sample_modes
+    from workflows.generation import load_generator
 
     plan = PLANS["full"] if steps is None else dataclasses.replace(PLANS["full"], sample_steps=steps)
-    gen, parts = load_generator(checkpoint, "cpu"), []
+    gen, rows = load_generator(checkpoint, "cpu"), []
     for seed in seeds:
-        generated, truth = {}, {}
-        for k, (mode, scene) in enumerate(heldout_scenes(seed).items()):
-            _, generated[mode], _ = sample_one(gen, mode, scene, plan, item_seed(seed, k))
-            truth[mode] = render_clip(scene, size=plan.size, fps=FPS, num_frames=generated[mode].shape[0])
-        parts.append(overview([generated, truth]))
-    n = max(p.shape[0] for p in parts)
-    parts = [np.concatenate([p, np.repeat(p[-1:], n - p.shape[0], axis=0)]) for p in parts]
-    return np.concatenate(parts, axis=1)
+        (generated,), truth, _, _ = sample_modes([gen], plan, seed)
+        rows += [generated, truth]
+    return overview(rows)
 
 
 def build_parser() -> argparse.ArgumentParser:
