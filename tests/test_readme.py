@@ -527,6 +527,7 @@ def sandbox(tmp_path, monkeypatch):
 def test_by_hand_pipeline_corpus_and_tokenize_run_and_pretraining_accepts_the_shards(commands, ray_local, sandbox):
     from lumos.tokenizers import default_tokenizer_uri
     from tokenize_jobs import synth, video
+    from workflows.finetune import prepare_init
     from workflows.pretrain import resolve_tokenizer
     from workflows.shard_data import check_shards
 
@@ -551,7 +552,8 @@ def test_by_hand_pipeline_corpus_and_tokenize_run_and_pretraining_accepts_the_sh
     for c in local:  # /tmp/shards (the Tokenization job section) is made the same way: same tokenizer, sizes
         argv = [f"data.shards={shards}" if a.startswith("data.shards=") else local_path(a, sandbox) for a in c.argv]
         cfg = check_pretrain(argv[3:])
-        assert resolve_tokenizer(cfg, check_shards(cfg.data.shards)), c
+        shard_manifest = check_shards(cfg.data.shards)  # as run_pretraining: the model meets the shards, then
+        assert resolve_tokenizer(prepare_init(cfg, shard_manifest), shard_manifest), c  # the tokenizer
 
 
 def pretrain_commands(commands: list[Command]) -> list[Command]:

@@ -20,13 +20,17 @@ TWO = "stages=[{name: image, overrides: {data.stage: image, optim.max_steps: 2}}
 
 def test_stages_resolve_in_order_from_the_previous_final(tmp_path):
     cfg = load_pretrain_config(GOAL, [f"checkpoint.storage={tmp_path}"])
-    image, video = stage_configs(cfg)
-    assert (image.data.stage, video.data.stage) == ("image", "joint")
+    image, video, video2 = stage_configs(cfg)
+    assert (image.data.stage, video.data.stage, video2.data.stage) == ("image", "joint", "joint")
     assert (image.data.shards, video.data.shards) == ("runs/shards/shapes-goal", "runs/shards/shapes-goal2")
-    assert (image.checkpoint.name, video.checkpoint.name) == ("small-goal-image", "small-goal-video")
+    assert video2.data.shards == video.data.shards and (video.seed, video2.seed) == (0, 1)  # another order
+    assert [s.checkpoint.name for s in (image, video, video2)] == ["small-goal-image", "small-goal-video",
+                                                                    "small-goal-video2"]
     assert image.model.init_from is None and video.model.init_from == f"{tmp_path}/small-goal-image/final"
+    assert video2.model.init_from == f"{tmp_path}/small-goal-video/final"
     assert video.optim.warmup_steps == image.optim.warmup_steps == 100 and not video.stages
-    assert (image.optim.max_steps, video.optim.max_steps) == (4000, 3000) and video.sampling.cfg_scale == 3.0
+    assert (image.optim.max_steps, video.optim.max_steps, video2.optim.max_steps) == (4000, 3000, 3000)
+    assert (video.optim.lr, video2.optim.lr) == (2e-3, 1e-3) and video2.sampling.cfg_scale == 3.0
 
 
 @pytest.mark.parametrize("stages, message", [
