@@ -28,7 +28,7 @@ demo: setup
 	$(VPY) -m workflows.demo $(DEMO_ARGS)
 
 test: setup browser lint
-	$(VPY) -m pytest -m "not gpu" -q $(PYTEST_ARGS)
+	$(VPY) -m pytest -m "not gpu" -q --durations=20 $(PYTEST_ARGS)
 
 test-fast: setup
 	$(VPY) -m pytest -m "not gpu and not slow" -q -x $(PYTEST_ARGS)

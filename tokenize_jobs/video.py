@@ -358,6 +358,7 @@ def run_job(cfg: TokenizeJobConfig) -> dict:
 
 
 def _run_claimed(cfg: TokenizeJobConfig, manifest: Manifest, tok: dict, settings: dict, t0: float) -> dict:
+    from tokenize_jobs.reconcile import reconcile_outputs
     from tokenize_jobs.writer import ShardSink, merge_stats
 
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
@@ -382,9 +383,10 @@ def _run_claimed(cfg: TokenizeJobConfig, manifest: Manifest, tok: dict, settings
             sink, ray_remote_args={"num_cpus": 0})
     stats = merge_stats(sink.results)
     execute_s = time.time() - t_exec
+    reconciled = reconcile_outputs(cfg.out)
     wall = time.time() - t0
     run = {"run_id": run_id, "inputs_processed": todo.num_rows, "inputs_skipped": skipped,
-           "error_rows_retried": retried,
+           "error_rows_retried": retried, "reconciled": reconciled.as_dict(),
            "manifest_errors_written": new_manifest_errors, "wall_s": round(wall, 3),
            "execute_s": round(execute_s, 3),
            "clips_per_s": round(stats["clips"] / wall, 3) if wall > 0 else 0.0, "pools": pools}

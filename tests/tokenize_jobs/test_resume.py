@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from tj_media import JOB_ARGS, make_tokenizer, read_errors, read_shards, write_image, write_manifest
@@ -76,7 +77,18 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(ray_local, tmp_p
     doc = run(full, killed)
     assert doc["last_run"]["inputs_processed"] == 0 and rows_by_id(killed) == ref
 
-    # 4) other settings into the same --out are refused before any work
+    # 4) a retried write task wrote a shard file and an error file a second time (another random name): the
+    # rerun removes the copies, and the output is the reference again
+    shards, errors = list_parts(str(killed))
+    for f in (shards[0], errors[0]):
+        src = Path(f)
+        shutil.copy(src, src.with_name(src.name.replace(".parquet", "-again.parquet")))
+    doc = run(full, killed)
+    assert doc["last_run"]["reconciled"]["files_deleted"] == 2
+    assert rows_by_id(killed) == ref and error_keys(killed) == error_keys(tmp_path / "ref")
+    assert doc["counts"] == ref_doc["counts"]
+
+    # 5) other settings into the same --out are refused before any work
     with pytest.raises(JobError, match="other settings"):
         run(full, killed, "--fps", "2")
     assert json.loads((killed / "_manifest.json").read_text())["counts"] == ref_doc["counts"]
@@ -133,3 +145,54 @@ def test_a_bad_text_tokenizer_is_refused_before_any_work(tmp_path, clip_small):
     with pytest.raises(JobError):
         run_job(args)
     assert not (out / "_manifest.json").exists()
+
+
+def test_reconcile_removes_rows_that_retried_write_tasks_wrote_twice(tmp_path):
+    """A retried write task's second file (same rows, another name), a partly overlapping file, an error row of a
+    clip that a retry then wrote, a whole-input error of an input whose clips are all written, and a failure
+    recorded twice: after reconciling, each clip and each failure is there once and no other row is lost."""
+    import pyarrow as pa
+
+    from tokenize_jobs.reconcile import reconcile_outputs
+    from tokenize_jobs.shards import ERROR_SCHEMA, prepare_output, scan_outputs, write_table
+
+    out = tmp_path / "out"
+    prepare_output(str(out), {"id_key": "k1"})
+
+    def shard(name, ids):
+        src = [i[0] for i in ids]
+        t = pa.table({"source": src, "clip_id": ids, "source_clips": pa.array([2] * len(ids), pa.int32()),
+                      "k": list(range(len(ids)))})
+        write_table(t, str(out / name))
+
+    def errors(name, rows):
+        keys = ["source", "stage", "error", "clip_id", "source_clips"]
+        write_table(pa.Table.from_pylist([dict(zip(keys, r)) for r in rows], schema=ERROR_SCHEMA),
+                    str(out / "_errors" / name))
+
+    shard("part-r1-00000-aaaa.parquet", ["a0", "a1", "b0"])
+    shard("part-r1-00000-bbbb.parquet", ["a0", "a1", "b0"])  # the same task, retried: every row again
+    shard("part-r1-00001-cccc.parquet", ["b0", "b1", "c0"])  # overlaps in b0 only
+    errors("err-part-r1-00002-dddd.parquet", [("m", "read", "no such file", None, None),
+                                              ("b", "decode", "timeout", "b1", 2),  # b1 was written after all
+                                              ("a", "open", "worker died", None, None),  # a is complete
+                                              ("c", "decode", "bad frame", "c1", 2)])
+    errors("err-part-r1-00003-eeee.parquet", [("m", "read", "no such file", None, None),  # m failed twice
+                                              ("x", "manifest", "row 3: duplicate", None, None),
+                                              ("x", "manifest", "row 4: duplicate", None, None)])
+
+    done = reconcile_outputs(str(out))
+    assert done.as_dict() == {"duplicate_clip_rows": 4, "stale_error_rows": 3, "files_rewritten": 3,
+                              "files_deleted": 1}
+    state = scan_outputs(str(out))
+    assert state.num_clips == 5 and {s: sorted(v) for s, v in state.clips.items()} == {
+        "a": ["a0", "a1"], "b": ["b0", "b1"], "c": ["c0"]}
+    assert state.num_errors == 4 and state.failed == {"m"} and dict(state.clip_errors) == {"c": {"c1"}}
+    assert sorted(k for k in state.error_keys if k[1] == "manifest") == [
+        ("x", "manifest", "row 3: duplicate"), ("x", "manifest", "row 4: duplicate")]
+    kept = [r for f in state.shard_files for r in read_part(f)]
+    assert sorted((r["clip_id"], r["k"]) for r in kept) == [
+        ("a0", 0), ("a1", 1), ("b0", 2), ("b1", 1), ("c0", 2)]  # the carried column travels with its row
+    assert reconcile_outputs(str(out)).as_dict()["duplicate_clip_rows"] == 0  # idempotent
+    assert not list((out / "_tmp").glob("*"))
+
