@@ -138,7 +138,7 @@ def check_synth(argv):
 def check_shapes(argv):
     from tokenize_jobs import shapes
 
-    shapes.validate(argparse_ok(shapes.build_parser().parse_args, argv))
+    argparse_ok(shapes.parse_args, argv)
 
 
 def check_video(argv):

@@ -23,9 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 import uuid
+from dataclasses import MISSING, dataclass, fields
 
 import numpy as np
 import pyarrow as pa
@@ -98,47 +100,103 @@ class RenderTokenizeScenes:
         return self.tokenize(pa.Table.from_pylist(rows, schema=self.schema))
 
 
+@dataclass(kw_only=True)
+class ShapesJobConfig:
+    """Everything one shapes job run is given (one field per flag, same name); checked where it is built::
+
+        run_job(ShapesJobConfig(out="runs/shards/stills", stills=8000, text_tokenizer="lumos/assets/text_words.json"))
+
+    A bad value raises ``ValueError`` with one line naming the flag.
+    """
+
+    out: str
+    """Output shard directory URI (local path or ``s3://``); made absolute."""
+    stills: int = 0
+    """Still images (T2I items)."""
+    clips: int = 0
+    """Video clips (T2V/I2V items)."""
+    seed: int = 0
+    """Corpus seed: item i is scene (seed, i)."""
+    size: int = 64
+    """Frame side in pixels, a multiple of 8."""
+    fps: float = 8.0
+    """Clip frames per second."""
+    seconds: float = 2.0
+    """Clip duration; frames = seconds·fps + 1."""
+    max_objects: int = 3
+    """Objects per scene 1..N, N <= 3."""
+    tokenizer: str | None = None
+    """Video tokenizer URI (``None``: the committed small one); made absolute."""
+    text_tokenizer: str | None = None
+    """HF tokenizers JSON (e.g. lumos/assets/text_words.json); ``None``: byte-level text; made absolute."""
+    batch_size: int = 64
+    """Items rendered and tokenized per call."""
+    actors: int | None = None
+    """Render+tokenize actors, 1 CPU each (``None``: one per CPU of the cluster)."""
+    rows_per_file: int = 4096
+    """Rows per Parquet shard file."""
+
+    def __post_init__(self) -> None:
+        if not self.out:
+            raise ValueError("--out is required (or --write-text-tokenizer PATH)")
+        for name in ("out", "tokenizer", "text_tokenizer"):  # Ray workers do not share the driver's cwd
+            value = getattr(self, name)
+            setattr(self, name, storage.absolute(None if value is None else os.fspath(value)))
+        self.fps, self.seconds = float(self.fps), float(self.seconds)
+        if self.stills < 0 or self.clips < 0 or self.stills + self.clips < 1:
+            raise ValueError(f"--stills and --clips must be >= 0 with at least one item, got {self.stills}, "
+                             f"{self.clips}")
+        if self.size < 8 or self.size % 8:
+            raise ValueError(f"--size must be a positive multiple of 8, got {self.size}")
+        if self.fps <= 0 or not 0 < self.seconds <= 60:
+            raise ValueError(f"--fps must be > 0 and --seconds in (0, 60], got {self.fps:g}, {self.seconds:g}")
+        if not 1 <= self.max_objects <= 3:
+            raise ValueError(f"--max-objects must be 1..3, got {self.max_objects}")
+        if self.batch_size < 1 or self.rows_per_file < 1 or (self.actors is not None and self.actors < 1):
+            raise ValueError("--batch-size, --rows-per-file and --actors must be >= 1")
+
+    @property
+    def world(self) -> dict:
+        """What the scenes are drawn from (hashed into every clip id)."""
+        return {"world": "shapes", "stills": self.stills, "clips": self.clips, "seed": self.seed, "size": self.size,
+                "fps": self.fps, "seconds": self.seconds, "max_objects": self.max_objects, "split": "train"}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: one flag per :class:`ShapesJobConfig` field (same name), defaults taken from it."""
+    d = {f.name: f.default for f in fields(ShapesJobConfig) if f.default is not MISSING}
     p = argparse.ArgumentParser(prog="python -m tokenize_jobs.shapes", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.split("\n")[2:8]))
     p.add_argument("--out", help="output shard directory (local path or s3://bucket/prefix)")
-    p.add_argument("--stills", type=int, default=0, help="still images (T2I items), default 0")
-    p.add_argument("--clips", type=int, default=0, help="video clips (T2V/I2V items), default 0")
-    p.add_argument("--seed", type=int, default=0, help="corpus seed: item i is scene (seed, i)")
-    p.add_argument("--size", type=int, default=64, help="frame side in pixels, a multiple of 8 (default 64)")
-    p.add_argument("--fps", type=float, default=8.0, help="clip frames per second (default 8)")
-    p.add_argument("--seconds", type=float, default=2.0, help="clip duration; frames = seconds·fps + 1 (default 2)")
-    p.add_argument("--max-objects", type=int, default=3, help="objects per scene 1..N, N <= 3 (default 3)")
-    p.add_argument("--tokenizer", default=None, help="video tokenizer URI (default: the committed small one)")
-    p.add_argument("--text-tokenizer", default=None,
+    p.add_argument("--stills", type=int, help=f"still images (T2I items), default {d['stills']}")
+    p.add_argument("--clips", type=int, help=f"video clips (T2V/I2V items), default {d['clips']}")
+    p.add_argument("--seed", type=int, help=f"corpus seed: item i is scene (seed, i); default {d['seed']}")
+    p.add_argument("--size", type=int, help=f"frame side in pixels, a multiple of 8 (default {d['size']})")
+    p.add_argument("--fps", type=float, help=f"clip frames per second (default {d['fps']:g})")
+    p.add_argument("--seconds", type=float, help=f"clip duration; frames = seconds·fps + 1 (default {d['seconds']:g})")
+    p.add_argument("--max-objects", type=int, help=f"objects per scene 1..N, N <= 3 (default {d['max_objects']})")
+    p.add_argument("--tokenizer", help="video tokenizer URI (default: the committed small one)")
+    p.add_argument("--text-tokenizer",
                    help="HF tokenizers JSON (e.g. lumos/assets/text_words.json); default: byte-level text")
-    p.add_argument("--batch-size", type=int, default=64, help="items rendered and tokenized per call (default 64)")
-    p.add_argument("--actors", type=int, default=None,
-                   help="render+tokenize actors, 1 CPU each (default: one per CPU of the cluster)")
-    p.add_argument("--rows-per-file", type=int, default=4096, help="rows per Parquet shard file (default 4096)")
+    p.add_argument("--batch-size", type=int, help=f"items rendered and tokenized per call (default {d['batch_size']})")
+    p.add_argument("--actors", type=int, help="render+tokenize actors, 1 CPU each (default: one per CPU of the cluster)")
+    p.add_argument("--rows-per-file", type=int, help=f"rows per Parquet shard file (default {d['rows_per_file']})")
     p.add_argument("--write-text-tokenizer", metavar="PATH", default=None,
                    help="instead of shards: learn a word vocabulary from 20,000 train-split captions of --seed "
                         "(stills and clips) and write the tokenizer JSON to PATH")
+    p.set_defaults(**d)
     return p
 
 
-def validate(args: argparse.Namespace) -> None:
-    """One-line ValueErrors for bad arguments."""
+def parse_args(argv: list[str] | None = None) -> tuple[ShapesJobConfig | None, argparse.Namespace]:
+    """``(job config or None with --write-text-tokenizer, the parsed flags)``; a bad value raises a one-line
+    ``ValueError`` naming the flag."""
+    args = build_parser().parse_args(argv)
     if args.write_text_tokenizer:
-        return
-    if not args.out:
-        raise ValueError("--out is required (or --write-text-tokenizer PATH)")
-    if args.stills < 0 or args.clips < 0 or args.stills + args.clips < 1:
-        raise ValueError(f"--stills and --clips must be >= 0 with at least one item, got {args.stills}, {args.clips}")
-    if args.size < 8 or args.size % 8:
-        raise ValueError(f"--size must be a positive multiple of 8, got {args.size}")
-    if args.fps <= 0 or not 0 < args.seconds <= 60:
-        raise ValueError(f"--fps must be > 0 and --seconds in (0, 60], got {args.fps}, {args.seconds}")
-    if not 1 <= args.max_objects <= 3:
-        raise ValueError(f"--max-objects must be 1..3, got {args.max_objects}")
-    if args.batch_size < 1 or args.rows_per_file < 1 or (args.actors is not None and args.actors < 1):
-        raise ValueError("--batch-size, --rows-per-file and --actors must be >= 1")
+        return None, args
+    flags = {f.name: getattr(args, f.name) for f in fields(ShapesJobConfig)}
+    return ShapesJobConfig(**flags), args
 
 
 def learn_text_tokenizer(path: str, seed: int, n: int = 20_000) -> str:
@@ -152,43 +210,37 @@ def learn_text_tokenizer(path: str, seed: int, n: int = 20_000) -> str:
     return path
 
 
-def world_settings(args: argparse.Namespace) -> dict:
-    return {"world": "shapes", "stills": args.stills, "clips": args.clips, "seed": args.seed, "size": args.size,
-            "fps": args.fps, "seconds": args.seconds, "max_objects": args.max_objects, "split": "train"}
-
-
-def run_job(args: argparse.Namespace) -> dict:
+def run_job(cfg: ShapesJobConfig) -> dict:
     """Render + tokenize every item not yet in ``--out``; returns the ``_manifest.json`` document."""
     from lumos.tokenizers import default_tokenizer_uri
+    from tokenize_jobs.reconcile import reconcile_outputs
     from tokenize_jobs.video import actor_pool, init_ray, tokenizer_info
     from tokenize_jobs.writer import ShardSink, merge_stats
 
     t0 = time.time()
-    args.out = storage.absolute(args.out)
-    text_tok = storage.absolute(args.text_tokenizer) if args.text_tokenizer else None
-    tok = tokenizer_info(storage.absolute(args.tokenizer) if args.tokenizer else default_tokenizer_uri("small"),
-                         "compact", args.size, text_tok)
-    world = world_settings(args)
+    text_tok = cfg.text_tokenizer
+    tok = tokenizer_info(cfg.tokenizer or default_tokenizer_uri("small"), "compact", cfg.size, text_tok)
+    world = cfg.world
     settings = {"world": world, "layout": "compact", "text_tokenizer": text_tok,
                 "tokenizer": {"uri": tok["uri"], "sha256": tok["identity"].get("sha256")},
                 "id_key": settings_key(json.dumps(world, sort_keys=True), tok["identity"], "compact", text_tok)}
-    if ShardManifest.finished(args.out):
-        done = ShardManifest.read(args.out)
+    if ShardManifest.finished(cfg.out):
+        done = ShardManifest.read(cfg.out)
         if done.settings.get("id_key") == settings["id_key"]:
-            log.info("%s is already finished with these settings", args.out)
+            log.info("%s is already finished with these settings", cfg.out)
             return done.doc
-    prepare_output(args.out, settings)
-    done = scan_outputs(args.out)
-    total = args.stills + args.clips
-    kinds = ["still" if i < args.stills else "clip" for i in range(total)]
-    todo = [i for i in range(total) if not done.clips.get(item_source(args.seed, i, kinds[i]))]
+    prepare_output(cfg.out, settings)
+    done = scan_outputs(cfg.out)
+    total = cfg.stills + cfg.clips
+    kinds = ["still" if i < cfg.stills else "clip" for i in range(total)]
+    todo = [i for i in range(total) if not done.clips.get(item_source(cfg.seed, i, kinds[i]))]
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     ray = init_ray()
-    cpus = args.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    sink = ShardSink(args.out, run_id, None, args.rows_per_file)
+    cpus = cfg.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    sink = ShardSink(cfg.out, run_id, None, cfg.rows_per_file)
     if todo:
-        blocks = [pa.table({"index": pa.array(todo[i:i + args.batch_size], pa.int64())})
-                  for i in range(0, len(todo), args.batch_size)]
+        blocks = [pa.table({"index": pa.array(todo[i:i + cfg.batch_size], pa.int64())})
+                  for i in range(0, len(todo), cfg.batch_size)]
         ds = ray.data.from_arrow(blocks).map_batches(
             RenderTokenizeScenes, batch_size=None, batch_format="pyarrow", num_cpus=1,
             fn_constructor_kwargs={"world": world, "id_key": settings["id_key"], "tokenizer": tok["uri"],
@@ -196,38 +248,39 @@ def run_job(args: argparse.Namespace) -> dict:
             compute=actor_pool(ray, (cpus, cpus, cpus)))
         ds.write_datasink(sink, ray_remote_args={"num_cpus": 0})
     stats = merge_stats(sink.results)
-    final = scan_outputs(args.out)
-    root = args.out.rstrip("/")
+    reconciled = reconcile_outputs(cfg.out)
+    final = scan_outputs(cfg.out)
+    root = cfg.out.rstrip("/")
     wall = time.time() - t0
     doc = {"format": FORMAT, "settings": settings, "tokenizer": tok, "layout": "compact", "manifest": None,
            "counts": {"inputs": total, "clips_written": final.num_clips, "errors": final.num_errors,
-                      "still_items": args.stills, "clip_items": args.clips,
+                      "still_items": cfg.stills, "clip_items": cfg.clips,
                       "unaccounted_inputs": total - len(final.accounted_sources())},
            "shards": [f[len(root):].lstrip("/") for f in final.shard_files],
            "error_files": [f[len(root):].lstrip("/") for f in final.error_files],
            "last_run": dict(stats, run_id=run_id, items_processed=len(todo), items_skipped=total - len(todo),
+                            reconciled=reconciled.as_dict(),
                             wall_s=round(wall, 3), items_per_s=round(len(todo) / wall, 3) if wall > 0 else 0.0)}
-    write_manifest(args.out, doc)
-    log.info("wrote %s", storage.join(args.out, MANIFEST))
+    write_manifest(cfg.out, doc)
+    log.info("wrote %s", storage.join(cfg.out, MANIFEST))
     return doc
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
     try:
-        validate(args)
-        if args.write_text_tokenizer:
+        cfg, args = parse_args(argv)
+        if cfg is None:
             print(f"text tokenizer -> {learn_text_tokenizer(args.write_text_tokenizer, args.seed)}")
             return 0
-        doc = run_job(args)
+        doc = run_job(cfg)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
     c, r = doc["counts"], doc["last_run"]
     print(f"shapes: {c['inputs']} items ({c['still_items']} stills, {c['clip_items']} clips), {c['clips_written']} rows, "
           f"{c['errors']} errors; {r.get('items_processed', 0)} rendered this run in {r.get('wall_s', 0):.1f} s "
-          f"-> {args.out}")
+          f"-> {cfg.out}")
     return 0
 
 

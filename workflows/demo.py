@@ -337,14 +337,11 @@ def make_shards(tmp: Path, flags: dict, manifest: Path, tokenizer: Path) -> dict
 def make_stills(tmp: Path, plan: DemoPlan, tokenizer: Path, seed: int) -> dict:
     """Render and tokenize ``plan.stills`` train-split stills into ``tmp/stills`` (:mod:`tokenize_jobs.shapes`;
     resumes an interrupted attempt there)."""
-    from tokenize_jobs import shapes
+    from tokenize_jobs.shapes import ShapesJobConfig, run_job
 
     init_ray()
-    args = shapes.build_parser().parse_args([
-        "--out", str(tmp / "stills"), "--stills", str(plan.stills), "--seed", str(seed + 2), "--size", str(plan.size),
-        "--tokenizer", str(tokenizer), "--text-tokenizer", str(TEXT_TOKENIZER)])
-    shapes.validate(args)
-    doc = shapes.run_job(args)
+    doc = run_job(ShapesJobConfig(out=str(tmp / "stills"), stills=plan.stills, seed=seed + 2, size=plan.size,
+                                  tokenizer=str(tokenizer), text_tokenizer=str(TEXT_TOKENIZER)))
     c = doc["counts"]
     if c["errors"] or c["unaccounted_inputs"]:
         raise RuntimeError(f"the shapes job left {c['errors']} errors and {c['unaccounted_inputs']} items unaccounted "

@@ -35,6 +35,16 @@ def test_bad_arguments_are_one_line(capsys):
     assert shapes.main(["--stills", "3"]) == 2
 
 
+def test_cli_and_python_build_the_same_typed_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg, _ = shapes.parse_args(["--out", "rel/out", "--stills", "4", "--fps", "4", "--text-tokenizer", WORDS])
+    assert cfg == shapes.ShapesJobConfig(out="rel/out", stills=4, fps=4, text_tokenizer=WORDS)
+    assert cfg.out == str(tmp_path / "rel" / "out") and cfg.fps == 4.0 and cfg.world["stills"] == 4
+    with pytest.raises(ValueError, match=r"^--size must be a positive multiple of 8, got 12$"):
+        shapes.ShapesJobConfig(out="o", stills=1, size=12)
+    assert shapes.parse_args(["--write-text-tokenizer", "w.json"])[0] is None
+
+
 @pytest.mark.ray
 def test_job_writes_shards_equal_to_in_process_encoding_and_resumes(ray_local, tmp_path):
     out = str(tmp_path / "shards")
