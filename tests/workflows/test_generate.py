@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +234,12 @@ def test_one_seed_rule_across_generate_eval_and_serve(checkpoint, tmp_path):
 
     job = Job(prompt=item.prompt, mode="t2v", frames=2, steps=2, cfg_scale=3.0, seed=seed, width=32, height=32)
     served = SamplerEngine(gen).run([job])[0]
+    assert served.status == 200 and np.array_equal(served.codes, from_eval)
+
+    # the service's sampler settings (ServeConfig.sampler) reach the sampler; the job's steps and guidance win
+    greedy = replace(settings, sampler=SamplerConfig(steps=2, cfg_scale=3.0, top_k=1, history_ratio=0.0))
+    from_eval = generate_batch(gen, "t2v", [item], greedy)[0][0].numpy()
+    served = SamplerEngine(gen, SamplerConfig(steps=9, cfg_scale=1.0, top_k=1, history_ratio=0.0)).run([job])[0]
     assert served.status == 200 and np.array_equal(served.codes, from_eval)
 
 

@@ -44,7 +44,7 @@ def server(ray_local, checkpoint):
     from ray import serve
 
     url = start_serve()
-    deploy({"checkpoint": checkpoint, "defaults": {"steps": STEPS, "cfg_scale": 3.0},
+    deploy({"checkpoint": checkpoint, "sampler": {"steps": STEPS, "cfg_scale": 3.0},
             "limits": {"max_frames": 4, "max_steps": 64},
             "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.25}}, name="lumos", route_prefix="/")
     with httpx.Client(base_url=url, timeout=120) as client:
@@ -165,7 +165,7 @@ def test_cli_joins_the_cluster_and_stops_on_ctrl_c(server, checkpoint, ray_local
            "PYTHONPATH": str(REPO)}
     port = server.base_url.port  # Serve's proxy is already up in this cluster: the app joins it
     proc = subprocess.Popen([sys.executable, "-m", "workflows.serve", "--checkpoint", checkpoint, "--port",
-                             str(port), "app_name=cli", "route_prefix=/cli", "defaults.steps=2"],
+                             str(port), "app_name=cli", "route_prefix=/cli", "sampler.steps=2"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=default_sigint)
     try:

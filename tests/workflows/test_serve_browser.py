@@ -29,7 +29,7 @@ def page_url(ray_local, tmp_path_factory):
 
     checkpoint = debug_checkpoint(tmp_path_factory.mktemp("serve_browser"))
     url = start_serve()
-    deploy({"checkpoint": checkpoint, "defaults": {"cfg_scale": 3.0}}, name="lumos", route_prefix="/")
+    deploy({"checkpoint": checkpoint, "sampler": {"cfg_scale": 3.0}}, name="lumos", route_prefix="/")
     yield url + "/"
     serve.shutdown()
 

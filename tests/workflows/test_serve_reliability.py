@@ -30,9 +30,9 @@ def base_url(ray_local, checkpoint):
     from ray import serve
 
     url = start_serve()
-    deploy({"checkpoint": checkpoint, "token": TOKEN, "defaults": {"cfg_scale": 3.0}}, name="guarded",
+    deploy({"checkpoint": checkpoint, "token": TOKEN, "sampler": {"cfg_scale": 3.0}}, name="guarded",
            route_prefix="/")
-    deploy({"checkpoint": checkpoint, "defaults": {"cfg_scale": 3.0, "steps": 2},
+    deploy({"checkpoint": checkpoint, "sampler": {"cfg_scale": 3.0, "steps": 2},
             "limits": {"max_steps": 10_000_000, "max_token_steps": 10**12, "request_timeout_s": 600.0},
             "batching": {"max_batch_size": 1}}, name="open", route_prefix="/open")
     yield url

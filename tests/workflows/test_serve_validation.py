@@ -37,10 +37,10 @@ def base_url(ray_local, checkpoint):
     from ray import serve
 
     url = start_serve()
-    deploy({"checkpoint": checkpoint, "token": TOKEN, "defaults": {"cfg_scale": 3.0},
+    deploy({"checkpoint": checkpoint, "token": TOKEN, "sampler": {"cfg_scale": 3.0},
             "limits": {"max_prompt_chars": 200, "max_frames": 3, "max_steps": 8, "max_image_pixels": 256 * 256,
                        "max_body_bytes": 64 * 1024, "max_side": 64}}, name="lumos", route_prefix="/")
-    deploy({"checkpoint": checkpoint, "defaults": {"cfg_scale": 3.0, "steps": 2},
+    deploy({"checkpoint": checkpoint, "sampler": {"cfg_scale": 3.0, "steps": 2},
             "limits": {"max_queued": 1, "request_timeout_s": 120.0, "max_frames": 8, "max_steps": 1000},
             "batching": {"max_batch_size": 1}}, name="slow", route_prefix="/slow")
     yield url
@@ -191,8 +191,10 @@ def test_config_errors_are_one_line():
         serve_config_from_args({"checkpoint": "x", "limits": {"max_franes": 3}})
     with pytest.raises(ValueError, match="max_batch_size"):
         serve_config_from_args({"checkpoint": "x", "batching": {"max_batch_size": 0}})
-    with pytest.raises(ValueError, match="defaults.steps"):  # the request defaults feed the sampler's settings
-        serve_config_from_args({"checkpoint": "x", "defaults": {"steps": 0}})
+    with pytest.raises(ValueError, match=r"^sampler: steps=0 must be >= 1$"):  # the sampler's own check
+        serve_config_from_args({"checkpoint": "x", "sampler": {"steps": 0}})
+    with pytest.raises(ValueError, match=r"^unknown key: defaults.steps$"):  # steps are a sampler setting
+        serve_config_from_args({"checkpoint": "x", "defaults": {"steps": 2}})
     with pytest.raises(ValueError, match="checkpoint is required"):
         serve_config_from_args({})
     with pytest.raises(ValueError, match="cannot read checkpoint"):

@@ -30,7 +30,6 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from lumos.sampler import SamplerConfig
 from lumos.sequence import sequence_length
 from workflows.serving.config import ServeConfig
 from workflows.serving.engine import ModelInfo
@@ -227,8 +226,8 @@ def build_job(req: GenerateRequest, cfg: ServeConfig, info: ModelInfo) -> Job:
     if req.mode == "t2i" and req.format == "mp4":
         raise RequestError(422, "mode 't2i' makes one image: use format png, gif or tokens")
     frames = latent_frames(req, cfg, info)
-    # unset: the config's request defaults, else the checkpoint's sampling entry, else upstream's (one rule)
-    default = SamplerConfig(steps=cfg.defaults.steps, cfg_scale=cfg.defaults.cfg_scale).with_defaults(info.sampling)
+    # unset: the service's sampler settings, else the checkpoint's sampling entry, else upstream's (one rule)
+    default = cfg.sampler.with_defaults(info.sampling)
     steps = req.steps if req.steps is not None else min(default.steps, limits.max_steps)
     _check_range("steps", steps, 1, limits.max_steps)
     cfg_scale = req.cfg_scale if req.cfg_scale is not None else default.cfg_scale

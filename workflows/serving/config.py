@@ -1,18 +1,18 @@
-"""Settings of the HTTP sampler (DESIGN §4.6): request limits, request defaults, batching, scaling, auth.
+"""Settings of the HTTP sampler (DESIGN §4.6): request limits and defaults, sampler, batching, scaling, auth.
 
-One :class:`ServeConfig` is built from defaults ← an optional YAML file ← overrides, through
-:mod:`workflows.config_io` (unknown key = error). The same dataclass backs ``python -m workflows.serve`` (flags +
+One :class:`ServeConfig` (its ``sampler`` a :class:`lumos.sampler.SamplerConfig`) is built from defaults ← an
+optional YAML file ← overrides, through :mod:`workflows.config_io` (unknown key = error). The same dataclass backs ``python -m workflows.serve`` (flags +
 ``key.sub=value`` overrides) and ``workflows.serve:build_app(args)`` (the ``args`` of a ``serve run`` config or a
 KubeRay RayService: ``{checkpoint: ..., config: FILE, limits: {...}, ...}``).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from lumos.sampler import SamplerConfig
 from workflows.config_io import ConfigError, build_dataclass, load_config, merge
 
 TOKEN_ENV = "LUMOS_API_TOKEN"
@@ -65,24 +65,19 @@ class Limits:
 
 @dataclass(kw_only=True)
 class Defaults:
-    """Values of the fields a request leaves out."""
+    """The shape of what a request leaves out (its sampler settings: :attr:`ServeConfig.sampler`)."""
 
     frames: int | None = None
     """Latent frames of t2v/i2v; ``None`` = from the checkpoint's recorded fps × duration, else 12 fps × 2 s (7)."""
-    steps: int | None = None
-    """Unmasking steps per latent frame; ``None`` = the checkpoint's ``sampling.steps``, else 50 (upstream)."""
-    cfg_scale: float | None = None
-    """Guidance scale; ``None`` = the checkpoint's ``sampling.cfg_scale``, else upstream's (15 video, 16 image)."""
     width: int | None = None
     """Output width; ``None`` = the checkpoint's ``resolution`` entry, else 64."""
     height: int | None = None
     """Output height; ``None`` = the checkpoint's ``resolution`` entry, else 64."""
 
     def __post_init__(self) -> None:
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"defaults.steps={self.steps} must be >= 1")
-        if self.cfg_scale is not None and not math.isfinite(self.cfg_scale):
-            raise ValueError(f"defaults.cfg_scale={self.cfg_scale} must be a finite number")
+        for name in ("frames", "width", "height"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
 
 
 @dataclass(kw_only=True)
@@ -140,6 +135,9 @@ class ServeConfig:
     """Bearer token for /v1/* (also read from $LUMOS_API_TOKEN); ``None`` = no auth. Never logged."""
     limits: Limits = field(default_factory=Limits)
     defaults: Defaults = field(default_factory=Defaults)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    """The sampler's settings (:class:`lumos.sampler.SamplerConfig`, as in eval's config). A request's ``steps`` and
+    ``cfg_scale`` replace these; what stays unset comes from the checkpoint's ``sampling`` entry, else upstream's."""
     batching: Batching = field(default_factory=Batching)
     scaling: Scaling = field(default_factory=Scaling)
 

@@ -104,7 +104,7 @@ class Sampler:
 
     def __init__(self, config: dict):
         cfg = serve_config_from_args(config)
-        self.engine = SamplerEngine.load(cfg.checkpoint, cfg.tokenizer, cfg.device)
+        self.engine = SamplerEngine.load(cfg.checkpoint, cfg.tokenizer, cfg.device, cfg.sampler)
         self.generate_batch.set_max_batch_size(cfg.batching.max_batch_size)
         self.generate_batch.set_batch_wait_timeout_s(cfg.batching.batch_wait_timeout_s)
         self.coalescer = Coalescer(self.engine.run, cfg.batching.max_batch_size)
@@ -224,7 +224,7 @@ class Ingress:
         info = asdict(self.info)
         model = {"id": Path(self.info.checkpoint.rstrip("/")).name or self.info.checkpoint, **info}
         return {"data": [model], "limits": api.advertised_limits(self.cfg, self.info),
-                "defaults": asdict(self.cfg.defaults),
+                "defaults": asdict(self.cfg.defaults), "sampler": asdict(self.cfg.sampler.with_defaults(self.info.sampling)),
                 "batching": asdict(self.cfg.batching), "formats": list(api.FORMATS),
                 "modes": ["t2i", "t2v", "i2v"], "auth": self.token is not None}
 

@@ -18,7 +18,7 @@ import base64
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -102,13 +102,16 @@ def png_base64(frame: np.ndarray) -> str:
 class SamplerEngine:
     """A loaded checkpoint that runs jobs (see the module docstring)."""
 
-    def __init__(self, bundle: GenerationBundle):
+    def __init__(self, bundle: GenerationBundle, sampler: SamplerConfig | None = None):
         self.bundle = bundle
+        self.sampler = sampler or SamplerConfig()
+        """The service's sampler settings; each job sets ``steps`` and ``cfg_scale``."""
 
     @classmethod
-    def load(cls, checkpoint: str, tokenizer: str | None = None, device: str | None = None) -> SamplerEngine:
+    def load(cls, checkpoint: str, tokenizer: str | None = None, device: str | None = None,
+             sampler: SamplerConfig | None = None) -> SamplerEngine:
         """Load model + tokenizers of a checkpoint (local or s3://) once."""
-        return cls(load_generator(checkpoint, device, tokenizer))
+        return cls(load_generator(checkpoint, device, tokenizer), sampler)
 
     @property
     def device(self) -> torch.device:
@@ -170,7 +173,7 @@ class SamplerEngine:
 
         res = self.bundle.sample([j.prompt for j in jobs], VideoSpec(first.mode, first.width, first.height,
                                                                      frames=first.frames),
-                                 SamplerConfig(steps=first.steps, cfg_scale=first.cfg_scale),
+                                 replace(self.sampler, steps=first.steps, cfg_scale=first.cfg_scale),
                                  [item_seed(j.seed, 0) for j in jobs], images, on_frame=frame_done,
                                  should_stop=should_stop)
         return res.codes.cpu().numpy(), self.bundle.decode(res.codes), res.plan
