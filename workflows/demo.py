@@ -79,6 +79,10 @@ class DemoPlan:
     """The base recipe (``workflows/configs``); the demo sets its shards and its two stages."""
     image_steps: int
     joint_steps: int
+    image_lr: float | None
+    """Peak LR of the image stage (``None``: the recipe's)."""
+    joint_lr: float | None
+    """Peak LR of the joint stage: lower than the image stage's, which a short joint stage would otherwise undo."""
     checkpoint_every: int
     model: tuple[str, ...]
     """Dotted overrides of the recipe's model: a quarter-hour budget pays best with a smaller model than the goal's."""
@@ -88,13 +92,15 @@ class DemoPlan:
 
 
 PLANS = {
-    "full": DemoPlan(name="full", size=64, shapes_videos=256, shapes_stills=64, real_max_clips=4, tokenizer="small",
-                     tokenizer_steps=150, stills=8000, pretrain_recipe="pretrain_small_goal.yaml", image_steps=2400,
-                     joint_steps=300, checkpoint_every=500, sample_steps=16, sample_cfg=3.0, eval_prompts=12,
+    "full": DemoPlan(name="full", size=64, shapes_videos=256, shapes_stills=2000, real_max_clips=4,
+                     tokenizer="small", tokenizer_steps=150, stills=8000, pretrain_recipe="pretrain_small_goal.yaml",
+                     image_steps=2400, joint_steps=300, image_lr=4e-3, joint_lr=1e-3, checkpoint_every=500,
+                     sample_steps=16, sample_cfg=3.0, eval_prompts=12,
                      model=("model.overrides.dim=128", "model.overrides.n_layers=4", "model.overrides.ffn_dim=352")),
     "quick": DemoPlan(name="quick", size=32, shapes_videos=16, shapes_stills=4, real_max_clips=1, tokenizer="debug",
                       tokenizer_steps=40, stills=64, pretrain_recipe="pretrain_debug.yaml", image_steps=10,
-                      joint_steps=10, checkpoint_every=10, model=(), sample_steps=4, sample_cfg=3.0, eval_prompts=2),
+                      joint_steps=10, image_lr=None, joint_lr=None, checkpoint_every=10, model=(), sample_steps=4,
+                      sample_cfg=3.0, eval_prompts=2),
 }
 FPS, SECONDS = 8, 2
 
@@ -361,10 +367,13 @@ def curriculum(plan: DemoPlan, shards: Path) -> list:
     """Stills first (the shapes job's, ``data.shards`` of the recipe), then the video job's clips and stills."""
     from workflows.train_config import StageSection
 
-    return [StageSection(name="image", overrides={"data.stage": "image", "optim.max_steps": plan.image_steps}),
-            StageSection(name="joint", overrides={"data.stage": "joint", "data.shards": str(shards),
-                                                  "optim.max_steps": plan.joint_steps,
-                                                  "optim.warmup_steps": min(20, plan.joint_steps // 2)})]
+    image = {"data.stage": "image", "optim.max_steps": plan.image_steps}
+    joint = {"data.stage": "joint", "data.shards": str(shards), "optim.max_steps": plan.joint_steps,
+             "optim.warmup_steps": min(20, plan.joint_steps // 2)}
+    for overrides, lr in ((image, plan.image_lr), (joint, plan.joint_lr)):
+        if lr is not None:
+            overrides["optim.lr"] = lr
+    return [StageSection(name="image", overrides=image), StageSection(name="joint", overrides=joint)]
 
 
 def make_checkpoint(tmp: Path, plan: DemoPlan, overrides: list[str], shards: Path) -> dict:
@@ -550,7 +559,8 @@ def run_demo(args: argparse.Namespace) -> list[StageRecord]:
     ckpt = stages.run("pretrain", f"{plan.pretrain_recipe} settings: {plan.image_steps} steps on stills, then "
                                   f"{plan.joint_steps} on clips + stills (Ray Train + DeepSpeed)",
                       {"shards": shards.key, "stills": stills.key, "recipe": file_digest(recipe),
-                       "overrides": overrides[1:], "stages": [plan.image_steps, plan.joint_steps]},
+                       "overrides": overrides[1:], "stages": [plan.image_steps, plan.joint_steps],
+                       "lr": [plan.image_lr, plan.joint_lr]},
                       lambda tmp: make_checkpoint(tmp, plan, overrides, out / "shards"), resumable=True)
     stages.run("generate", f"t2i, t2v and i2v samples for held-out prompts (and {COMMITTED}'s, for the overview)",
                {"checkpoint": ckpt.key, "plan": asdict(plan), "seed": seed,

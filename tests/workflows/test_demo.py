@@ -95,6 +95,24 @@ def test_heldout_sample_prompts_are_never_training_captions():
     assert demo.heldout_scenes(0)["t2v"].caption() == scenes["t2v"].caption()  # seeded
 
 
+def test_curriculum_stages_take_the_plan_s_learning_rates(tmp_path):
+    """The full demo: stills at a high peak LR, then a gentler joint stage on the video job's shards; the quick demo
+    keeps its recipe's LR."""
+    from workflows.curriculum import stage_configs
+    from workflows.train_config import load_pretrain_config
+
+    full, quick = demo.PLANS["full"], demo.PLANS["quick"]
+    image, joint = demo.curriculum(full, tmp_path / "shards")
+    assert image.overrides == {"data.stage": "image", "optim.max_steps": full.image_steps, "optim.lr": 4e-3}
+    assert joint.overrides["optim.lr"] == 1e-3 and joint.overrides["data.shards"] == str(tmp_path / "shards")
+    assert all("optim.lr" not in st.overrides for st in demo.curriculum(quick, tmp_path / "shards"))
+    cfg = load_pretrain_config(str(demo.CONFIGS / full.pretrain_recipe),
+                               [*demo.pretrain_overrides(full, tmp_path / "stills"), f"checkpoint.storage={tmp_path}"])
+    cfg.stages = [image, joint]
+    assert [(c.optim.lr, c.optim.max_steps, c.data.stage) for c in stage_configs(cfg)] == [
+        (4e-3, full.image_steps, "image"), (1e-3, full.joint_steps, "joint")]
+
+
 def test_bad_arguments_exit_with_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         demo.parse_args(["--train-tokenizer", "--tokenizer", "x"])
