@@ -10,21 +10,21 @@ end of every run, before ``_manifest.json`` is written, and keeps, over all fini
   first row per failure (a whole input, or one clip of it; manifest errors per message).
 
 A file that loses rows is rewritten under a new name before the old one is deleted, so an interruption in between
-leaves duplicates (removed by the next run), never a lost row.
+leaves duplicates (removed by the next run), never a lost row. The same single read of the bookkeeping columns
+gives the :class:`~tokenize_jobs.shards.DoneState` of what is kept, which the manifest's counts are made from.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lumos import storage
-from tokenize_jobs.shards import list_parts, write_table
+from tokenize_jobs.shards import ERROR_KEYS, SHARD_KEYS, DoneState, list_parts, read_columns, write_table
 
 log = logging.getLogger(__name__)
 
@@ -43,29 +43,6 @@ class Reconciled:
                 "files_rewritten": self.files_rewritten, "files_deleted": self.files_deleted}
 
 
-def _columns(uri: str, columns: list[str]) -> dict[str, list]:
-    fs, path = storage.resolve(uri)
-    return pq.read_table(path, filesystem=fs, columns=columns).to_pydict()
-
-
-def shard_keep_masks(shard_files: list[str]) -> tuple[dict[str, list[bool]], dict[str, set[str]], dict[str, int]]:
-    """Per shard file, which rows to keep (first ``clip_id`` wins); and source → clip ids, source → clips it yields."""
-    seen: set[str] = set()
-    clips: dict[str, set[str]] = defaultdict(set)
-    expected: dict[str, int] = {}
-    masks = {}
-    for f in shard_files:
-        t = _columns(f, ["source", "clip_id", "source_clips"])
-        keep = []
-        for src, cid, n in zip(t["source"], t["clip_id"], t["source_clips"]):
-            keep.append(cid not in seen)
-            seen.add(cid)
-            clips[src].add(cid)
-            expected[src] = int(n)
-        masks[f] = keep
-    return masks, clips, expected
-
-
 def error_key(source: str, stage: str, error: str, clip: str | None) -> tuple:
     """One failure: a whole input (any stage), one clip of it, or one manifest row's message."""
     if stage == "manifest":
@@ -73,53 +50,72 @@ def error_key(source: str, stage: str, error: str, clip: str | None) -> tuple:
     return ("clip", source, clip) if clip else ("input", source)
 
 
-def error_keep_masks(error_files: list[str], clips: dict[str, set[str]], expected: dict[str, int]) -> dict:
-    """Per error file, which rows to keep (see the module docstring)."""
-    seen: set[tuple] = set()
-    masks = {}
-    for f in error_files:
-        t = _columns(f, ["source", "stage", "error", "clip_id"])
-        keep = []
-        for src, stage, err, cid in zip(t["source"], t["stage"], t["error"], t["clip_id"]):
-            key = error_key(src, stage, err, cid)
-            written = (cid in clips.get(src, ())) if cid else (
-                stage != "manifest" and src in expected and len(clips[src]) >= expected[src])
-            keep.append(not written and key not in seen)
-            seen.add(key)
-        masks[f] = keep
-    return masks
+def stale(state: DoneState, source: str, stage: str, clip: str | None) -> bool:
+    """An error row whose clip (or whole input) the shards hold after all."""
+    if clip:
+        return clip in state.clips.get(source, ())
+    n = state.expected.get(source)
+    return stage != "manifest" and n is not None and len(state.clips.get(source, ())) >= n
 
 
-def rewrite_part(uri: str, keep: list[bool]) -> bool:
-    """Keep only the ``keep`` rows of one part file; returns whether the file was deleted (nothing kept)."""
+def rewrite_part(uri: str, keep: list[bool]) -> str | None:
+    """Keep only the ``keep`` rows of one part file; returns the new file's URI, or None when nothing is kept."""
     fs, path = storage.resolve(uri)
+    new = None
     if any(keep):
         table = pq.read_table(path, filesystem=fs)
         new = uri[: -len(".parquet")] + f"-r{uuid.uuid4().hex[:6]}.parquet"
         write_table(table.filter(pa.array(keep)), new)
     fs.delete_file(path)
-    return not any(keep)
+    return new
 
 
-def reconcile_outputs(out_uri: str) -> Reconciled:
-    """Remove duplicate clip rows and stale or duplicate error rows from ``out_uri`` (see the module docstring)."""
-    shard_files, error_files = list_parts(out_uri)
-    shard_masks, clips, expected = shard_keep_masks(shard_files)
-    masks = {**shard_masks, **error_keep_masks(error_files, clips, expected)}
-    done = Reconciled()
-    for uri, keep in masks.items():
+def _apply(files: list[str], masks: list[list[bool]], done: Reconciled) -> tuple[list[str], int]:
+    """Rewrite the files that lose rows; returns (the files now, rows removed)."""
+    out, removed = [], 0
+    for uri, keep in zip(files, masks):
         dropped = keep.count(False)
         if not dropped:
+            out.append(uri)
             continue
-        if uri in shard_masks:
-            done.clip_rows += dropped
-        else:
-            done.error_rows += dropped
-        deleted = rewrite_part(uri, keep)
-        done.files_deleted += deleted
-        done.files_rewritten += not deleted
+        removed += dropped
+        new = rewrite_part(uri, keep)
+        done.files_deleted += new is None
+        done.files_rewritten += new is not None
+        out += [new] if new else []
+    return sorted(out), removed
+
+
+def reconcile_outputs(out_uri: str) -> tuple[DoneState, Reconciled]:
+    """Remove duplicate clip rows and stale or duplicate error rows from ``out_uri`` (see the module docstring);
+    returns what the directory holds afterwards and what was removed."""
+    state, done = DoneState(), Reconciled()
+    shard_files, error_files = list_parts(out_uri)
+    shard_masks = []
+    for f in shard_files:
+        t = read_columns(f, SHARD_KEYS)
+        keep = []
+        for src, cid, n in zip(*(t[c] for c in SHARD_KEYS)):
+            keep.append(cid not in state.clips.get(src, ()))
+            if keep[-1]:
+                state.add_clip(src, cid, n)
+        shard_masks.append(keep)
+    seen: set[tuple] = set()
+    error_masks = []
+    for f in error_files:
+        t = read_columns(f, ERROR_KEYS)
+        keep = []
+        for src, stage, err, cid, n in zip(*(t[c] for c in ERROR_KEYS)):
+            key = error_key(src, stage, err, cid)
+            keep.append(key not in seen and not stale(state, src, stage, cid))
+            seen.add(key)
+            if keep[-1]:
+                state.add_error(src, stage, err, cid, n)
+        error_masks.append(keep)
+    state.shard_files, done.clip_rows = _apply(shard_files, shard_masks, done)
+    state.error_files, done.error_rows = _apply(error_files, error_masks, done)
     if done.clip_rows or done.error_rows:
         log.warning("removed %d duplicate clip rows and %d stale or duplicate error rows (written twice by retried "
                     "tasks): %d files rewritten, %d deleted", done.clip_rows, done.error_rows,
                     done.files_rewritten, done.files_deleted)
-    return done
+    return state, done

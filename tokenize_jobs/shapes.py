@@ -248,8 +248,7 @@ def run_job(cfg: ShapesJobConfig) -> dict:
             compute=actor_pool(ray, (cpus, cpus, cpus)))
         ds.write_datasink(sink, ray_remote_args={"num_cpus": 0})
     stats = merge_stats(sink.results)
-    reconciled = reconcile_outputs(cfg.out)
-    final = scan_outputs(cfg.out)
+    final, reconciled = reconcile_outputs(cfg.out)
     root = cfg.out.rstrip("/")
     wall = time.time() - t0
     doc = {"format": FORMAT, "settings": settings, "tokenizer": tok, "layout": "compact", "manifest": None,

@@ -102,9 +102,16 @@ def list_parts(out_uri: str) -> tuple[list[str], list[str]]:
     return shards, errors
 
 
-def _read_columns(uri: str, columns: list[str]) -> pa.Table:
+SHARD_KEYS = ["source", "clip_id", "source_clips"]
+"""The bookkeeping columns of a shard file (:meth:`DoneState.add_clip`'s arguments)."""
+ERROR_KEYS = ["source", "stage", "error", "clip_id", "source_clips"]
+"""The columns of an error file (:meth:`DoneState.add_error`'s arguments)."""
+
+
+def read_columns(uri: str, columns: list[str]) -> dict[str, list]:
+    """Some columns of one Parquet file, as lists."""
     fs, path = storage.resolve(uri)
-    return pq.read_table(path, filesystem=fs, columns=columns)
+    return pq.read_table(path, filesystem=fs, columns=columns).to_pydict()
 
 
 @dataclass
@@ -126,6 +133,23 @@ class DoneState:
     num_clips: int = 0
     num_errors: int = 0
 
+    def add_clip(self, source: str, clip: str, source_clips: int) -> None:
+        """Record one shard row."""
+        self.clips[source].add(clip)
+        self.expected[source] = int(source_clips)
+        self.num_clips += 1
+
+    def add_error(self, source: str, stage: str, error: str, clip: str | None, source_clips: int | None) -> None:
+        """Record one error row."""
+        self.error_keys.add((source, stage, error))
+        if clip:
+            self.clip_errors[source].add(clip)
+            if source_clips is not None:
+                self.expected[source] = int(source_clips)
+        elif stage != "manifest":
+            self.failed.add(source)
+        self.num_errors += 1
+
     def is_done(self, source: str) -> bool:
         if source in self.failed:
             return True
@@ -146,22 +170,13 @@ def scan_outputs(out_uri: str) -> DoneState:
     state = DoneState()
     state.shard_files, state.error_files = list_parts(out_uri)
     for f in state.shard_files:
-        t = _read_columns(f, ["source", "clip_id", "source_clips"]).to_pydict()
-        for src, cid, n in zip(t["source"], t["clip_id"], t["source_clips"]):
-            state.clips[src].add(cid)
-            state.expected[src] = int(n)
-        state.num_clips += len(t["source"])
+        t = read_columns(f, SHARD_KEYS)
+        for row in zip(*(t[c] for c in SHARD_KEYS)):
+            state.add_clip(*row)
     for f in state.error_files:
-        t = _read_columns(f, ["source", "stage", "error", "clip_id", "source_clips"]).to_pydict()
-        for src, stage, err, cid, n in zip(t["source"], t["stage"], t["error"], t["clip_id"], t["source_clips"]):
-            state.error_keys.add((src, stage, err))
-            if cid:
-                state.clip_errors[src].add(cid)
-                if n is not None:
-                    state.expected[src] = int(n)
-            elif stage != "manifest":
-                state.failed.add(src)
-        state.num_errors += len(t["source"])
+        t = read_columns(f, ERROR_KEYS)
+        for row in zip(*(t[c] for c in ERROR_KEYS)):
+            state.add_error(*row)
     return state
 
 

@@ -234,9 +234,8 @@ def job_settings(cfg: TokenizeJobConfig, tok: dict) -> dict:
 
 
 def final_manifest(cfg: TokenizeJobConfig, tok: dict, settings: dict, manifest: Manifest, stats: dict,
-                   run: dict) -> dict:
-    """The ``_manifest.json`` document, with counts over everything in ``--out`` (all runs)."""
-    final = scan_outputs(cfg.out)
+                   run: dict, final: DoneState) -> dict:
+    """The ``_manifest.json`` document, with counts over everything in ``--out`` (all runs: ``final``)."""
     sources = set(manifest.inputs.column("source").to_pylist())
     root = cfg.out.rstrip("/")
     return {
@@ -383,14 +382,14 @@ def _run_claimed(cfg: TokenizeJobConfig, manifest: Manifest, tok: dict, settings
             sink, ray_remote_args={"num_cpus": 0})
     stats = merge_stats(sink.results)
     execute_s = time.time() - t_exec
-    reconciled = reconcile_outputs(cfg.out)
+    final, reconciled = reconcile_outputs(cfg.out)
     wall = time.time() - t0
     run = {"run_id": run_id, "inputs_processed": todo.num_rows, "inputs_skipped": skipped,
            "error_rows_retried": retried, "reconciled": reconciled.as_dict(),
            "manifest_errors_written": new_manifest_errors, "wall_s": round(wall, 3),
            "execute_s": round(execute_s, 3),
            "clips_per_s": round(stats["clips"] / wall, 3) if wall > 0 else 0.0, "pools": pools}
-    doc = final_manifest(cfg, tok, settings, manifest, stats, run)
+    doc = final_manifest(cfg, tok, settings, manifest, stats, run, final)
     write_manifest(cfg.out, doc)
     log.info("wrote %s", storage.join(cfg.out, MANIFEST))
     return doc

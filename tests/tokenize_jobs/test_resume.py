@@ -181,10 +181,11 @@ def test_reconcile_removes_rows_that_retried_write_tasks_wrote_twice(tmp_path):
                                               ("x", "manifest", "row 3: duplicate", None, None),
                                               ("x", "manifest", "row 4: duplicate", None, None)])
 
-    done = reconcile_outputs(str(out))
+    kept_state, done = reconcile_outputs(str(out))
     assert done.as_dict() == {"duplicate_clip_rows": 4, "stale_error_rows": 3, "files_rewritten": 3,
                               "files_deleted": 1}
     state = scan_outputs(str(out))
+    assert kept_state == state  # what reconciling kept, as a fresh scan reads it
     assert state.num_clips == 5 and {s: sorted(v) for s, v in state.clips.items()} == {
         "a": ["a0", "a1"], "b": ["b0", "b1"], "c": ["c0"]}
     assert state.num_errors == 4 and state.failed == {"m"} and dict(state.clip_errors) == {"c": {"c1"}}
@@ -193,6 +194,6 @@ def test_reconcile_removes_rows_that_retried_write_tasks_wrote_twice(tmp_path):
     kept = [r for f in state.shard_files for r in read_part(f)]
     assert sorted((r["clip_id"], r["k"]) for r in kept) == [
         ("a0", 0), ("a1", 1), ("b0", 2), ("b1", 1), ("c0", 2)]  # the carried column travels with its row
-    assert reconcile_outputs(str(out)).as_dict()["duplicate_clip_rows"] == 0  # idempotent
+    assert reconcile_outputs(str(out))[1].as_dict()["duplicate_clip_rows"] == 0  # idempotent
     assert not list((out / "_tmp").glob("*"))
 
