@@ -40,8 +40,9 @@ def _check_sample(i: int, sample: dict) -> torch.Tensor:
 
 
 def mask_sample(seq: TokenSequence, layout: VocabLayout, ardf_cfg: ARDFConfig,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply the AR-DF mask to one built sequence.
+                generator: torch.Generator, ratio: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply the AR-DF mask to one built sequence (``ratio``: a tube mask of exactly this ratio instead of the
+    configured mask type and a drawn ratio).
 
     Returns:
         (input ids [L] with MASK applied, labels [L] with -100 outside masked visual codes).
@@ -49,7 +50,11 @@ def mask_sample(seq: TokenSequence, layout: VocabLayout, ardf_cfg: ARDFConfig,
     pos = torch.nonzero(seq.visual).squeeze(1)  # content + newline positions, frame by frame, row-major
     num_frames = int(seq.frame_ids[pos].max()) + 1
     pos = pos.view(num_frames, -1)  # (F, N): every frame has the same grid
-    masked = pos[frame_token_mask(num_frames, pos.shape[1], ardf_cfg, generator)]
+    if ratio is None:
+        frame_mask = frame_token_mask(num_frames, pos.shape[1], ardf_cfg, generator)
+    else:
+        frame_mask = tube_mask(num_frames, pos.shape[1], ratio, generator)
+    masked = pos[frame_mask]
     ids, labels = seq.ids.clone(), torch.full_like(seq.ids, IGNORE_INDEX)
     is_code = seq.ids[masked] >= layout.visual_offset
     labels[masked[is_code]] = seq.ids[masked[is_code]]
@@ -58,7 +63,7 @@ def mask_sample(seq: TokenSequence, layout: VocabLayout, ardf_cfg: ARDFConfig,
 
 
 def make_batch(samples: list[dict], layout: VocabLayout, ardf_cfg: ARDFConfig,
-               generator: torch.Generator) -> dict[str, torch.Tensor]:
+               generator: torch.Generator, fixed_tube_ratio: float | None = None) -> dict[str, torch.Tensor]:
     """Build one padded AR-DF training batch.
 
     Args:
@@ -67,6 +72,9 @@ def make_batch(samples: list[dict], layout: VocabLayout, ardf_cfg: ARDFConfig,
         layout: vocabulary layout.
         ardf_cfg: mask type, min mask ratio, text drop probability.
         generator: the only source of randomness.
+        fixed_tube_ratio: a validation batch instead: text always kept and a tube mask of exactly this ratio for
+            every sample, whatever ``ardf_cfg`` says (the same masks for every model scored on the same samples
+            and generator seed).
 
     Returns:
         dict of tensors: ``ids``, ``labels``, ``frame_ids``, ``pos1d`` [B, L] int64; ``coords`` [B, L, 3];
@@ -74,14 +82,16 @@ def make_batch(samples: list[dict], layout: VocabLayout, ardf_cfg: ARDFConfig,
     """
     if not samples:
         raise ValueError("make_batch needs at least one sample")
+    if fixed_tube_ratio is not None and not 0.0 < fixed_tube_ratio <= 1.0:
+        raise ValueError(f"fixed_tube_ratio must be in (0, 1], got {fixed_tube_ratio}")
     seqs, masked = [], []
     for i, sample in enumerate(samples):
         codes = _check_sample(i, sample)
-        drop = float(torch.rand((), generator=generator)) < ardf_cfg.text_drop_prob
+        drop = fixed_tube_ratio is None and float(torch.rand((), generator=generator)) < ardf_cfg.text_drop_prob
         text = None if drop else [int(t) for t in sample["text_ids"]]
         seq = build_sequence(layout, text, codes, duration=int(sample["duration"]), fps=int(sample["fps"]))
         seqs.append(seq)
-        masked.append(mask_sample(seq, layout, ardf_cfg, generator))
+        masked.append(mask_sample(seq, layout, ardf_cfg, generator, fixed_tube_ratio))
     batch = collate_sequences(seqs, pad_id=layout.pad)
     batch["labels"] = torch.full_like(batch["ids"], IGNORE_INDEX)
     for b, (ids, labels) in enumerate(masked):

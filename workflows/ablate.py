@@ -1,47 +1,48 @@
-"""The paper's ablations at small scale on the shapes world: MM-RoPE variants, AR-DF training masks, and
-inference-time history masking (LUMOS_SPEC §5.3, §7.2, §8.2, §10.5).
+"""The paper's ablations on the shapes world, trained by the pre-training recipe itself (LUMOS_SPEC §5.3, §7.2,
+§8.2, §10.5).
 
 Launch recipes::
 
-    python -m workflows.ablate --study rope --preset debug --steps 60 --out runs/ablate
-    python -m workflows.ablate --study mask --preset small --steps 300 --out runs/ablate --results-doc docs/results.md
-    python -m workflows.ablate --study history --checkpoint runs/pretrain-small/final --out runs/ablate
-    python -m workflows.ablate --study rope --shards /data/shards --val-shards /data/val_shards --tokenizer TOK
+    python -m workflows.ablate --study rope --seeds 0,1,2 --out runs/ablate --results-doc docs/results.md
+    python -m workflows.ablate --study mask --variants tube,random --train optim.max_steps=600
+    python -m workflows.ablate --study history --checkpoint small --seeds 0,1,2 --frames 7
+    python -m workflows.ablate --study rope --recipe workflows/configs/ablate_debug.yaml --shards S --val-shards V
 
-Studies (every variant: same shards, same number of steps and batch size, same initial weights, same data order,
-same seeds — for ``rope`` even the same AR-DF masks):
+Every variant of a training study is trained with every seed of ``--seeds`` by ``workflows.pretrain`` itself
+(Ray Train + DeepSpeed, the recipe's curriculum, data stream, loss weighting and optimizer; one run per variant and
+seed under ``<out>/<study>/runs/<variant>-s<seed>``; a finished run is not trained again, an interrupted one
+resumes). The runs of one study differ only in the studied knob and the seed:
 
-* ``rope`` trains ``ModelConfig.rope_variant`` = mm, 1d, 3d, mrope, mm_noscale, mm_nodist and plots validation-loss
-  curves (the paper reports RoPE ablations as validation-loss curves).
-* ``mask`` trains ``ARDFConfig.mask_type`` = tube, random, diffusion_forcing; validation uses the same fixed tube
-  masks (ratio ``--val-ratio``) for all variants and reports the loss per latent-frame index (the frame-wise loss
-  imbalance), beside the training per-frame loss under each variant's own masks; then scores t2i/t2v/i2v with
-  ``workflows.eval``.
-* ``history`` samples one model (``--checkpoint``, or a tube model trained here) with history ratio 0.7 and 0 and
-  scores t2v/i2v with both.
+* ``rope`` sets ``model.overrides.rope_variant`` = mm, 1d, 3d, mrope, mm_noscale, mm_nodist;
+* ``mask`` sets ``ardf.mask_type`` = tube, random, diffusion_forcing;
+* ``history`` trains nothing: it samples one checkpoint (``--checkpoint``) with inference-time history masking
+  0.7 and 0, and 0.7 with the I2V given frames committed masked too (``0.7_mask_given``; upstream commits them
+  unmasked, our default), each with every seed of ``--seeds`` as the prompt-set and sampling seed.
 
-Why not ``workflows.pretrain``: the pre-training workflow (Ray Train + DeepSpeed) is for scale; an ablation needs
-many short runs with identical budgets, so it runs a plain single-process loop over the same pieces —
-:func:`lumos.ardf.make_batch`, :func:`lumos.loss.ardf_loss`, the recipe's AdamW groups and LR schedule
-(:mod:`workflows.engine`) — on the same token shards. Without ``--shards`` the data are made the product way into
-``--data``: ``tokenize_jobs.synth`` (train videos, train stills, held-out validation videos; stills whose still
-caption is held out are dropped, see :mod:`workflows.eval_sets`) → ``tokenize_jobs.video`` (Ray Data).
+Each trained run is measured on held-out clips with the same fixed tube masks (ratio ``val_ratio``; text kept) for
+every variant: validation loss and its value per latent frame; its own training loss per latent frame (the last
+stage's second half, under the variant's own masks, from the run's metrics) — the frame-wise loss imbalance as the
+paper frames it; and the eval suites (:mod:`workflows.eval`, ``eval_num`` held-out prompts, the same prompts for
+every run). Tables give mean ± std over the seeds; plots show the spread (bands, error bars, one dot per seed).
 
-The model is the ``--preset`` (debug ≈ 0.1 M, small ≈ 5 M parameters) with its visual vocabulary sized to the
-shards' tokenizer (so the debug model also runs on shards of the 1,000-code small tokenizer).
+Data: ``--shards`` / ``--val-shards``, or made the product way under ``--data``: train shards by
+:mod:`tokenize_jobs.shapes` (stills and clips of the training split, in the recipe's text format), validation
+shards of held-out captions by :mod:`tokenize_jobs.synth` (``--split heldout``) + :mod:`tokenize_jobs.video`.
 
-Output under ``<out>/<study>/``: ``results.json``, ``results.md``, PNG plots and one checkpoint per variant;
-``--results-doc`` also writes the summary into a Markdown file (between ``<!-- ablate:<study> -->`` markers).
+Output under ``<out>/<study>/``: ``results.json``, ``results.md``, PNG plots and the runs; ``--results-doc``
+also writes the summary into a Markdown file (between ``<!-- ablate:<study> -->`` markers).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -50,129 +51,104 @@ from lumos.sampler import SamplerConfig
 from tokenize_jobs.cli import OneLineParser, first_line
 from tokenize_jobs.shards import ShardManifest
 from workflows.config_io import ConfigError, given_flags, load_config
-from workflows.eval import EvalSettings, evaluate_suite, save_figure, update_doc_section
-from workflows.generation import GenerationBundle, UsageError
+from workflows.generation import UsageError
+from workflows.reports import fmt_spread, save_figure, spread, spread_bars, spread_lines, update_doc_section
 
 log = logging.getLogger("workflows.ablate")
+CONFIGS = Path(__file__).resolve().parent / "configs"
 STUDIES = {"rope": ("mm", "1d", "3d", "mrope", "mm_noscale", "mm_nodist"),
            "mask": ("tube", "random", "diffusion_forcing"),
-           "history": ("0.7", "0.0")}
-DEFAULT_LR = {"debug": 3e-3, "small": 2e-3}
+           "history": ("0.7", "0.0", "0.7_mask_given")}
+KNOBS = {"rope": "model.overrides.rope_variant", "mask": "ardf.mask_type"}
+"""The one recipe key each training study varies."""
+SUITES = {"rope": ("t2i", "t2v", "i2v"), "mask": ("t2i", "t2v", "i2v"), "history": ("t2v", "i2v")}
+SCORES = (("t2i", "overall"), ("t2v", "motion_direction"), ("i2v", "motion_direction"),
+          ("i2v", "subject_consistency"), ("t2v", "subject_consistency"))
+"""The scores a study's tables and plots show (``(suite, metric)``)."""
+VAL_MASK_SEED = 12345
+"""Seed of the fixed validation masks (the same for every variant and training seed)."""
 
 
 @dataclass(kw_only=True)
 class AblationConfig:
-    """One study's budget and settings (identical for all of its variants)."""
+    """One study: the recipe every run trains with, the seeds, and how runs are measured."""
 
     study: str
-    preset: str = "debug"
-    steps: int = 200
-    """Optimizer steps per variant."""
-    batch: int = 4
-    lr: float | None = None
-    """Peak LR; ``None`` = the preset's pre-training recipe value."""
-    warmup: int = 20
-    eval_every: int = 20
-    """Validation-loss interval (steps)."""
-    val_ratio: float = 0.7
-    """Fixed tube mask ratio of the validation batches."""
-    max_latent_frames: int | None = None
-    seed: int = 0
-    eval_num: int = 12
-    """Held-out prompts per suite for the scores."""
-    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=8, cfg_scale=3.0))
-    """Sampler settings of the scores (``--eval-steps``, ``--cfg``; the history study sets ``history_ratio`` per
-    variant); unset ones come from the checkpoint, else ``workflows.eval``'s fallbacks."""
+    recipe: str = str(CONFIGS / "ablate_small.yaml")
+    """The ``workflows.pretrain`` recipe (YAML; may be a curriculum) every run of a training study uses."""
+    train: list[str] = field(default_factory=list)
+    """Dotted overrides of the recipe for every run (e.g. ``optim.max_steps=600``); the knob and seed come last."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Training seeds (``history``: prompt-set and sampling seeds)."""
     variants: list[str] = field(default_factory=list)
     """Subset of the study's variants (empty = all)."""
+    val_ratio: float = 0.7
+    """Tube mask ratio of the fixed validation masks."""
+    val_batch: int = 8
+    eval_num: int = 48
+    """Held-out prompts per suite."""
+    frames: int | None = None
+    """Latent frames of the eval videos (``None``: the checkpoint's clips; the history study wants ≥ 7)."""
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    """Sampler settings of the scores; unset ones come from the checkpoint (its recipe's ``sampling``)."""
+    stills: int = 8000
+    clips: int = 2000
+    val_clips: int = 48
+    size: int = 64
+    text_tokenizer: str | None = "lumos/assets/text_words.json"
+    """Made data (no ``--shards``): stills and clips of the shapes job, held-out validation clips, frame side, the
+    text tokenizer of both (``None``: bytes)."""
 
     def __post_init__(self) -> None:
         if self.study not in STUDIES:
             raise ValueError(f"--study must be one of {sorted(STUDIES)}, got {self.study!r}")
-        if self.preset not in DEFAULT_LR:
-            raise ValueError(f"--preset must be one of {sorted(DEFAULT_LR)}, got {self.preset!r}")
-        for name in ("steps", "batch", "eval_every", "eval_num"):
+        for name in ("val_batch", "eval_num", "val_clips"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"--seeds must be distinct and not empty, got {self.seeds}")
         if not 0.0 < self.val_ratio <= 1.0:
-            raise ValueError(f"--val-ratio must be in (0, 1], got {self.val_ratio}")
+            raise ValueError(f"val_ratio must be in (0, 1], got {self.val_ratio}")
+        if self.frames is not None and self.frames < 2:
+            raise ValueError(f"--frames must be >= 2, got {self.frames}")
         bad = [v for v in self.variants if v not in STUDIES[self.study]]
         if bad:
             raise ValueError(f"--variants: {bad[0]!r} is not a {self.study} variant {STUDIES[self.study]}")
         self.variants = self.variants or list(STUDIES[self.study])
-        self.lr = self.lr or DEFAULT_LR[self.preset]
-        self.warmup = min(self.warmup, self.steps // 4)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Data: synth → tokenize job → samples
+# Data
 # ---------------------------------------------------------------------------------------------------------------
 
-@dataclass
-class AblationData:
-    """Training and validation samples (``lumos.ardf`` sample dicts) and their geometry."""
-
-    train: list[dict]
-    val: list[dict]
-    tokenizer: str
-    size: int
-    fps: int
-    duration: int
-    latent_frames: int
-    codebook_size: int = 0
-    """Codes of the tokenizer (the model's visual vocabulary follows it, whatever the preset's default)."""
-
-
-def combine_manifests(data_dir: str, parts: list[str], out_name: str, drop_heldout_stills: bool) -> str:
-    """Concatenate synth manifests (paths made relative to ``data_dir``) into ``data_dir/out_name``."""
-    from workflows.eval_sets import is_heldout_prompt
-
-    rows = []
-    for part in parts:
-        for line in storage.read_text(storage.join(data_dir, part, "manifest.jsonl")).splitlines():
-            row = json.loads(line)
-            if drop_heldout_stills and row["path"].endswith(".png") and is_heldout_prompt(row["caption"]):
-                continue
-            rows.append({**row, "path": f"{part}/{row['path']}"})
-    uri = storage.join(data_dir, out_name)
-    storage.write_text(uri, "".join(json.dumps(r) + "\n" for r in rows))
-    return uri
-
-
-def prepare_data(data_dir: str, tokenizer: str, *, videos: int, images: int, val_videos: int, size: int = 64,
-                 fps: int = 8, seconds: float = 2.0, seed: int = 0) -> tuple[str, str]:
-    """Make (or reuse) train and validation token shards under ``data_dir`` with the product jobs.
-
-    Returns:
-        (train shards URI, validation shards URI).
-    """
+def make_data(cfg: AblationConfig, data_dir: str, tokenizer: str | None = None, seed: int = 0) -> tuple[str, str]:
+    """Make (or reuse) train and validation shards under ``data_dir`` with the product jobs; returns their URIs."""
     from tokenize_jobs import synth, video
+    from tokenize_jobs.shapes import ShapesJobConfig, run_job
 
-    geo = ["--size", str(size), "--fps", str(fps), "--seconds", str(seconds)]
-    parts = {"train_videos": ["--videos", str(videos), "--seed", str(seed)],
-             "train_stills": ["--videos", str(images), "--seed", str(seed + 1), "--format", "png"],
-             "val_videos": ["--videos", str(val_videos), "--seed", str(seed + 2), "--split", "heldout"]}
-    for name, args in parts.items():
-        if int(args[1]) and not storage.exists(storage.join(data_dir, name, "manifest.jsonl")):
-            if synth.main(["--out", storage.join(data_dir, name), *args, *geo]) != 0:
-                raise RuntimeError(f"tokenize_jobs.synth failed for {name}")
-    train = combine_manifests(data_dir, [p for p in ("train_videos", "train_stills") if int(parts[p][1])],
-                              "train.jsonl", drop_heldout_stills=True)
-    val = combine_manifests(data_dir, ["val_videos"], "val.jsonl", drop_heldout_stills=True)
-    out = []
-    for manifest, name in ((train, "shards"), (val, "val_shards")):
-        uri = storage.join(data_dir, name)
-        if not ShardManifest.finished(uri):
-            rc = video.main(["--manifest", manifest, "--out", uri, "--tokenizer", tokenizer, "--fps", str(fps),
-                             "--seconds", str(seconds), "--target-size", str(size), "--patch", "16"])
+    train, val = storage.join(data_dir, "shards"), storage.join(data_dir, "val_shards")
+    if not ShardManifest.finished(train):
+        run_job(ShapesJobConfig(out=train, stills=cfg.stills, clips=cfg.clips, seed=seed, size=cfg.size,
+                                tokenizer=tokenizer, text_tokenizer=cfg.text_tokenizer))
+    if not ShardManifest.finished(val):
+        clips = storage.join(data_dir, "val_clips")
+        if not storage.exists(storage.join(clips, "manifest.jsonl")):
+            rc = synth.main(["--out", clips, "--videos", str(cfg.val_clips), "--seed", str(seed + 2), "--split",
+                             "heldout", "--size", str(cfg.size), "--fps", "8", "--seconds", "2"])
             if rc != 0:
-                raise RuntimeError(f"tokenize_jobs.video failed for {manifest}")
-        out.append(uri)
-    return out[0], out[1]
+                raise RuntimeError("tokenize_jobs.synth failed for the validation clips")
+        argv = ["--manifest", storage.join(clips, "manifest.jsonl"), "--out", val, "--fps", "8", "--seconds", "2",
+                "--target-size", str(cfg.size), "--patch", "16"]
+        argv += ["--tokenizer", tokenizer or ShardManifest.read(train).tokenizer_uri]
+        if cfg.text_tokenizer:
+            argv += ["--text-tokenizer", cfg.text_tokenizer]
+        if video.main(argv) != 0:
+            raise RuntimeError("tokenize_jobs.video failed for the validation clips")
+    return train, val
 
 
-def load_samples(shards: str, max_latent_frames: int | None) -> tuple[list[dict], dict]:
-    """All rows of a shard directory as AR-DF samples, plus the first row's geometry (height, fps, grid_t)."""
+def load_samples(shards: str, max_latent_frames: int | None) -> list[dict]:
+    """All rows of a shard directory as AR-DF samples (checked like pre-training checks its shards)."""
     import pyarrow.parquet as pq
 
     from workflows.run_guard import verify_shards
@@ -181,280 +157,178 @@ def load_samples(shards: str, max_latent_frames: int | None) -> tuple[list[dict]
 
     verify_shards(shards, check_shards(shards))  # duplicate clip ids / counts that disagree: one line
     data = DataSection(shards=shards, stage="joint", max_latent_frames=max_latent_frames)
-    samples, geo = [], {}
+    samples = []
     for f in shard_files(shards):
         fs, path = storage.resolve(f)
         with fs.open_input_file(path) as fh:
             table = pq.read_table(fh, columns=["clip_id", "text_ids", "video_tokens", "grid_t", "grid_h", "grid_w",
                                                "fps", "height", "width"])
-        for row in table.to_pylist():
-            samples.append(row_to_sample(row, data))
-            if row["grid_t"] > 1 and not geo:
-                geo = {"size": int(row["height"]), "fps": samples[-1]["fps"], "duration": samples[-1]["duration"],
-                       "latent_frames": int(samples[-1]["codes"].shape[0])}
+        samples.extend(row_to_sample(row, data) for row in table.to_pylist())
     if not samples:
         raise ValueError(f"{shards}: no rows")
-    return samples, geo
+    return samples
 
 
-def load_data(cfg: AblationConfig, shards: str, val_shards: str, tokenizer: str | None) -> AblationData:
-    train, geo = load_samples(shards, cfg.max_latent_frames)
-    val, vgeo = load_samples(val_shards, cfg.max_latent_frames)
-    val = [s for s in val if s["codes"].shape[0] > 1]
-    if not val or not (geo or vgeo):
-        raise ValueError(f"--val-shards {val_shards}: needs video clips (more than one latent frame)")
-    tok = tokenizer or ShardManifest.read(shards).tokenizer_uri
-    if not tok:
-        raise ValueError("the shards name no video tokenizer: pass --tokenizer")
-    tok = storage.absolute(tok)  # checkpoints refer to it
-    from lumos.tokenizers import load_video_tokenizer
-
-    codes = load_video_tokenizer(tok).codebook_size
-    top = max(int(s["codes"].max()) for s in train + val)
-    if top >= codes:
-        raise ValueError(f"the shards hold code {top} but tokenizer {tok} has {codes} codes")
-    return AblationData(train, val, tok, **(geo or vgeo), codebook_size=codes)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------------------------
-
-def epoch_batches(samples: list[dict], batch: int, generator) -> list[list[dict]]:
-    """One epoch of batches: shuffled, grouped by latent frame count (no image/video padding), batch order
-    shuffled. Incomplete groups are dropped."""
+def validation_loss(model, layout, samples: list[dict], ratio: float, batch: int) -> tuple[float, list[float]]:
+    """(token-mean loss, mean loss per latent frame) of ``model`` on ``samples`` under fixed tube masks of
+    ``ratio`` with the text kept (:func:`lumos.ardf.make_batch` with ``fixed_tube_ratio``)."""
     import torch
-
-    order = torch.randperm(len(samples), generator=generator).tolist()
-    groups: dict[int, list[dict]] = {}
-    for i in order:
-        groups.setdefault(int(samples[i]["codes"].shape[0]), []).append(samples[i])
-    out = [g[k:k + batch] for g in groups.values() for k in range(0, len(g) - batch + 1, batch)]
-    return [out[i] for i in torch.randperm(len(out), generator=generator).tolist()]
-
-
-def batch_stream(samples: list[dict], batch: int, seed: int):
-    """Endless stream of batches; identical for every variant with the same seed."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        batches = epoch_batches(samples, batch, g)
-        if not batches:
-            raise ValueError(f"too few clips for --batch {batch}")
-        yield from batches
-
-
-def validation_batches(val: list[dict], layout, batch: int, ratio: float, seed: int) -> list[dict]:
-    """Fixed validation batches: text kept, the same tube pattern ratio for every sample and variant."""
-    import torch
-
-    from lumos.ardf import IGNORE_INDEX
-    from lumos.masking import tube_mask
-    from lumos.sequence import build_sequence, collate_sequences
-
-    g = torch.Generator().manual_seed(seed + 12345)
-    out = []
-    for s in range(0, len(val), batch):
-        seqs, masked = [], []
-        for sample in val[s:s + batch]:
-            seq = build_sequence(layout, sample["text_ids"], sample["codes"], duration=sample["duration"],
-                                 fps=sample["fps"])
-            pos = torch.nonzero(seq.visual).squeeze(1).view(sample["codes"].shape[0], -1)  # (F, N)
-            idx = pos[tube_mask(pos.shape[0], pos.shape[1], ratio, g)]
-            ids, labels = seq.ids.clone(), torch.full_like(seq.ids, IGNORE_INDEX)
-            code = seq.ids[idx] >= layout.visual_offset
-            labels[idx[code]] = seq.ids[idx[code]]
-            ids[idx] = layout.mask
-            seqs.append(seq)
-            masked.append((ids, labels))
-        b = collate_sequences(seqs, pad_id=layout.pad)
-        b["labels"] = torch.full_like(b["ids"], IGNORE_INDEX)
-        for i, (ids, labels) in enumerate(masked):
-            b["ids"][i, :ids.numel()], b["labels"][i, :labels.numel()] = ids, labels
-        out.append(b)
-    return out
-
-
-def validate(model, batches: list[dict]) -> tuple[float, list[float]]:
-    """(token-mean validation loss, mean loss per latent frame index)."""
-    import torch
-
-    from lumos.loss import ardf_loss
-
-    sums, counts = None, None
-    model.eval()
-    with torch.no_grad():
-        for b in batches:
-            _, m = ardf_loss(model, b)
-            s, c = m["frame_loss_sum"], m["frame_tokens"]
-            sums = s if sums is None else _add(sums, s)
-            counts = c if counts is None else _add(counts, c)
-    model.train()
-    return float(sums.sum() / counts.sum()), (sums / counts.clamp(min=1)).tolist()
-
-
-def _add(a, b):
-    n = max(a.numel(), b.numel())
-    out = a.new_zeros(n)
-    out[:a.numel()] += a
-    out[:b.numel()] += b
-    return out
-
-
-def train_variant(cfg: AblationConfig, data: AblationData, model_cfg, ardf_cfg, val_batches: list[dict],
-                  name: str, progress: bool = True):
-    """Train one variant from the shared initial weights; returns (model, result dict)."""
-    import torch
-    from tqdm.auto import tqdm
 
     from lumos.ardf import make_batch
+    from lumos.config import ARDFConfig
     from lumos.loss import ardf_loss
-    from lumos.model import LumosModel
-    from workflows.engine import LRSchedule, param_groups
-    from workflows.train_config import OptimSection
 
-    torch.manual_seed(cfg.seed)  # same initial weights for every variant (same parameter shapes)
-    model = LumosModel(model_cfg)
-    model.train()
-    opt = torch.optim.AdamW(param_groups(model, 0.1), lr=cfg.lr, betas=(0.9, 0.95))
-    sched = LRSchedule(OptimSection(lr=cfg.lr, schedule="cosine", warmup_steps=cfg.warmup, max_steps=cfg.steps,
-                                    min_lr_ratio=0.1))
-    stream = batch_stream(data.train, cfg.batch, cfg.seed)
-    curve, window, frame_sum, frame_cnt = [], [], None, None
-    t0 = time.perf_counter()
-    for step in tqdm(range(cfg.steps), desc=f"{cfg.study}:{name}", disable=not progress, mininterval=2.0):
-        samples = next(stream)
-        batch = make_batch(samples, model_cfg.layout, ardf_cfg,
-                           torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * sched(step)
-        loss, m = ardf_loss(model, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 4.0)
-        opt.step()
-        window.append(m["loss"])
-        if step >= cfg.steps // 2 and samples[0]["codes"].shape[0] > 1:  # per-frame train loss: videos, 2nd half
-            frame_sum = m["frame_loss_sum"] if frame_sum is None else _add(frame_sum, m["frame_loss_sum"])
-            frame_cnt = m["frame_tokens"] if frame_cnt is None else _add(frame_cnt, m["frame_tokens"])
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            val_loss, val_frames = validate(model, val_batches)
-            curve.append({"step": step + 1, "train_loss": float(np.mean(window)), "val_loss": val_loss,
-                          "val_frame_loss": val_frames})
-            window = []
-    seconds = time.perf_counter() - t0
-    train_frames = [] if frame_sum is None else (frame_sum / frame_cnt.clamp(min=1)).tolist()
+    sums = torch.zeros(64, dtype=torch.float64)
+    counts = torch.zeros(64, dtype=torch.float64)
     model.eval()
-    return model, {"curve": curve, "val_loss": curve[-1]["val_loss"], "best_val_loss": min(c["val_loss"] for c in curve),
-                   "val_frame_loss": curve[-1]["val_frame_loss"], "train_frame_loss": train_frames,
-                   "seconds": seconds, "s_per_step": seconds / cfg.steps}
-
-
-def variant_configs(cfg: AblationConfig, variant: str, codebook_size: int | None = None):
-    """(ModelConfig, ARDFConfig) of a variant; ``codebook_size`` overrides the preset's (the data's tokenizer)."""
-    from lumos.config import ARDFConfig, model_preset
-
-    rope = variant if cfg.study == "rope" else "mm"
-    mask = variant if cfg.study == "mask" else "tube"
-    extra = {"codebook_size": codebook_size} if codebook_size else {}
-    return model_preset(cfg.preset, rope_variant=rope, **extra), ARDFConfig(mask_type=mask)
+    with torch.no_grad():
+        for k in range(0, len(samples), batch):
+            b = make_batch(samples[k:k + batch], layout, ARDFConfig(),
+                           torch.Generator().manual_seed(VAL_MASK_SEED + k), fixed_tube_ratio=ratio)
+            _, m = ardf_loss(model, b)
+            n = m["frame_loss_sum"].numel()
+            sums[:n] += m["frame_loss_sum"].double()
+            counts[:n] += m["frame_tokens"].double()
+    last = int(torch.nonzero(counts).max()) + 1
+    return float(sums.sum() / counts.sum()), (sums[:last] / counts[:last].clamp(min=1)).tolist()
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Scoring with workflows.eval
+# Runs
 # ---------------------------------------------------------------------------------------------------------------
 
-def bundle_for(model, model_cfg, data: AblationData) -> GenerationBundle:
-    """A :class:`workflows.generation.GenerationBundle` around an in-memory model."""
-    import torch
+def run_config(cfg: AblationConfig, variant: str, seed: int, root: str, shards: str | None):
+    """The ``PretrainConfig`` of one run: the recipe ← ``--shards`` ← ``train`` overrides ← the knob and the seed."""
+    from workflows.train_config import load_pretrain_config
 
-    from lumos.tokenizers import load_text_tokenizer, load_video_tokenizer
-
-    return GenerationBundle(model, model_cfg, {"resolution": [data.size, data.size]},
-                            load_video_tokenizer(data.tokenizer), load_text_tokenizer(None, model_cfg.layout),
-                            torch.device("cpu"))
-
-
-def eval_settings(cfg: AblationConfig, data: AblationData) -> EvalSettings:
-    return EvalSettings(num=cfg.eval_num, seed=cfg.seed, size=data.size, fps=data.fps, duration=data.duration,
-                        frames=data.latent_frames, batch=min(8, cfg.eval_num), references=False, sampler=cfg.sampler)
+    overrides = [*([f"data.shards={shards}"] if shards else []), *cfg.train, f"{KNOBS[cfg.study]}={variant}",
+                 f"seed={seed}", f"checkpoint.storage={storage.join(root, 'runs')}",
+                 f"checkpoint.name={variant}-s{seed}"]
+    return load_pretrain_config(cfg.recipe, overrides)
 
 
-def score(bundle, settings: EvalSettings, suites: tuple[str, ...], history_ratio: float | None = None,
-          progress: bool = True) -> dict[str, dict]:
-    return {s: evaluate_suite(bundle, s, settings, history_ratio, progress)["scores"] for s in suites}
+def run_stages(pcfg) -> list:
+    """The config of every run a recipe makes (one per curriculum stage, or the recipe itself)."""
+    from workflows.curriculum import stage_configs
+
+    return stage_configs(pcfg) if pcfg.stages else [pcfg]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Studies
-# ---------------------------------------------------------------------------------------------------------------
+def train_run(pcfg) -> list[str]:
+    """Train one run by the pre-training workflow (finished stages are skipped); returns its runs' URIs."""
+    from workflows.curriculum import run_curriculum, stage_finished
+    from workflows.pretrain import run_pretraining
 
-def save_variant(out: str, name: str, model, model_cfg, data: AblationData, cfg: AblationConfig) -> str:
-    """A DESIGN §4.5 checkpoint of a trained variant under ``out/name`` (loadable by workflows.eval)."""
-    from lumos.checkpoint import save_checkpoint
-
-    return save_checkpoint(storage.join(out, name), model, model_cfg,
-                           extra={"video_tokenizer": data.tokenizer, "text_tokenizer": None,
-                                  "resolution": [data.size, data.size],
-                                  "ablation": {"study": cfg.study, "variant": name}})
+    if pcfg.stages:
+        run_curriculum(pcfg, run_pretraining)
+    elif not stage_finished(pcfg):
+        run_pretraining(pcfg)
+    return [storage.join(storage.absolute(s.checkpoint.storage), s.checkpoint.name) for s in run_stages(pcfg)]
 
 
-def run_training_study(cfg: AblationConfig, data: AblationData, out: str, progress: bool) -> dict:
-    """``rope`` / ``mask``: train every variant; mask also scores each with workflows.eval."""
-    variants = {}
-    val_batches = None
-    for v in cfg.variants:
-        model_cfg, ardf_cfg = variant_configs(cfg, v, data.codebook_size)
-        if val_batches is None:
-            val_batches = validation_batches(data.val, model_cfg.layout, cfg.batch, cfg.val_ratio, cfg.seed)
-        model, res = train_variant(cfg, data, model_cfg, ardf_cfg, val_batches, v, progress)
-        if cfg.study == "mask":
-            res["eval"] = score(bundle_for(model, model_cfg, data), eval_settings(cfg, data), ("t2i", "t2v", "i2v"),
-                                progress=progress)
-        save_variant(out, v, model, model_cfg, data, cfg)
-        variants[v] = res
-        log.info("%s %s: val loss %.4f (%.2f s/step)", cfg.study, v, res["val_loss"], res["s_per_step"])
-    return variants
+def training_record(run_uris: list[str]) -> dict:
+    """The loss curve over all stages (steps counted across them) and the last stage's training loss per latent
+    frame (mean over its second half, under the run's own masks)."""
+    from workflows.run_metrics import read_metrics
+
+    curve, offset = [], 0
+    for uri in run_uris:
+        records = read_metrics(uri)
+        curve += [{"step": offset + r["step"], "loss": r["loss"]} for r in records]
+        offset += records[-1]["step"] if records else 0
+    last = read_metrics(run_uris[-1])
+    half = [r["frame_loss"] for r in last[len(last) // 2:] if r.get("frame_loss")]
+    n = max((len(f) for f in half), default=0)
+    frames = [float(np.nanmean([f[i] for f in half if len(f) > i])) for i in range(n)]
+    return {"curve": curve, "train_frame_loss": frames}
 
 
-def run_history_study(cfg: AblationConfig, data: AblationData | None, checkpoint: str | None, out: str,
-                      progress: bool) -> tuple[dict, dict]:
-    """Score one model with history ratio 0.7 and 0; returns (variants, model info)."""
-    if checkpoint:
+def eval_settings(cfg: AblationConfig, seed: int):
+    from workflows.eval import EvalSettings
+
+    return EvalSettings(num=cfg.eval_num, seed=seed, frames=cfg.frames, batch=min(8, cfg.eval_num),
+                        references=False, sampler=cfg.sampler)
+
+
+def scores(bundle, settings, suites, progress: bool) -> dict[str, dict]:
+    from workflows.eval import evaluate_suite
+
+    settings = settings.resolved(bundle.meta)
+    return {s: evaluate_suite(bundle, s, settings, progress=progress)["scores"] for s in suites}
+
+
+def measure_run(cfg: AblationConfig, run_uris: list[str], val: list[dict], val_shards: str, progress: bool) -> dict:
+    """Validation loss (fixed tube masks), training curve and per-frame loss, and the eval scores of one run.
+
+    Kept in ``<last run>/ablate_measure.json`` with the settings it was measured with: a resumed study measures
+    again only runs trained since, or when the settings changed."""
+    from workflows.generation import load_generator
+
+    final = storage.join(run_uris[-1], "final")
+    key = {"val_shards": val_shards, "val_ratio": cfg.val_ratio, "val_batch": cfg.val_batch, "eval_num": cfg.eval_num,
+           "frames": cfg.frames, "sampler": asdict(cfg.sampler), "suites": list(SUITES[cfg.study]),
+           "trained": storage.read_text(storage.join(final, "train_state.json"))}
+    cache = storage.join(run_uris[-1], "ablate_measure.json")
+    if storage.exists(cache):
+        kept = json.loads(storage.read_text(cache))
+        if kept.get("key") == key:
+            return kept["result"]
+    bundle = load_generator(final, "cpu")
+    val_loss, val_frames = validation_loss(bundle.model, bundle.layout, val, cfg.val_ratio, cfg.val_batch)
+    result = {"checkpoint": final, "val_loss": val_loss, "val_frame_loss": val_frames, **training_record(run_uris),
+              "eval": scores(bundle, eval_settings(cfg, 0), SUITES[cfg.study], progress)}
+    storage.write_text(cache, json.dumps({"key": key, "result": result}))
+    return result
+
+
+def history_run(cfg: AblationConfig, bundle, variant: str, seed: int, progress: bool) -> dict:
+    """One sampling seed of a history variant: ``<ratio>`` or ``<ratio>_mask_given``."""
+    ratio, _, given = variant.partition("_")
+    settings = eval_settings(cfg, seed)
+    sampler = dataclasses.replace(settings.sampler, history_ratio=float(ratio), mask_given_frames=bool(given))
+    return {"eval": scores(bundle, dataclasses.replace(settings, sampler=sampler), SUITES["history"], progress)}
+
+
+def summarize(runs: dict[int, dict]) -> dict:
+    """Mean ± std over the seeds of every measurement of a variant's runs."""
+    rs = list(runs.values())
+    out = {f"{s}.{m}": spread([r["eval"].get(s, {}).get(m) for r in rs]) for s, m in SCORES
+           if any(s in r["eval"] for r in rs)}
+    if "val_loss" in rs[0]:
+        out["val_loss"] = spread([r["val_loss"] for r in rs])
+        for key in ("val_frame_loss", "train_frame_loss"):
+            n = min(len(r[key]) for r in rs)
+            out[key] = [spread([r[key][i] for r in rs]) for i in range(n)]
+    return out
+
+
+def run_study(cfg: AblationConfig, out: str, shards: str | None = None, val_shards: str | None = None,
+              checkpoint: str | None = None, progress: bool = True, results_doc: str | None = None) -> dict:
+    """Run (or resume) a study; write ``results.json``, ``results.md`` and the plots under ``<out>/<study>``."""
+    root = storage.absolute(storage.join(out, cfg.study))
+    t0 = time.perf_counter()
+    variants: dict[str, dict] = {}
+    if cfg.study == "history":
         from workflows.generation import load_generator
 
         bundle = load_generator(checkpoint, "cpu")
-        train_cfg = {"checkpoint": checkpoint}
-        size = int((bundle.meta.get("resolution") or [64])[0])
-        settings = EvalSettings(num=cfg.eval_num, seed=cfg.seed, size=size, batch=min(8, cfg.eval_num),
-                                references=False, sampler=cfg.sampler)
+        for v in cfg.variants:
+            variants[v] = {"runs": {s: history_run(cfg, bundle, v, s, progress) for s in cfg.seeds}}
     else:
-        model_cfg, ardf_cfg = variant_configs(cfg, "tube", data.codebook_size)
-        val_batches = validation_batches(data.val, model_cfg.layout, cfg.batch, cfg.val_ratio, cfg.seed)
-        model, res = train_variant(cfg, data, model_cfg, ardf_cfg, val_batches, "tube", progress)
-        bundle, settings = bundle_for(model, model_cfg, data), eval_settings(cfg, data)
-        train_cfg = {"trained": "tube", "val_loss": res["val_loss"], "seconds": res["seconds"],
-                     "checkpoint": save_variant(out, "tube", model, model_cfg, data, cfg)}
-    variants = {v: {"eval": score(bundle, settings, ("t2v", "i2v"), float(v), progress)} for v in cfg.variants}
-    return variants, train_cfg
-
-
-def run_study(cfg: AblationConfig, out: str, data: AblationData | None, checkpoint: str | None = None,
-              progress: bool = True, results_doc: str | None = None) -> dict:
-    """Run a study and write ``results.json``, ``results.md`` and the plots under ``<out>/<study>``."""
-    root = storage.join(out, cfg.study)
-    t0 = time.perf_counter()
-    extra = {}
-    if cfg.study == "history":
-        variants, extra = run_history_study(cfg, data, checkpoint, root, progress)
-    else:
-        variants = run_training_study(cfg, data, root, progress)
-    report = {"study": cfg.study, "config": asdict(cfg), "variants": variants, "model": extra,
-              "data": None if data is None else {"train_clips": len(data.train), "val_clips": len(data.val),
-                                                 "tokenizer": data.tokenizer, "size": data.size, "fps": data.fps,
-                                                 "latent_frames": data.latent_frames},
-              "seconds": time.perf_counter() - t0}
+        val = [s for s in load_samples(val_shards, None) if s["codes"].shape[0] > 1]
+        if not val:
+            raise ValueError(f"--val-shards {val_shards}: needs video clips (more than one latent frame)")
+        for v in cfg.variants:
+            runs = {}
+            for s in cfg.seeds:
+                uris = train_run(run_config(cfg, v, s, root, shards))
+                runs[s] = measure_run(cfg, uris, val, val_shards, progress)
+                log.info("%s %s seed %d: val loss %.4f", cfg.study, v, s, runs[s]["val_loss"])
+            variants[v] = {"runs": runs}
+    for res in variants.values():
+        res["summary"] = summarize(res["runs"])
+    report = {"study": cfg.study, "config": asdict(cfg), "variants": variants, "checkpoint": checkpoint,
+              "shards": shards, "val_shards": val_shards, "seconds": time.perf_counter() - t0}
     report["plots"] = plot_study(report, root)
     storage.write_text(storage.join(root, "results.json"), json.dumps(report, indent=1))
     md = study_markdown(report)
@@ -468,23 +342,9 @@ def run_study(cfg: AblationConfig, out: str, data: AblationData | None, checkpoi
 # Plots and Markdown
 # ---------------------------------------------------------------------------------------------------------------
 
-def _curves(ax, variants: dict, key: str, title: str) -> None:
-    for name, res in variants.items():
-        steps = [c["step"] for c in res["curve"]]
-        ax.plot(steps, [c[key] for c in res["curve"]], marker="o", ms=3, label=name)
-    ax.set(xlabel="step", ylabel=key.replace("_", " "), title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-
-
-def _frames(ax, variants: dict, key: str, title: str) -> None:
-    for name, res in variants.items():
-        if res.get(key):
-            ax.plot(range(len(res[key])), res[key], marker="o", label=name)
-            ax.set_xticks(range(len(res[key])))
-    ax.set(xlabel="latent frame index", ylabel="cross-entropy", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+def _score_keys(report: dict) -> list[str]:
+    first = next(iter(report["variants"].values()))["summary"]
+    return [f"{s}.{m}" for s, m in SCORES if f"{s}.{m}" in first]
 
 
 def plot_study(report: dict, root: str) -> list[str]:
@@ -496,76 +356,63 @@ def plot_study(report: dict, root: str) -> list[str]:
 
     study, variants = report["study"], report["variants"]
     names = []
-    if study in ("rope", "mask"):
+    if study != "history":
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        _curves(axes[0], variants, "val_loss", f"{study}: validation loss (fixed tube masks)")
-        _curves(axes[1], variants, "train_loss", f"{study}: training loss (own masks)")
+        for name, res in variants.items():
+            runs = list(res["runs"].values())
+            steps = [c["step"] for c in runs[0]["curve"]]
+            spread_lines(axes[0], {name: [[c["loss"] for c in r["curve"]] for r in runs]}, steps, "step",
+                         "training loss", f"{study}: training loss (own masks), mean ± std over seeds")
+        spread_bars(axes[1], ["validation loss"], {n: [r["summary"]["val_loss"]] for n, r in variants.items()},
+                    "cross-entropy", f"{study}: validation loss (fixed tube masks)", bars=False)
         names.append(save_figure(fig, storage.join(root, f"{study}_loss.png")))
-    if study == "mask":
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        _frames(axes[0], variants, "train_frame_loss", "training loss per frame (each variant's own masks)")
-        _frames(axes[1], variants, "val_frame_loss", "validation loss per frame (same tube masks)")
-        names.append(save_figure(fig, storage.join(root, "mask_frame_loss.png")))
-    if study == "history" or study == "mask":
-        keys = [(s, m) for s in ("t2v", "i2v") for m in ("motion_direction", "subject_consistency",
-                                                         "background_stability")]
-        fig, ax = plt.subplots(figsize=(11, 4))
-        width = 0.8 / max(1, len(variants))
-        for k, (name, res) in enumerate(variants.items()):
-            vals = [res["eval"][s].get(m, np.nan) for s, m in keys]
-            ax.bar(np.arange(len(keys)) + k * width, vals, width, label=f"{study} {name}")
-        ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [f"{s}\n{m.replace('_', ' ')}" for s, m in keys],
-                      fontsize=8)
-        ax.set(ylim=(0, 1.05), ylabel="score", title=f"{study}: shapes-world scores")
-        ax.legend(fontsize=8)
-        names.append(save_figure(fig, storage.join(root, f"{study}_scores.png")))
+        for ax, key, title in ((axes[0], "train_frame_loss", "training loss per frame (each variant's own masks)"),
+                               (axes[1], "val_frame_loss", "validation loss per frame (same tube masks)")):
+            spread_lines(ax, {n: [r[key] for r in res["runs"].values()] for n, res in variants.items()}, None,
+                         "latent frame index", "cross-entropy", title)
+        names.append(save_figure(fig, storage.join(root, f"{study}_frame_loss.png")))
+    keys = _score_keys(report)
+    fig, ax = plt.subplots(figsize=(11, 4))
+    spread_bars(ax, [k.replace(".", "\n").replace("_", " ") for k in keys],
+                {f"{study} {n}": [r["summary"][k] for k in keys] for n, r in variants.items()}, "score",
+                f"{study}: shapes-world scores, mean ± std over seeds")
+    ax.set_ylim(0, 1.05)
+    names.append(save_figure(fig, storage.join(root, f"{study}_scores.png")))
     return names
 
 
-def _fmt(x) -> str:
-    return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.3f}"
+def _frames(spreads: list[dict]) -> str:
+    return " / ".join(f"{s['mean']:.2f}" for s in spreads if s["mean"] is not None) or "–"
 
 
 def study_markdown(report: dict) -> str:
-    """The study's results as Markdown: setting, one table, the plots."""
+    """The study's results as Markdown: setting, one table of mean ± std over the seeds, the plots."""
     cfg, study, variants = report["config"], report["study"], report["variants"]
-    data = report.get("data") or {}
-    model = report.get("model") or {}
-    if study == "history" and model.get("checkpoint"):  # nothing trained: the settings are the sampler's
-        setting = (f"Checkpoint `{model['checkpoint']}` sampled with and without inference-time history masking, "
-                   f"{cfg['eval_num']} held-out prompts per suite, {cfg['sampler']['steps']} steps per frame, CFG "
-                   f"{cfg['sampler']['cfg_scale']:g}, seed {cfg['seed']}. Wall time {report['seconds']:.0f} s.\n")
+    seeds = ", ".join(map(str, cfg["seeds"]))
+    sampler = cfg["sampler"]
+    if study == "history":
+        setting = (f"Checkpoint `{report['checkpoint']}` sampled with each variant, {cfg['eval_num']} held-out prompts "
+                   f"per suite and seed, seeds {seeds} (prompt set and sampling), "
+                   f"{cfg['frames'] or 'the checkpoint’s'} latent frames, sampler steps {sampler['steps'] or 'recorded'}, "
+                   f"CFG {sampler['cfg_scale'] or 'recorded'}. Wall time {report['seconds']:.0f} s.\n")
     else:
-        setting = (f"Preset `{cfg['preset']}`, {cfg['steps']} steps × batch {cfg['batch']} per variant, LR "
-                   f"{cfg['lr']:g}, seed {cfg['seed']}; data: {data.get('train_clips', '–')} training clips, "
-                   f"{data.get('val_clips', '–')} held-out validation clips ({data.get('size', '–')} px, "
-                   f"{data.get('latent_frames', '–')} latent frames); validation masks: tube, ratio "
-                   f"{cfg['val_ratio']}. Wall time {report['seconds']:.0f} s.\n")
-    lines = [f"## Ablation: {study}\n", setting]
-    if study == "rope":
-        lines.append("| rope variant | final val loss | best val loss | final train loss | s/step |\n|---|---|---|---|---|")
-        for name, r in variants.items():
-            lines.append(f"| {name} | {_fmt(r['val_loss'])} | {_fmt(r['best_val_loss'])} | "
-                         f"{_fmt(r['curve'][-1]['train_loss'])} | {r['s_per_step']:.2f} |")
-    elif study == "mask":
-        lines.append("| mask | val loss | val loss per frame | train loss per frame (own masks) | t2i overall | "
-                     "t2v motion | i2v motion | i2v subject | i2v background |\n|---|---|---|---|---|---|---|---|---|")
-        for name, r in variants.items():
-            e = r["eval"]
-            per = lambda xs: " / ".join(f"{x:.2f}" for x in xs) or "–"  # noqa: E731
-            lines.append(f"| {name} | {_fmt(r['val_loss'])} | {per(r['val_frame_loss'])} | "
-                         f"{per(r['train_frame_loss'])} | {_fmt(e['t2i'].get('overall'))} | "
-                         f"{_fmt(e['t2v'].get('motion_direction'))} | {_fmt(e['i2v'].get('motion_direction'))} | "
-                         f"{_fmt(e['i2v'].get('subject_consistency'))} | {_fmt(e['i2v'].get('background_stability'))} |")
-    else:
-        if not model.get("checkpoint"):
-            lines.append(f"Model: `{json.dumps(model)}`.\n")
-        lines.append("| history ratio | t2v motion | t2v subject | t2v background | i2v motion | i2v subject | "
-                     "i2v background |\n|---|---|---|---|---|---|---|")
-        for name, r in variants.items():
-            cells = [_fmt(r["eval"][s].get(m)) for s in ("t2v", "i2v")
-                     for m in ("motion_direction", "subject_consistency", "background_stability")]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        setting = (f"Recipe `{Path(cfg['recipe']).name}`{' with ' + ', '.join(cfg['train']) if cfg['train'] else ''}, "
+                   f"trained by `workflows.pretrain` with seeds {seeds} per variant (only `{KNOBS[study]}` and the seed "
+                   f"differ); validation: fixed tube masks of ratio {cfg['val_ratio']} on held-out clips; scores: "
+                   f"{cfg['eval_num']} held-out prompts per suite. Mean ± std over the seeds. Wall time "
+                   f"{report['seconds']:.0f} s.\n")
+    keys = _score_keys(report)
+    head = ["variant", *(["val loss", "val loss per frame", "train loss per frame (own masks)"]
+                         if study != "history" else []), *[k.replace(".", " ").replace("_", " ") for k in keys]]
+    lines = [f"## Ablation: {study}\n", setting, "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, res in variants.items():
+        s = res["summary"]
+        cells = [name]
+        if study != "history":
+            cells += [fmt_spread(s["val_loss"]), _frames(s["val_frame_loss"]), _frames(s["train_frame_loss"])]
+        cells += [fmt_spread(s[k]) for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.extend(f"![{p}]({p})" for p in report.get("plots", []))
     return "\n".join(lines) + "\n"
@@ -580,41 +427,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m workflows.ablate", description=__doc__.split("\n\n")[0],
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--study", required=True, choices=sorted(STUDIES), help="rope, mask or history")
-    p.add_argument("--config", default=None, help="YAML file with AblationConfig keys (steps, ..., sampler: {...})")
-    p.add_argument("--preset", choices=sorted(DEFAULT_LR), help=f"model preset (default {d.preset})")
-    p.add_argument("--steps", type=int, help=f"optimizer steps per variant (default {d.steps})")
+    p.add_argument("--config", default=None, help="YAML file with AblationConfig keys (seeds, ..., sampler: {...})")
+    p.add_argument("--recipe", default=None, help=f"pre-training recipe of every run (default {Path(d.recipe).name})")
+    p.add_argument("--train", action="append", default=None, metavar="KEY=VALUE",
+                   help="recipe override for every run, repeatable (e.g. --train optim.max_steps=600)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--variants", default=None, help="comma-separated subset of the study's variants")
     p.add_argument("--out", default="runs/ablate", help="output directory (default runs/ablate)")
     p.add_argument("--shards", default=None, help="training token shards (default: made under --data)")
     p.add_argument("--val-shards", default=None, help="validation token shards of held-out clips")
-    p.add_argument("--data", default=None, help="where to make/reuse shards (default runs/ablate-data/<preset>)")
-    p.add_argument("--tokenizer", default=None, help="video tokenizer URI (default: the committed small tokenizer)")
-    p.add_argument("--videos", type=int, default=256, help="training videos to synthesize (default 256)")
-    p.add_argument("--images", type=int, default=128, help="training stills to synthesize (default 128)")
-    p.add_argument("--val-videos", type=int, default=32, help="held-out validation videos (default 32)")
-    p.add_argument("--size", type=int, default=None, help="clip side in pixels (default 64; debug 32)")
-    p.add_argument("--batch", type=int, help=f"clips per step (default {d.batch})")
-    p.add_argument("--lr", type=float, default=None, help="peak LR (default: the preset recipe's)")
-    p.add_argument("--eval-every", type=int, help=f"validation interval in steps (default {d.eval_every})")
+    p.add_argument("--data", default="runs/ablate-data", help="where to make/reuse shards (default runs/ablate-data)")
+    p.add_argument("--tokenizer", default=None, help="video tokenizer of made data (default: the committed small one)")
     p.add_argument("--val-ratio", type=float, help=f"validation tube mask ratio (default {d.val_ratio})")
-    p.add_argument("--max-latent-frames", type=int, default=None, help="temporal crop of training clips")
-    p.add_argument("--eval-num", type=int, help=f"held-out prompts per suite for scores (default {d.eval_num})")
-    p.add_argument("--eval-steps", type=int, help=f"sampler steps per frame for scores (default {d.sampler.steps})")
-    p.add_argument("--cfg", type=float, help=f"guidance scale for scores (default {d.sampler.cfg_scale})")
-    p.add_argument("--variants", default=None, help="comma-separated subset of the study's variants")
-    p.add_argument("--checkpoint", default=None, help="history study: score this checkpoint instead of training")
-    p.add_argument("--seed", type=int, help=f"data, training and sampling seed (default {d.seed})")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: best on a busy CPU)")
+    p.add_argument("--eval-num", type=int, help=f"held-out prompts per suite (default {d.eval_num})")
+    p.add_argument("--eval-steps", type=int, help="sampler steps per frame (default: the checkpoint's)")
+    p.add_argument("--cfg", type=float, help="guidance scale (default: the checkpoint's)")
+    p.add_argument("--frames", type=int, help="latent frames of the eval videos (default: the checkpoint's clips)")
+    p.add_argument("--checkpoint", default=None, help="history study: the checkpoint to sample (path or name)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads of measuring and scoring (default 2)")
     p.add_argument("--results-doc", default=None, help="also write the summary into this Markdown file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                   help="AblationConfig overrides after the flags, e.g. sampler.temperature=0.9")
+                   help="AblationConfig overrides after the flags, e.g. sampler.temperature=0.9 stills=4000")
     return p
 
 
-FLAG_KEYS = {"study": "study", "preset": "preset", "steps": "steps", "batch": "batch", "lr": "lr",
-             "eval_every": "eval_every", "val_ratio": "val_ratio", "max_latent_frames": "max_latent_frames",
-             "seed": "seed", "eval_num": "eval_num", "eval_steps": "sampler.steps", "cfg": "sampler.cfg_scale"}
+FLAG_KEYS = {"study": "study", "recipe": "recipe", "train": "train", "val_ratio": "val_ratio",
+             "eval_num": "eval_num", "frames": "frames", "eval_steps": "sampler.steps", "cfg": "sampler.cfg_scale"}
 """Each config flag → its :class:`AblationConfig` key (a flag left out leaves the config file's value)."""
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} must be comma-separated integers, got {text!r}") from None
 
 
 def config_from_args(args: argparse.Namespace) -> AblationConfig:
@@ -622,42 +469,24 @@ def config_from_args(args: argparse.Namespace) -> AblationConfig:
     flags = given_flags(args, FLAG_KEYS)
     if args.variants is not None:
         flags["variants"] = [v for v in args.variants.split(",") if v]
+    if args.seeds is not None:
+        flags["seeds"] = _int_list(args.seeds, "--seeds")
     try:
-        return load_config(AblationConfig, args.config, args.overrides, flags)
+        cfg = load_config(AblationConfig, args.config, args.overrides, flags)
     except ConfigError as e:
         raise UsageError(str(e)) from None
-
-
-def resolve_data(args: argparse.Namespace, cfg: AblationConfig) -> AblationData | None:
-    """Shards from the flags, or made under ``--data`` (None for a history study on a checkpoint)."""
-    if cfg.study == "history" and args.checkpoint:
-        return None
+    if cfg.study == "history" and not args.checkpoint:
+        raise UsageError("--study history needs --checkpoint (a path or a committed name such as small)")
+    if args.checkpoint and cfg.study != "history":
+        raise UsageError("--checkpoint is only used by --study history")
     if bool(args.shards) != bool(args.val_shards):
         raise UsageError("--shards and --val-shards go together")
-    shards, val = args.shards, args.val_shards
-    tok = args.tokenizer
-    if not shards:
-        from lumos.tokenizers import default_tokenizer_uri
-
-        tok = tok or default_tokenizer_uri("small")  # the committed one; every preset's vocab is sized to it
-        size = args.size or (32 if cfg.preset == "debug" else 64)
-        data_dir = args.data or f"runs/ablate-data/{cfg.preset}-{size}"
-        shards, val = prepare_data(data_dir, tok, videos=args.videos, images=args.images,
-                                   val_videos=args.val_videos, size=size, seed=cfg.seed)
-        _shutdown_own_ray()
-    try:
-        return load_data(cfg, shards, val, tok)
-    except (ValueError, OSError) as e:
-        raise UsageError(str(e).splitlines()[0]) from None
-
-
-def _shutdown_own_ray() -> None:
-    """The tokenize job started a local Ray in this process; training does not need it."""
-    if "ray" in sys.modules:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
+    if cfg.study != "history":
+        try:
+            run_config(cfg, cfg.variants[0], cfg.seeds[0], "/tmp/check", args.shards)  # a bad recipe: now, one line
+        except ConfigError as e:
+            raise UsageError(f"--recipe {cfg.recipe}: {e}") from None
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -668,20 +497,26 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         if args.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {args.threads}")
-        if args.checkpoint and cfg.study != "history":
-            raise UsageError("--checkpoint is only used by --study history")
         import torch
 
         torch.set_num_threads(args.threads)
-        data = resolve_data(args, cfg)
-        report = run_study(cfg, args.out, data, args.checkpoint, not args.quiet, args.results_doc)
+        shards, val = args.shards, args.val_shards
+        for uri in (shards, val) if shards else ():
+            if not ShardManifest.finished(uri):
+                raise UsageError(f"{uri}: no _manifest.json (not a finished tokenization output)")
+        if cfg.study != "history":
+            from workflows.pretrain import init_ray
+
+            init_ray(run_config(cfg, cfg.variants[0], cfg.seeds[0], args.out, shards))  # one Ray for jobs and runs
+            if not shards:
+                shards, val = make_data(cfg, args.data, args.tokenizer)
+        report = run_study(cfg, args.out, shards, val, args.checkpoint, not args.quiet, args.results_doc)
     except UsageError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # a job or Ray start-up failed: one line, not a traceback
+    except Exception as e:  # a job, a run or Ray start-up failed: one line, not a traceback
         log.debug("ablation failed", exc_info=True)
-        print(f"{parser.prog}: error: {first_line(e, with_type=True)}",
-              file=sys.stderr)
+        print(f"{parser.prog}: error: {first_line(e, with_type=True)}", file=sys.stderr)
         return 1
     print(study_markdown(report))
     log.info("wrote %s", storage.join(args.out, cfg.study))

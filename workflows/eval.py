@@ -47,6 +47,7 @@ from tokenize_jobs.cli import OneLineParser
 from workflows.config_io import ConfigError, given_flags, load_config
 from workflows.eval_sets import SUITES, EvalItem, clip_frames, first_frames, prompt_set, reference_videos
 from workflows.generation import UsageError, VideoSpec, item_seed
+from workflows.reports import update_doc_section
 
 if TYPE_CHECKING:
     from lumos.sampler import VideoPlan
@@ -326,40 +327,6 @@ def write_report(out: str, report: dict, suites: dict[str, dict]) -> dict:
     storage.write_text(storage.join(out, "eval.json"), json.dumps(report, indent=1))
     storage.write_text(storage.join(out, "eval.md"), markdown_report(report))
     return report
-
-
-def save_figure(fig, uri: str) -> str:
-    """Save a matplotlib figure as PNG to a URI (local or s3://), close it; returns the file name."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    storage.write_bytes(uri, buf.getvalue())
-    return uri.rstrip("/").rsplit("/", 1)[-1]
-
-
-def update_doc_section(doc: str, key: str, markdown: str, images: dict[str, str]) -> None:
-    """Put ``markdown`` between ``<!-- key begin -->`` / ``<!-- key end -->`` in the local file ``doc`` (appended
-    when absent); ``images`` (link name → URI) are copied to ``<doc dir>/img/<key>_<name>`` and relinked."""
-    from pathlib import Path
-
-    path = Path(doc)
-    tag = key.replace(":", "_")
-    for name, uri in images.items():
-        target = path.parent / "img" / f"{tag}_{name}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(storage.read_bytes(uri))
-        markdown = markdown.replace(f"]({name})", f"](img/{target.name})")
-    begin, end = f"<!-- {key} begin -->", f"<!-- {key} end -->"
-    block = f"{begin}\n{markdown.strip()}\n{end}"
-    text = path.read_text() if path.exists() else ""
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
-    path.write_text(text)
 
 
 def evaluate(bundle: GenerationBundle, suites: list[str], settings: EvalSettings, out: str | None,

@@ -47,6 +47,23 @@ def test_make_batch_tube_mask_and_labels():
     assert (pad == layout.pad).all()
 
 
+def test_fixed_tube_ratio_gives_the_same_masks_for_every_config_and_keeps_text():
+    cfg = model_preset("debug")
+    raw = samples(4, frames=3, h=3, w=4)
+    one = make_batch(raw, cfg.layout, ARDFConfig(mask_type="random", text_drop_prob=0.9),
+                     torch.Generator().manual_seed(5), fixed_tube_ratio=0.4)
+    two = make_batch(raw, cfg.layout, ARDFConfig(mask_type="diffusion_forcing", min_mask_ratio=0.9),
+                     torch.Generator().manual_seed(5), fixed_tube_ratio=0.4)
+    assert all(torch.equal(one[k], two[k]) for k in one)  # the mask config plays no part
+    for b in range(4):
+        n = int(one["lengths"][b])
+        assert (one["ids"][b, :n] == 300 + b).any()  # the text is never dropped
+        per_frame = (one["ids"][b, :n] == cfg.layout.mask)[one["visual"][b, :n]].view(3, 15)
+        assert (per_frame == per_frame[0]).all() and int(per_frame[0].sum()) == round(15 * 0.4)
+    with pytest.raises(ValueError, match="fixed_tube_ratio must be in"):
+        make_batch(raw, cfg.layout, ARDFConfig(), torch.Generator(), fixed_tube_ratio=0.0)
+
+
 def test_make_batch_text_drop_starts_at_video_begin():
     cfg = model_preset("debug")
     batch = make_batch(samples(40), cfg.layout, ARDFConfig(text_drop_prob=0.5), torch.Generator().manual_seed(0))

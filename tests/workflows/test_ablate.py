@@ -1,6 +1,6 @@
-"""``workflows.ablate``: data made by the product jobs (synth → tokenize job on Ray), the rope / mask / history studies
-end to end on the debug preset, identical budgets and seeds across variants, fixed validation tubes, result files,
-bad arguments."""
+"""``workflows.ablate``: data made by the product jobs (shapes job, synth + tokenize job on Ray), runs trained by
+``workflows.pretrain`` that differ only in the studied knob and the seed, fixed validation masks, mean ± std over
+seeds, resumable studies, the history study on a checkpoint, bad arguments."""
 
 from __future__ import annotations
 
@@ -14,167 +14,170 @@ import pytest
 import torch
 
 from lumos.checkpoint import save_checkpoint
+from lumos.config import model_preset
 from lumos.model import LumosModel
-from lumos.tokenizers import build_video_tokenizer, default_tokenizer_uri, save_video_tokenizer
-from workflows.ablate import (
-    STUDIES,
-    AblationConfig,
-    batch_stream,
-    load_samples,
-    main,
-    prepare_data,
-    validation_batches,
-    variant_configs,
-)
-from workflows.eval import update_doc_section
+from lumos.tokenizers import build_video_tokenizer, save_video_tokenizer
+from workflows.ablate import STUDIES, AblationConfig, load_samples, main, make_data, run_config, summarize
 from workflows.eval_sets import is_heldout_prompt
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from workflows.reports import fmt_spread, spread, update_doc_section
 
 REPO = Path(__file__).resolve().parents[2]
-FAST = ["--steps", "2", "--eval-every", "1", "--batch", "2", "--eval-num", "1", "--eval-steps", "1", "--quiet"]
+DEBUG_RECIPE = str(REPO / "workflows" / "configs" / "ablate_debug.yaml")
+FAST = ["--recipe", DEBUG_RECIPE, "--seeds", "0,1", "--eval-num", "1", "--eval-steps", "1", "--quiet"]
 
 
 @pytest.fixture(scope="module")
 def data(ray_local, tmp_path_factory) -> dict:
-    """Train/validation shards of 32-px shapes clips made by tokenize_jobs.synth + tokenize_jobs.video."""
+    """Shapes-job train shards (stills + clips) and held-out validation shards (synth + tokenize job), 32 px."""
     root = tmp_path_factory.mktemp("ablate_data")
-    try:
-        tok = default_tokenizer_uri("debug")
-    except ValueError:
-        tok = str(root / "tokenizer")
-        save_video_tokenizer(tok, build_video_tokenizer("debug", seed=0))
-    shards, val = prepare_data(str(root / "data"), tok, videos=6, images=6, val_videos=3, size=32, seed=0)
-    return {"shards": shards, "val": val, "tok": tok, "root": root}
+    cfg = AblationConfig(study="rope", stills=8, clips=6, val_clips=3, size=32)
+    shards, val = make_data(cfg, str(root / "data"))
+    return {"shards": shards, "val": val, "root": root}
 
 
 def _args(data: dict, out: Path) -> list[str]:
-    return ["--shards", data["shards"], "--val-shards", data["val"], "--tokenizer", data["tok"], "--out", str(out)]
+    return ["--shards", data["shards"], "--val-shards", data["val"], "--out", str(out)]
 
 
 def _report(out: Path, study: str) -> dict:
     return json.loads((out / study / "results.json").read_text())
 
 
-@pytest.mark.slow  # shares the data fixture: Ray + tokenize job, ~40 s idle, minutes on a busy CPU
-def test_data_comes_from_the_tokenize_job_and_keeps_splits_apart(data):
+def test_runs_differ_only_in_the_studied_knob_and_the_seed():
+    for study, key in (("rope", ("model", "overrides", "rope_variant")), ("mask", ("ardf", "mask_type"))):
+        cfg = AblationConfig(study=study, recipe=DEBUG_RECIPE, train=["optim.max_steps=7"])
+        trees = {}
+        for variant in STUDIES[study][:2]:
+            for seed in (0, 1):
+                tree = run_config(cfg, variant, seed, "/tmp/root", "/data/shards").to_dict()
+                node = tree
+                for k in key:
+                    node = node[k]
+                assert node == variant and tree["seed"] == seed and tree["optim"]["max_steps"] == 7
+                assert tree["data"]["shards"] == "/data/shards"
+                assert tree["checkpoint"]["name"] == f"{variant}-s{seed}"
+                trees[variant, seed] = tree
+        first = trees[STUDIES[study][0], 0]
+        for tree in trees.values():
+            diff = {k for k in first if first[k] != tree[k]}
+            assert diff <= {"seed", "checkpoint", key[0]}, diff
+            assert {k for k in first[key[0]] if first[key[0]][k] != tree[key[0]][k]} <= {key[1]}
+
+
+def test_spread_and_summary_over_seeds():
+    s = spread([1.0, 2.0, 3.0, None])
+    assert (s["mean"], s["std"], s["n"]) == (2.0, 1.0, 3) and fmt_spread(s) == "2.000 ± 1.000"
+    assert spread([0.5])["std"] == 0.0 and fmt_spread(spread([])) == "–"
+    runs = {0: {"val_loss": 2.0, "val_frame_loss": [1.0, 3.0], "train_frame_loss": [2.0, 2.0, 9.0],
+                "eval": {"t2i": {"overall": 0.4}}},
+            1: {"val_loss": 4.0, "val_frame_loss": [3.0, 5.0], "train_frame_loss": [4.0, 4.0],
+                "eval": {"t2i": {"overall": 0.6}}}}
+    out = summarize(runs)
+    assert out["val_loss"]["mean"] == 3.0 and out["t2i.overall"]["mean"] == pytest.approx(0.5)
+    assert [f["mean"] for f in out["val_frame_loss"]] == [2.0, 4.0] and len(out["train_frame_loss"]) == 2
+
+
+@pytest.mark.slow  # shares the data fixture: Ray + shapes job + tokenize job
+def test_data_comes_from_the_product_jobs_and_keeps_splits_apart(data):
     train_manifest = json.loads((Path(data["shards"]) / "_manifest.json").read_text())
     val_manifest = json.loads((Path(data["val"]) / "_manifest.json").read_text())
-    assert train_manifest["counts"]["errors"] == 0 and val_manifest["counts"]["clips_written"] == 3
-    rows = [json.loads(x) for x in (Path(data["shards"]).parent / "train.jsonl").read_text().splitlines()]
-    stills = [r for r in rows if r["path"].endswith(".png")]
-    assert len(rows) - len(stills) == 6 and all(not is_heldout_prompt(r["caption"]) for r in stills)
-    assert train_manifest["counts"]["clips_written"] == len(rows)
-    train, geo = load_samples(data["shards"], None)
-    val, _ = load_samples(data["val"], None)
-    assert geo == {"size": 32, "fps": 8, "duration": 2, "latent_frames": 5}
-    assert {tuple(s["codes"].shape) for s in train} == {(5, 4, 4), (1, 4, 4)}
-    val_rows = [json.loads(x) for x in (Path(data["val"]).parent / "val.jsonl").read_text().splitlines()]
-    assert all(r["split"] == "heldout" for r in val_rows) and len(val) == 3
+    assert train_manifest["counts"]["clips_written"] == 14 and val_manifest["counts"]["clips_written"] == 3
+    assert train_manifest["settings"]["text_tokenizer"] == val_manifest["settings"]["text_tokenizer"]  # one text format
+    train, val = load_samples(data["shards"], None), load_samples(data["val"], None)
+    assert sorted({s["codes"].shape[0] for s in train}) == [1, 5] and all(s["codes"].shape[0] == 5 for s in val)
+    rows = [json.loads(x) for x in (Path(data["val"]).parent / "val_clips" / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(is_heldout_prompt(r["caption"]) for r in rows)
 
 
-@pytest.mark.slow  # shares the data fixture: Ray + tokenize job, ~40 s idle, minutes on a busy CPU
-def test_variants_start_from_the_same_weights_and_see_the_same_batches(data):
-    inits = []
-    for variant in STUDIES["rope"]:
-        model_cfg, _ = variant_configs(AblationConfig(study="rope"), variant)
-        assert model_cfg.rope_variant == variant
-        torch.manual_seed(0)
-        inits.append(LumosModel(model_cfg).state_dict())
-    assert all(torch.equal(inits[0][k], other[k]) for other in inits[1:] for k in inits[0])
-    train, _ = load_samples(data["shards"], None)
-    a, b = batch_stream(train, 2, seed=0), batch_stream(train, 2, seed=0)
-    for _ in range(8):
-        x, y = next(a), next(b)
-        assert [s["text_ids"] for s in x] == [s["text_ids"] for s in y]
-        assert len({s["codes"].shape[0] for s in x}) == 1  # images and videos are not mixed in a batch
-
-
-@pytest.mark.slow  # shares the data fixture: Ray + tokenize job, ~40 s idle, minutes on a busy CPU
-def test_validation_batches_are_fixed_tube_masks(data):
-    val, _ = load_samples(data["val"], None)
-    layout = variant_configs(AblationConfig(study="mask"), "random")[0].layout
-    one, two = validation_batches(val, layout, 2, 0.7, seed=0), validation_batches(val, layout, 2, 0.7, seed=0)
-    assert all(torch.equal(p[k], q[k]) for p, q in zip(one, two) for k in p)
-    for batch in one:
-        for b in range(batch["ids"].shape[0]):
-            vis = batch["visual"][b].nonzero().squeeze(1).view(5, -1)  # (F, N) content + newline positions
-            masked = batch["ids"][b][vis] == layout.mask  # (F, N)
-            assert all(torch.equal(masked[0], masked[f]) for f in range(5))  # the same tube in every frame
-            assert int(masked[0].sum()) == round(vis.shape[1] * 0.7)
-
-
-@pytest.mark.slow
-def test_rope_study_end_to_end(data, tmp_path, capsys):
+@pytest.mark.slow  # 4 pre-training runs (Ray Train) + scoring: about a minute idle
+def test_rope_study_trains_with_the_recipe_and_reports_the_spread_over_seeds(data, tmp_path, capsys):
     out, doc = tmp_path / "out", tmp_path / "docs" / "results.md"
-    assert main(["--study", "rope", *_args(data, out), *FAST, "--results-doc", str(doc)]) == 0
+    argv = ["--study", "rope", *_args(data, out), *FAST, "--variants", "mm,1d", "--results-doc", str(doc)]
+    assert main(argv) == 0
     report = _report(out, "rope")
-    assert list(report["variants"]) == list(STUDIES["rope"])
+    assert list(report["variants"]) == ["mm", "1d"] and report["config"]["seeds"] == [0, 1]
     for name, res in report["variants"].items():
-        assert [c["step"] for c in res["curve"]] == [1, 2]
-        assert all(math.isfinite(c["val_loss"]) and math.isfinite(c["train_loss"]) for c in res["curve"])
-        assert len(res["val_frame_loss"]) == 5
-        assert (out / "rope" / name / "model.safetensors").exists()
-        cfg = json.loads((out / "rope" / name / "config.json").read_text())
-        assert cfg["model"]["rope_variant"] == name and cfg["video_tokenizer"] == data["tok"]
-    assert report["config"]["steps"] == 2 and report["data"]["val_clips"] == 3
-    assert report["plots"] == ["rope_loss.png"] and (out / "rope" / "rope_loss.png").stat().st_size > 1000
+        assert sorted(res["runs"]) == ["0", "1"]
+        for seed, run in res["runs"].items():
+            final = Path(run["checkpoint"])
+            assert final == out / "rope" / "runs" / f"{name}-s{seed}" / "final"
+            cfg = json.loads((final / "config.json").read_text())
+            assert cfg["model"]["rope_variant"] == name
+            assert json.loads((final / "train_state.json").read_text())["step"] == 3
+            assert [c["step"] for c in run["curve"]] == [1, 2, 3] and math.isfinite(run["val_loss"])
+            assert len(run["val_frame_loss"]) == 5 and set(run["eval"]) == {"t2i", "t2v", "i2v"}
+        s = res["summary"]["val_loss"]
+        assert s["n"] == 2 and s["mean"] == pytest.approx(sum(r["val_loss"] for r in res["runs"].values()) / 2)
+    assert report["plots"] == ["rope_loss.png", "rope_frame_loss.png", "rope_scores.png"]
     md = (out / "rope" / "results.md").read_text()
-    assert md.count("\n| ") == 1 + len(STUDIES["rope"]) and md in capsys.readouterr().out
+    assert md.count("\n| ") == 1 + 2 and " ± " in md and md in capsys.readouterr().out
     text = doc.read_text()
     assert "<!-- ablate:rope begin -->" in text and "](img/ablate_rope_rope_loss.png)" in text
     assert (doc.parent / "img" / "ablate_rope_rope_loss.png").stat().st_size > 1000
     update_doc_section(str(doc), "ablate:rope", "replaced", {})
     assert doc.read_text().count("ablate:rope begin") == 1 and "replaced" in doc.read_text()
+    # a rerun trains nothing and measures nothing again: same numbers from the runs and their kept measurements
+    mtimes = {p: p.stat().st_mtime for p in (out / "rope" / "runs").glob("*/final/model.safetensors")}
+    assert main(argv) == 0
+    again = _report(out, "rope")
+    assert {p: p.stat().st_mtime for p in mtimes} == mtimes
+    assert again["variants"]["mm"]["summary"] == report["variants"]["mm"]["summary"]
 
 
-@pytest.mark.slow
-def test_mask_study_end_to_end(data, tmp_path):
+@pytest.mark.slow  # 2 curriculum runs of 2 stages each (Ray Train) + scoring
+def test_mask_study_runs_a_curriculum_and_reports_per_frame_losses(data, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(Path(DEBUG_RECIPE).read_text() + "stages:\n"
+                      "  - name: image\n    overrides: {data.stage: image, optim.max_steps: 2}\n"
+                      "  - name: video\n    overrides: {data.stage: joint, optim.max_steps: 3}\n")
     out = tmp_path / "out"
-    assert main(["--study", "mask", *_args(data, out), *FAST]) == 0
-    report = _report(out, "mask")
-    assert list(report["variants"]) == list(STUDIES["mask"])
-    for res in report["variants"].values():
-        assert len(res["val_frame_loss"]) == 5 and len(res["train_frame_loss"]) in (0, 5)
-        assert set(res["eval"]) == {"t2i", "t2v", "i2v"}
-        assert "overall" in res["eval"]["t2i"] and "motion_direction" in res["eval"]["i2v"]
-        assert all(0.0 <= v <= 1.0 for s in res["eval"].values() for v in s.values())
-    assert set(report["plots"]) == {"mask_loss.png", "mask_frame_loss.png", "mask_scores.png"}
-    assert all((out / "mask" / p).stat().st_size > 1000 for p in report["plots"])
-    assert "| tube |" in (out / "mask" / "results.md").read_text()
+    argv = ["--study", "mask", *_args(data, out), *FAST, "--recipe", str(recipe), "--seeds", "0", "--variants",
+            "random"]
+    assert main(argv) == 0
+    run = _report(out, "mask")["variants"]["random"]["runs"]["0"]
+    assert run["checkpoint"].endswith("random-s0-video/final")
+    assert [c["step"] for c in run["curve"]] == [1, 2, 3, 4, 5]  # steps counted across the two stages
+    train_cfg = (Path(run["checkpoint"]).parent / "train_config.yaml").read_text()
+    assert "mask_type: random" in train_cfg
+    assert run["train_frame_loss"] and all(math.isfinite(x) for x in run["train_frame_loss"])
+    assert len(run["val_frame_loss"]) == 5
+    assert set(_report(out, "mask")["plots"]) == {"mask_loss.png", "mask_frame_loss.png", "mask_scores.png"}
 
 
-def test_history_study_scores_a_checkpoint_with_and_without_history_masks(tmp_path):
+def test_history_study_samples_a_checkpoint_with_every_variant_and_seed(tmp_path):
     tok = str(tmp_path / "tokenizer")
     save_video_tokenizer(tok, build_video_tokenizer("debug", seed=0))
     torch.manual_seed(0)
-    model_cfg, _ = variant_configs(AblationConfig(study="history"), "0.7")
-    model = LumosModel(model_cfg)
+    model_cfg = model_preset("debug")
     ckpt = tmp_path / "ckpt"
-    save_checkpoint(str(ckpt), model, model_cfg, extra={"video_tokenizer": tok, "text_tokenizer": None,
-                                                        "resolution": [32, 32]})
+    save_checkpoint(str(ckpt), LumosModel(model_cfg), model_cfg,
+                    extra={"video_tokenizer": tok, "text_tokenizer": None, "resolution": [32, 32]})
     out = tmp_path / "out"
-    assert main(["--study", "history", "--checkpoint", str(ckpt), "--out", str(out), "--eval-num", "2",
-                 "--eval-steps", "1", "--quiet"]) == 0
+    assert main(["--study", "history", "--checkpoint", str(ckpt), "--out", str(out), "--seeds", "0,1",
+                 "--eval-num", "2", "--eval-steps", "1", "--frames", "3", "--quiet"]) == 0
     report = _report(out, "history")
-    assert list(report["variants"]) == ["0.7", "0.0"] and report["model"] == {"checkpoint": str(ckpt)}
+    assert list(report["variants"]) == list(STUDIES["history"]) and report["checkpoint"] == str(ckpt)
     for res in report["variants"].values():
-        assert set(res["eval"]) == {"t2v", "i2v"} and set(res["eval"]["t2v"]) == {
-            "motion_direction", "subject_consistency", "background_stability"}
+        assert sorted(res["runs"]) == ["0", "1"]
+        assert all(set(r["eval"]) == {"t2v", "i2v"} for r in res["runs"].values())
+        assert res["summary"]["i2v.motion_direction"]["n"] == 2
     assert (out / "history" / "history_scores.png").stat().st_size > 1000
     md = (out / "history" / "results.md").read_text()
-    assert f"Checkpoint `{ckpt}` sampled with and without" in md and "Preset" not in md  # nothing was trained
+    assert f"Checkpoint `{ckpt}` sampled with each variant" in md and "| 0.7_mask_given |" in md
 
 
 def test_bad_arguments_exit_with_one_line(tmp_path, capsys):
     cases = [(["--study", "rope", "--variants", "mm,nope"], "'nope' is not a rope variant"),
-             (["--study", "rope", "--steps", "0"], "--steps must be >= 1"),
+             (["--study", "rope", "--seeds", "0,x"], "--seeds must be comma-separated integers"),
+             (["--study", "rope", "--seeds", "1,1"], "--seeds must be distinct"),
              (["--study", "mask", "--checkpoint", "x"], "--checkpoint is only used by --study history"),
+             (["--study", "history"], "--study history needs --checkpoint"),
              (["--study", "rope", "--shards", "x"], "--shards and --val-shards go together"),
-             (["--study", "rope", "--shards", str(tmp_path), "--val-shards", str(tmp_path), "--tokenizer", "t"],
-              "no _manifest.json")]
+             (["--study", "rope", "--train", "optim.nope=1"], "unknown key: optim.nope"),
+             (["--study", "rope", "--recipe", str(tmp_path / "none.yaml")], "config file not found"),
+             (["--study", "rope", "--shards", str(tmp_path), "--val-shards", str(tmp_path)], "no _manifest.json")]
     for argv, msg in cases:
-        assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+        assert main([*argv, "--out", str(tmp_path / "o")]) == 2, argv
         err = capsys.readouterr().err.strip()
         assert msg in err and len(err.splitlines()) == 1, err
     with pytest.raises(SystemExit) as e:
@@ -182,4 +185,4 @@ def test_bad_arguments_exit_with_one_line(tmp_path, capsys):
     assert e.value.code == 2
     out = subprocess.run([sys.executable, "-m", "workflows.ablate", "--help"], capture_output=True, text=True,
                          cwd=REPO)
-    assert out.returncode == 0 and "--study" in out.stdout and "--val-ratio" in out.stdout
+    assert out.returncode == 0 and "--study" in out.stdout and "--seeds" in out.stdout

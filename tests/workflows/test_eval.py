@@ -342,9 +342,9 @@ def test_settings_load_from_a_config_file_flags_then_dotted_overrides(tmp_path, 
         b = bench_sets.settings_from_args(args)
     assert (b.samples, b.sampler.cfg_scale, b.sampler.temperature, b.sampler.steps) == (5, 4.0, 0.9, None)
 
-    a = ablate.config_from_args(ablate.build_parser().parse_args(["--study", "history", "--eval-steps", "5",
-                                                                  "sampler.temperature=0.5"]))
-    assert (a.sampler.steps, a.sampler.cfg_scale, a.sampler.temperature, a.preset) == (5, 3.0, 0.5, "debug")
+    a = ablate.config_from_args(ablate.build_parser().parse_args(["--study", "history", "--checkpoint", "c",
+                                                                  "--eval-steps", "5", "sampler.temperature=0.5"]))
+    assert (a.sampler.steps, a.sampler.cfg_scale, a.sampler.temperature, a.eval_num) == (5, None, 0.5, 48)
     with pytest.raises(UsageError, match="history_ratio"):
         ablate.config_from_args(ablate.build_parser().parse_args(["--study", "rope", "sampler.history_ratio=1"]))
 
