@@ -59,7 +59,7 @@ def make_shards(root: str, clips: int) -> str:
 
 
 def config(shards: str, storage: str, name: str, batch: int, steps: int, stage: int):
-    from workflows.train_config import load_pretrain_config
+    from workflows.training.train_config import load_pretrain_config
 
     return load_pretrain_config(CONFIG, [
         f"data.shards={shards}", f"checkpoint.storage={storage}", f"checkpoint.name={name}",
@@ -75,8 +75,8 @@ def bare_run(cfg, steps: int, warmup: int) -> dict:
     from lumos.ardf import make_batch
     from lumos.loss import ardf_loss
     from lumos.model import LumosModel
-    from workflows.engine import LRSchedule, param_groups
-    from workflows.shard_data import batch_tokens, epoch_batches
+    from workflows.training.engine import LRSchedule, param_groups
+    from workflows.training.shard_data import batch_tokens, epoch_batches
 
     torch.set_num_threads(2)
     torch.manual_seed(cfg.seed)
@@ -110,7 +110,7 @@ def bare_run(cfg, steps: int, warmup: int) -> dict:
 def read_rows(shards: str):
     import pyarrow.parquet as pq
 
-    from workflows.shard_data import SHARD_COLUMNS, shard_files
+    from workflows.training.shard_data import SHARD_COLUMNS, shard_files
 
     for f in shard_files(shards):
         yield from pq.read_table(f, columns=SHARD_COLUMNS).to_pylist()
@@ -119,7 +119,7 @@ def read_rows(shards: str):
 def ray_run(cfg, steps: int, warmup: int) -> dict:
     """``workflows.pretrain`` end to end; throughput from its metrics records after ``warmup`` steps."""
     from workflows.pretrain import run_pretraining
-    from workflows.run_metrics import read_metrics
+    from workflows.training.run_metrics import read_metrics
 
     t0 = time.perf_counter()
     res = run_pretraining(cfg)
@@ -143,7 +143,7 @@ def main() -> None:
     import ray
 
     from tokenize_jobs.ray_runtime import DEEPSPEED_ENV, start_ray
-    from workflows.run_metrics import measure_matmul_peak
+    from workflows.training.run_metrics import measure_matmul_peak
 
     stages = [int(s) for s in args.variants.split(",") if s]
     root = tempfile.mkdtemp(prefix="lumos-bench-train-")

@@ -132,7 +132,7 @@ def argparse_ok(fn, *args):
 def check_synth(argv):
     from tokenize_jobs import synth
 
-    synth.validate(argparse_ok(synth.parse_args, argv))
+    argparse_ok(synth.parse_args, argv)  # a SynthConfig: bad values raise ValueError
 
 
 def check_shapes(argv):
@@ -149,7 +149,7 @@ def check_video(argv):
 
 def check_pretrain(argv):
     from workflows import pretrain
-    from workflows.train_config import load_pretrain_config
+    from workflows.training.train_config import load_pretrain_config
 
     args = argparse_ok(pretrain.parse_args, argv)
     return load_pretrain_config(args.config, args.overrides)
@@ -527,9 +527,9 @@ def sandbox(tmp_path, monkeypatch):
 def test_by_hand_pipeline_corpus_and_tokenize_run_and_pretraining_accepts_the_shards(commands, ray_local, sandbox):
     from lumos.tokenizers import default_tokenizer_uri
     from tokenize_jobs import synth, video
-    from workflows.finetune import prepare_init
     from workflows.pretrain import resolve_tokenizer
-    from workflows.shard_data import check_shards
+    from workflows.training.finetune import prepare_init
+    from workflows.training.shard_data import check_shards
 
     try:
         default_tokenizer_uri("small")
@@ -579,7 +579,7 @@ def test_finetune_commands_start_from_their_checkpoint(commands, sandbox, s3_ser
     from lumos.config import model_preset
     from lumos.model import LumosModel
     from tokenize_jobs.shards import ShardManifest
-    from workflows.finetune import load_init_weights, prepare_init
+    from workflows.training.finetune import load_init_weights, prepare_init
 
     runs = [c for c in pretrain_commands(commands) if any(a.startswith("model.init_from=") for a in c.argv)]
     assert runs

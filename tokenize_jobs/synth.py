@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 
 from tqdm import tqdm
 
@@ -31,7 +32,49 @@ from tokenize_jobs.cli import first_line
 log = logging.getLogger("tokenize_jobs.synth")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+@dataclass(kw_only=True)
+class SynthConfig:
+    """One corpus (one field per flag, same name); a bad value raises ``ValueError`` with one line naming the flag::
+
+        write_corpus(SynthConfig(out="/tmp/heldout", videos=32, seed=2, split="heldout"))
+    """
+
+    out: str
+    """Output directory URI (local path or s3://bucket/prefix)."""
+    videos: int
+    """Number of files to write."""
+    seed: int
+    """Corpus seed (scene i depends only on seed and i)."""
+    size: int = 64
+    """Frame height = width in pixels (multiple of 8)."""
+    fps: float = 8.0
+    seconds: float = 2.0
+    """Clip duration; frames = seconds * fps + 1."""
+    split: str = "train"
+    """Caption split to sample from: train, heldout or any."""
+    max_objects: int = 3
+    """Objects per scene: 1..N (N <= 3)."""
+    format: str = "mp4"
+    """mp4 clips or png stills."""
+
+    def __post_init__(self) -> None:
+        if self.videos < 1:
+            raise ValueError(f"--videos must be >= 1, got {self.videos}")
+        if self.size < 8 or self.size % 8:
+            raise ValueError(f"--size must be a positive multiple of 8, got {self.size}")
+        if self.fps <= 0:
+            raise ValueError(f"--fps must be positive, got {self.fps}")
+        if not 0 < self.seconds <= 600:
+            raise ValueError(f"--seconds must be in (0, 600], got {self.seconds}")
+        if not 1 <= self.max_objects <= 3:
+            raise ValueError(f"--max-objects must be 1..3, got {self.max_objects}")
+        if self.split not in (*SPLITS, "any"):
+            raise ValueError(f"--split must be one of {', '.join((*SPLITS, 'any'))}, got {self.split!r}")
+        if self.format not in ("mp4", "png"):
+            raise ValueError(f"--format must be mp4 or png, got {self.format!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tokenize_jobs.synth", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="output directory URI (local path or s3://bucket/prefix)")
     p.add_argument("--videos", type=int, required=True, help="number of files to write")
@@ -42,24 +85,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--split", choices=[*SPLITS, "any"], default="train", help="caption split to sample from")
     p.add_argument("--max-objects", type=int, default=3, help="objects per scene: 1..N (N <= 3)")
     p.add_argument("--format", choices=["mp4", "png"], default="mp4", help="mp4 clips or png stills")
-    return p.parse_args(argv)
+    return p
 
 
-def validate(args: argparse.Namespace) -> None:
-    """One-line ValueErrors for bad arguments."""
-    if args.videos < 1:
-        raise ValueError(f"--videos must be >= 1, got {args.videos}")
-    if args.size < 8 or args.size % 8:
-        raise ValueError(f"--size must be a positive multiple of 8, got {args.size}")
-    if args.fps <= 0:
-        raise ValueError(f"--fps must be positive, got {args.fps}")
-    if not 0 < args.seconds <= 600:
-        raise ValueError(f"--seconds must be in (0, 600], got {args.seconds}")
-    if not 1 <= args.max_objects <= 3:
-        raise ValueError(f"--max-objects must be 1..3, got {args.max_objects}")
+def parse_args(argv: list[str] | None) -> SynthConfig:
+    """The command line as a :class:`SynthConfig` (raises ``ValueError`` on a bad value)."""
+    return SynthConfig(**vars(build_parser().parse_args(argv)))
 
 
-def make_item(args: argparse.Namespace, index: int) -> tuple[bytes, dict]:
+def make_item(args: SynthConfig, index: int) -> tuple[bytes, dict]:
     """Render file ``index`` of the corpus: (file bytes, manifest row without ``path``)."""
     split = None if args.split == "any" else args.split
     scene = sample_scene(scene_rng(args.seed, index), max_objects=args.max_objects, seconds=args.seconds,
@@ -75,9 +109,8 @@ def make_item(args: argparse.Namespace, index: int) -> tuple[bytes, dict]:
     return encode_video(frames, fps=args.fps, format=args.format), row
 
 
-def write_corpus(args: argparse.Namespace) -> str:
+def write_corpus(args: SynthConfig) -> str:
     """Write every file, then the manifest; returns the manifest URI."""
-    validate(args)
     rows = []
     for i in tqdm(range(args.videos), desc="synth", unit="file", mininterval=2.0):
         data, row = make_item(args, i)
@@ -91,8 +124,8 @@ def write_corpus(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    args = parse_args(argv)
     try:
+        args = parse_args(argv)
         manifest = write_corpus(args)
     except (ValueError, OSError) as e:
         print(f"error: {first_line(e)}", file=sys.stderr)

@@ -6,7 +6,7 @@ Launch recipes::
     python -m workflows.ablate --study rope --seeds 0,1,2 --out runs/ablate --results-doc docs/results.md
     python -m workflows.ablate --study mask --variants tube,random --train optim.max_steps=600
     python -m workflows.ablate --study history --checkpoint small --seeds 0,1,2 --frames 7
-    python -m workflows.ablate --study rope --recipe workflows/configs/ablate_debug.yaml --shards S --val-shards V
+    python -m workflows.ablate --study rope --recipe workflows/configs/pretrain_ablate_debug.yaml --shards S --val-shards V
 
 Every variant of a training study is trained with every seed of ``--seeds`` by ``workflows.pretrain`` itself
 (Ray Train + DeepSpeed, the recipe's curriculum, data stream, loss weighting and optimizer; one run per variant and
@@ -51,8 +51,15 @@ from lumos.sampler import SamplerConfig
 from tokenize_jobs.cli import OneLineParser, first_line
 from tokenize_jobs.shards import ShardManifest
 from workflows.config_io import ConfigError, given_flags, load_config
+from workflows.evaluation.reports import (
+    fmt_spread,
+    save_figure,
+    spread,
+    spread_bars,
+    spread_lines,
+    update_doc_section,
+)
 from workflows.generation import UsageError
-from workflows.reports import fmt_spread, save_figure, spread, spread_bars, spread_lines, update_doc_section
 
 log = logging.getLogger("workflows.ablate")
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -74,7 +81,7 @@ class AblationConfig:
     """One study: the recipe every run trains with, the seeds, and how runs are measured."""
 
     study: str
-    recipe: str = str(CONFIGS / "ablate_small.yaml")
+    recipe: str = str(CONFIGS / "pretrain_ablate.yaml")
     """The ``workflows.pretrain`` recipe (YAML; may be a curriculum) every run of a training study uses."""
     train: list[str] = field(default_factory=list)
     """Dotted overrides of the recipe for every run (e.g. ``optim.max_steps=600``); the knob and seed come last."""
@@ -123,8 +130,10 @@ class AblationConfig:
 
 def make_data(cfg: AblationConfig, data_dir: str, tokenizer: str | None = None, seed: int = 0) -> tuple[str, str]:
     """Make (or reuse) train and validation shards under ``data_dir`` with the product jobs; returns their URIs."""
-    from tokenize_jobs import synth, video
+    from tokenize_jobs import video
+    from tokenize_jobs.job_config import TokenizeJobConfig
     from tokenize_jobs.shapes import ShapesJobConfig, run_job
+    from tokenize_jobs.synth import SynthConfig, write_corpus
 
     train, val = storage.join(data_dir, "shards"), storage.join(data_dir, "val_shards")
     if not ShardManifest.finished(train):
@@ -132,18 +141,15 @@ def make_data(cfg: AblationConfig, data_dir: str, tokenizer: str | None = None, 
                                 tokenizer=tokenizer, text_tokenizer=cfg.text_tokenizer))
     if not ShardManifest.finished(val):
         clips = storage.join(data_dir, "val_clips")
-        if not storage.exists(storage.join(clips, "manifest.jsonl")):
-            rc = synth.main(["--out", clips, "--videos", str(cfg.val_clips), "--seed", str(seed + 2), "--split",
-                             "heldout", "--size", str(cfg.size), "--fps", "8", "--seconds", "2"])
-            if rc != 0:
-                raise RuntimeError("tokenize_jobs.synth failed for the validation clips")
-        argv = ["--manifest", storage.join(clips, "manifest.jsonl"), "--out", val, "--fps", "8", "--seconds", "2",
-                "--target-size", str(cfg.size), "--patch", "16"]
-        argv += ["--tokenizer", tokenizer or ShardManifest.read(train).tokenizer_uri]
-        if cfg.text_tokenizer:
-            argv += ["--text-tokenizer", cfg.text_tokenizer]
-        if video.main(argv) != 0:
-            raise RuntimeError("tokenize_jobs.video failed for the validation clips")
+        manifest = storage.join(clips, "manifest.jsonl")
+        if not storage.exists(manifest):
+            write_corpus(SynthConfig(out=clips, videos=cfg.val_clips, seed=seed + 2, split="heldout", size=cfg.size))
+        doc = video.run_job(TokenizeJobConfig(manifest=manifest, out=val, fps=8, seconds=2.0, target_size=cfg.size, patch=16,
+                                              tokenizer=tokenizer or ShardManifest.read(train).tokenizer_uri,
+                                              text_tokenizer=cfg.text_tokenizer))
+        if doc["counts"]["errors"]:
+            raise RuntimeError(f"the validation clips' tokenization wrote {doc['counts']['errors']} error rows "
+                               f"(see {val}/_errors)")
     return train, val
 
 
@@ -151,9 +157,9 @@ def load_samples(shards: str, max_latent_frames: int | None) -> list[dict]:
     """All rows of a shard directory as AR-DF samples (checked like pre-training checks its shards)."""
     import pyarrow.parquet as pq
 
-    from workflows.run_guard import verify_shards
-    from workflows.shard_data import check_shards, row_to_sample, shard_files
-    from workflows.train_config import DataSection
+    from workflows.training.run_guard import verify_shards
+    from workflows.training.shard_data import check_shards, row_to_sample, shard_files
+    from workflows.training.train_config import DataSection
 
     verify_shards(shards, check_shards(shards))  # duplicate clip ids / counts that disagree: one line
     data = DataSection(shards=shards, stage="joint", max_latent_frames=max_latent_frames)
@@ -199,7 +205,7 @@ def validation_loss(model, layout, samples: list[dict], ratio: float, batch: int
 
 def run_config(cfg: AblationConfig, variant: str, seed: int, root: str, shards: str | None):
     """The ``PretrainConfig`` of one run: the recipe ← ``--shards`` ← ``train`` overrides ← the knob and the seed."""
-    from workflows.train_config import load_pretrain_config
+    from workflows.training.train_config import load_pretrain_config
 
     overrides = [*([f"data.shards={shards}"] if shards else []), *cfg.train, f"{KNOBS[cfg.study]}={variant}",
                  f"seed={seed}", f"checkpoint.storage={storage.join(root, 'runs')}",
@@ -209,15 +215,15 @@ def run_config(cfg: AblationConfig, variant: str, seed: int, root: str, shards: 
 
 def run_stages(pcfg) -> list:
     """The config of every run a recipe makes (one per curriculum stage, or the recipe itself)."""
-    from workflows.curriculum import stage_configs
+    from workflows.training.curriculum import stage_configs
 
     return stage_configs(pcfg) if pcfg.stages else [pcfg]
 
 
 def train_run(pcfg) -> list[str]:
     """Train one run by the pre-training workflow (finished stages are skipped); returns its runs' URIs."""
-    from workflows.curriculum import run_curriculum, stage_finished
     from workflows.pretrain import run_pretraining
+    from workflows.training.curriculum import run_curriculum, stage_finished
 
     if pcfg.stages:
         run_curriculum(pcfg, run_pretraining)
@@ -229,7 +235,7 @@ def train_run(pcfg) -> list[str]:
 def training_record(run_uris: list[str]) -> dict:
     """The loss curve over all stages (steps counted across them) and the last stage's training loss per latent
     frame (mean over its second half, under the run's own masks)."""
-    from workflows.run_metrics import read_metrics
+    from workflows.training.run_metrics import read_metrics
 
     curve, offset = [], 0
     for uri in run_uris:

@@ -241,9 +241,8 @@ def synth_rows(out: Path, sub: str, n: int, fmt: str, plan: DemoPlan, seed: int)
     from lumos.shapes.world import caption_split
     from tokenize_jobs import synth
 
-    synth.write_corpus(synth.parse_args([
-        "--out", str(out / sub), "--videos", str(n), "--seed", str(seed), "--size", str(plan.size),
-        "--fps", str(FPS), "--seconds", str(SECONDS), "--split", "train", "--format", fmt]))
+    synth.write_corpus(synth.SynthConfig(out=str(out / sub), videos=n, seed=seed, size=plan.size, fps=FPS,
+                                         seconds=SECONDS, split="train", format=fmt))
     rows = [json.loads(line) for line in (out / sub / "manifest.jsonl").read_text().splitlines()]
     # synth splits by the motion caption; a still caption can still hash to the held-out split.
     return [dict(r, path=f"{sub}/{r['path']}") for r in rows if caption_split(r["caption"]) == "train"]
@@ -358,14 +357,14 @@ def make_stills(tmp: Path, plan: DemoPlan, tokenizer: Path, seed: int) -> dict:
 # ---- 5. pre-training ---------------------------------------------------------------------------------------------
 
 def pretrain_overrides(plan: DemoPlan, stills: Path) -> list[str]:
-    """The model's codebook follows from the shards' tokenizer (``workflows.finetune.adopt_shard_codebook``)."""
+    """The model's codebook follows from the shards' tokenizer (``workflows.training.finetune.adopt_shard_codebook``)."""
     return [f"data.shards={stills}", f"checkpoint.every_steps={plan.checkpoint_every}", "checkpoint.name=pretrain",
             *plan.model]
 
 
 def curriculum(plan: DemoPlan, shards: Path) -> list:
     """Stills first (the shapes job's, ``data.shards`` of the recipe), then the video job's clips and stills."""
-    from workflows.train_config import StageSection
+    from workflows.training.train_config import StageSection
 
     image = {"data.stage": "image", "optim.max_steps": plan.image_steps}
     joint = {"data.stage": "joint", "data.shards": str(shards), "optim.max_steps": plan.joint_steps,
@@ -380,9 +379,9 @@ def make_checkpoint(tmp: Path, plan: DemoPlan, overrides: list[str], shards: Pat
     """Pre-train the curriculum with Ray Train + DeepSpeed (runs ``tmp/pretrain-image`` and ``tmp/pretrain-joint``,
     resumed there after an interrupted attempt) and move the last stage's consolidated checkpoint to
     ``tmp/final``."""
-    from workflows.curriculum import run_curriculum, stage_configs
     from workflows.pretrain import run_pretraining
-    from workflows.train_config import load_pretrain_config
+    from workflows.training.curriculum import run_curriculum, stage_configs
+    from workflows.training.train_config import load_pretrain_config
 
     cfg = load_pretrain_config(str(CONFIGS / plan.pretrain_recipe), [*overrides, f"checkpoint.storage={tmp}"])
     cfg.stages = curriculum(plan, shards)

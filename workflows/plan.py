@@ -60,7 +60,7 @@ from pathlib import Path
 
 from tokenize_jobs.cli import first_line
 from workflows.config_io import ConfigError
-from workflows.train_config import PretrainConfig, load_pretrain_config
+from workflows.training.train_config import PretrainConfig, load_pretrain_config
 
 GIB = 2**30
 DEFAULT_CLUSTER = "cluster/aws-48gpu.yaml"

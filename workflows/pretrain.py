@@ -9,7 +9,7 @@ Launch recipes::
     # 48 GPUs (6 nodes × 8), ZeRO-3 + bf16, on a running cluster
     ray job submit --working-dir . -- python -m workflows.pretrain \\
         --config workflows/configs/pretrain_1b_48gpu.yaml data.shards=s3://bucket/shards-256p
-    # fine-tune: start from a checkpoint's weights, its config.json gives the model (workflows.finetune)
+    # fine-tune: start from a checkpoint's weights, its config.json gives the model (workflows.training.finetune)
     python -m workflows.pretrain --config workflows/configs/pretrain_1b_48gpu.yaml \\
         model.init_from=s3://bucket/ckpt/lumos1-1b-256p data.shards=s3://bucket/shards/mine
 
@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from lumos import storage
 from tokenize_jobs.shards import ShardManifest
 from workflows.config_io import ConfigError, dump_config
-from workflows.finetune import prepare_init
-from workflows.run_guard import check_resume, claim_run, verify_shards, write_record
-from workflows.run_metrics import plot_metrics, read_metrics
-from workflows.shard_data import check_shards, code_histogram, read_shards
-from workflows.train_config import PretrainConfig, load_pretrain_config
-from workflows.train_loop import train_loop_per_worker
+from workflows.training.finetune import prepare_init
+from workflows.training.run_guard import check_resume, claim_run, verify_shards, write_record
+from workflows.training.run_metrics import plot_metrics, read_metrics
+from workflows.training.shard_data import check_shards, code_histogram, read_shards
+from workflows.training.train_config import PretrainConfig, load_pretrain_config
+from workflows.training.train_loop import train_loop_per_worker
 
 log = logging.getLogger("workflows.pretrain")
 FINAL_FILES = ("config.json", "model.safetensors", "train_config.yaml", "train_state.json", "text_tokenizer.json")
@@ -245,13 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_pretrain_config(args.config, args.overrides)
         if args.print_config:
-            from workflows.engine import build_ds_config
+            from workflows.training.engine import build_ds_config
 
             print(dump_config(cfg))
             print(json.dumps(build_ds_config(cfg, cfg.ray.num_workers, cfg.ray.use_gpu), indent=2))
             return 0
         if cfg.stages:
-            from workflows.curriculum import run_curriculum
+            from workflows.training.curriculum import run_curriculum
 
             done = run_curriculum(cfg, run_pretraining)
             if not done:

@@ -10,7 +10,7 @@ from the box centre, motion from the displacement of each colour's object betwee
 Noise cannot score by containing many shapes: ``counting`` needs exactly the prompted shapes and no clutter, and
 ``single_object`` / ``two_object`` are scaled by the share of the content (objects + clutter) that the prompt asked
 for. Measured on 96 held-out t2i prompts (two seeds, 64 px): ground truth 1.00, prompt-ignoring renders 0.09,
-seeded colour noise and blobs (:func:`workflows.eval_sets.noise_videos`) 0.01 overall, where the earlier rule
+seeded colour noise and blobs (:func:`workflows.evaluation.eval_sets.noise_videos`) 0.01 overall, where the earlier rule
 (every component above 0.004 of the frame an object, extras free) gave noise 0.19 (single object 0.56, two objects
 0.36). The fit threshold sits above every object of ``tokenizer_small`` reconstructions (worst 0.16, 99th
 percentile 0.10) and below most noise components (median 0.22).

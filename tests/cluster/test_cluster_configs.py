@@ -454,7 +454,7 @@ def test_kuberay_pretrain_overrides_load_with_the_recipe():
     recipe = argv[argv.index("--config") + 1][len(IMAGE_PREFIX):]
     if not (REPO / recipe).exists():
         pytest.skip(f"{recipe} not written yet")
-    from workflows.train_config import load_pretrain_config
+    from workflows.training.train_config import load_pretrain_config
 
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     cfg = load_pretrain_config(str(REPO / recipe), overrides)
@@ -602,7 +602,7 @@ def test_submit_rejects_bad_input_with_one_line(args, env, message):
 
 
 def test_submit_pretrain_overrides_load_with_the_recipes():
-    from workflows.train_config import load_pretrain_config
+    from workflows.training.train_config import load_pretrain_config
 
     for size in ("1b", "3b"):
         cmd = python_command(dry_run(f"pretrain-{size}"))

@@ -18,11 +18,11 @@ from lumos.config import model_preset
 from lumos.model import LumosModel
 from lumos.tokenizers import build_video_tokenizer, save_video_tokenizer
 from workflows.ablate import STUDIES, AblationConfig, load_samples, main, make_data, run_config, summarize
-from workflows.eval_sets import is_heldout_prompt
-from workflows.reports import fmt_spread, spread, update_doc_section
+from workflows.evaluation.eval_sets import is_heldout_prompt
+from workflows.evaluation.reports import fmt_spread, spread, update_doc_section
 
 REPO = Path(__file__).resolve().parents[2]
-DEBUG_RECIPE = str(REPO / "workflows" / "configs" / "ablate_debug.yaml")
+DEBUG_RECIPE = str(REPO / "workflows" / "configs" / "pretrain_ablate_debug.yaml")
 FAST = ["--recipe", DEBUG_RECIPE, "--seeds", "0,1", "--eval-num", "1", "--eval-steps", "1", "--quiet"]
 
 

@@ -12,7 +12,7 @@ FILES = sorted(CONFIGS.glob("*.yaml"))
 
 
 def _pretrain(path: Path) -> None:
-    from workflows.train_config import load_pretrain_config
+    from workflows.training.train_config import load_pretrain_config
 
     cfg = load_pretrain_config(str(path))
     cfg.model.build()
@@ -52,8 +52,8 @@ def test_config_file_parses_and_validates(path):
 
 
 def test_48gpu_recipes_are_zero3_bf16_on_48_gpus():
-    from workflows.engine import build_ds_config
-    from workflows.train_config import load_pretrain_config
+    from workflows.training.engine import build_ds_config
+    from workflows.training.train_config import load_pretrain_config
 
     for name, preset in (("pretrain_1b_48gpu.yaml", "1b"), ("pretrain_3b_48gpu.yaml", "3b")):
         cfg = load_pretrain_config(str(CONFIGS / name))

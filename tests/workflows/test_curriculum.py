@@ -1,4 +1,4 @@
-"""Curricula (workflows.curriculum): stages resolve and validate at load, run in order, and resume mid-stage."""
+"""Curricula (workflows.training.curriculum): stages resolve and validate at load, run in order, and resume mid-stage."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pretrain_helpers import debug_overrides, shared_shards
 
-from workflows.curriculum import stage_configs
 from workflows.pretrain import main
-from workflows.train_config import load_pretrain_config
+from workflows.training.curriculum import stage_configs
+from workflows.training.train_config import load_pretrain_config
 
 DEBUG = str(Path(__file__).resolve().parents[2] / "workflows" / "configs" / "pretrain_debug.yaml")
 GOAL = str(Path(__file__).resolve().parents[2] / "workflows" / "configs" / "pretrain_small_goal.yaml")

@@ -98,8 +98,8 @@ def test_heldout_sample_prompts_are_never_training_captions():
 def test_curriculum_stages_take_the_plan_s_learning_rates(tmp_path):
     """The full demo: stills at a high peak LR, then a gentler joint stage on the video job's shards; the quick demo
     keeps its recipe's LR."""
-    from workflows.curriculum import stage_configs
-    from workflows.train_config import load_pretrain_config
+    from workflows.training.curriculum import stage_configs
+    from workflows.training.train_config import load_pretrain_config
 
     full, quick = demo.PLANS["full"], demo.PLANS["quick"]
     image, joint = demo.curriculum(full, tmp_path / "shards")

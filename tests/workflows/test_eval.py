@@ -1,4 +1,4 @@
-"""``workflows.eval`` and ``workflows.eval_sets``: the scoring path on ground truth (≈ 1) and on noise (≈ chance),
+"""``workflows.eval`` and ``workflows.evaluation.eval_sets``: the scoring path on ground truth (≈ 1) and on noise (≈ chance),
 held-out prompt sets, the CLI end to end on a debug checkpoint, I2V conditioning, batch independence, bad input."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from workflows.eval import (
     main,
     score_media,
 )
-from workflows.eval_sets import (
+from workflows.evaluation.eval_sets import (
     NOISE_KINDS,
     SUITES,
     first_frames,

@@ -214,7 +214,7 @@ def test_one_seed_rule_across_generate_eval_and_serve(checkpoint, tmp_path):
     """Item i of a run seeded S samples with S + i: the CLI's second prompt, eval's item i and a Serve job with
     that seed give the same codes for the same prompt and settings."""
     from workflows.eval import EvalSettings, generate_batch
-    from workflows.eval_sets import prompt_set
+    from workflows.evaluation.eval_sets import prompt_set
     from workflows.generation import item_seed
     from workflows.serving.engine import SamplerEngine
     from workflows.serving.jobs import Job
@@ -250,7 +250,7 @@ def test_committed_small_checkpoint_loads_by_name_and_draws_the_prompt(tmp_path)
     from lumos.media import read_video_frames
     from lumos.shapes.metrics import geneval_scores
     from workflows import generate
-    from workflows.eval_sets import prompt_set
+    from workflows.evaluation.eval_sets import prompt_set
 
     assert "small" in named_checkpoints()
     gen = load_generator("small", "cpu")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from workflows import plan as planner
-from workflows.train_config import load_pretrain_config
+from workflows.training.train_config import load_pretrain_config
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = ["workflows/configs/pretrain_1b_48gpu.yaml", "workflows/configs/pretrain_3b_48gpu.yaml"]

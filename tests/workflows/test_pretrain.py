@@ -13,8 +13,8 @@ from pretrain_helpers import debug_overrides, shared_shards
 from lumos.checkpoint import load_checkpoint
 from lumos.tokenizers import load_video_tokenizer
 from workflows.pretrain import run_pretraining
-from workflows.run_metrics import read_metrics
-from workflows.train_config import load_pretrain_config
+from workflows.training.run_metrics import read_metrics
+from workflows.training.train_config import load_pretrain_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 DEBUG = str(Path(__file__).resolve().parents[2] / "workflows" / "configs" / "pretrain_debug.yaml")

@@ -14,8 +14,8 @@ from lumos.config import model_preset
 from lumos.model import LumosModel
 from workflows import pretrain
 from workflows.config_io import ConfigError, dump_config
-from workflows.engine import LRSchedule, build_ds_config, param_groups
-from workflows.shard_data import (
+from workflows.training.engine import LRSchedule, build_ds_config, param_groups
+from workflows.training.shard_data import (
     bucket_batches,
     check_shards,
     epoch_batches,
@@ -23,8 +23,8 @@ from workflows.shard_data import (
     row_to_sample,
     sample_length,
 )
-from workflows.train_config import DataSection, OptimSection, PretrainConfig, load_pretrain_config
-from workflows.train_loop import TrainState, micro_batches
+from workflows.training.train_config import DataSection, OptimSection, PretrainConfig, load_pretrain_config
+from workflows.training.train_loop import TrainState, micro_batches
 
 CONFIGS = Path(__file__).resolve().parents[2] / "workflows" / "configs"
 DEBUG = str(CONFIGS / "pretrain_debug.yaml")

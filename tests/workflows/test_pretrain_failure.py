@@ -12,8 +12,8 @@ import pytest
 from pretrain_helpers import debug_overrides, shared_shards
 
 from workflows.pretrain import run_pretraining
-from workflows.run_metrics import read_metrics
-from workflows.train_config import load_pretrain_config
+from workflows.training.run_metrics import read_metrics
+from workflows.training.train_config import load_pretrain_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 DEBUG = str(Path(__file__).resolve().parents[2] / "workflows" / "configs" / "pretrain_debug.yaml")

@@ -17,8 +17,8 @@ from pretrain_helpers import debug_overrides, write_shards
 from tokenize_jobs.shards import ShardManifest
 from workflows.config_io import dump_config
 from workflows.pretrain import main
-from workflows.run_guard import check_resume, run_record, verify_shards, write_record
-from workflows.train_config import load_pretrain_config
+from workflows.training.run_guard import check_resume, run_record, verify_shards, write_record
+from workflows.training.train_config import load_pretrain_config
 
 REPO = Path(__file__).resolve().parents[2]
 DEBUG = str(REPO / "workflows" / "configs" / "pretrain_debug.yaml")
@@ -70,7 +70,7 @@ def test_files_missing_from_the_manifest_list_are_refused(clean_shards, tmp_path
 def test_second_run_with_the_same_name_is_refused(clean_shards, tmp_path, capsys):
     run_uri = str(tmp_path / "runs" / "busy")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys\nfrom workflows.run_guard import claim_run\nc = claim_run(sys.argv[1])\n"
+        [sys.executable, "-c", "import sys\nfrom workflows.training.run_guard import claim_run\nc = claim_run(sys.argv[1])\n"
                                "print('held', flush=True)\nsys.stdin.readline()\nc.release()\n", run_uri],
         cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -134,7 +134,7 @@ def test_resumable_changes_are_logged(clean_shards, tmp_path, caplog):
 def test_resume_check_and_claim_on_s3(clean_shards, s3_bucket):
     from lumos import storage
     from lumos.claims import ClaimError
-    from workflows.run_guard import claim_run, has_checkpoint
+    from workflows.training.run_guard import claim_run, has_checkpoint
 
     run = f"{s3_bucket}/runs/shape"
     cfg = load_pretrain_config(DEBUG, debug_overrides(clean_shards, f"{s3_bucket}/runs", "shape"))
@@ -158,7 +158,7 @@ def test_resume_check_and_claim_on_s3(clean_shards, s3_bucket):
 
 
 def test_keys_added_since_the_run_started_do_not_block_a_resume():
-    from workflows.run_guard import resume_changes
+    from workflows.training.run_guard import resume_changes
 
     old = {"model": {"n_layers": 2}, "data": "d", "config": {"optim": {"lr": 1.0}}}
     new = {"model": {"n_layers": 2, "new_field": 0}, "data": "d",

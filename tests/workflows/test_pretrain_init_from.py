@@ -1,4 +1,4 @@
-"""Fine-tuning from a checkpoint (``model.init_from``, workflows/finetune.py): the run starts from the checkpoint's
+"""Fine-tuning from a checkpoint (``model.init_from``, workflows/training/finetune.py): the run starts from the checkpoint's
 weights and config, a resume of the run takes precedence, mismatches stop before Ray with one line, and the ZeRO-3
 ``zero.Init`` path (partitioned parameters) loads the same weights."""
 
@@ -19,8 +19,8 @@ from lumos.config import model_preset
 from lumos.model import LumosModel
 from workflows import pretrain
 from workflows.pretrain import run_pretraining
-from workflows.run_metrics import read_metrics
-from workflows.train_config import load_pretrain_config
+from workflows.training.run_metrics import read_metrics
+from workflows.training.train_config import load_pretrain_config
 
 DEBUG = str(Path(__file__).resolve().parents[2] / "workflows" / "configs" / "pretrain_debug.yaml")
 
@@ -111,12 +111,12 @@ def _zero3_worker(rank: int, world: int, store: str, ckpt: str) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    from workflows.engine import skip_shm_op_build
+    from workflows.training.engine import skip_shm_op_build
 
     skip_shm_op_build()
     import deepspeed
 
-    from workflows.finetune import load_init_weights
+    from workflows.training.finetune import load_init_weights
 
     src, cfg, _ = load_checkpoint(ckpt)
     with deepspeed.zero.Init(config_dict_or_path={"train_micro_batch_size_per_gpu": 1,
@@ -143,7 +143,7 @@ def test_a_preset_model_takes_its_codebook_from_the_shards(tmp_path, overrides, 
     """No hand-passed codebook: a preset model adopts the shards' tokenizer codebook; an explicit override that
     disagrees stays a one-line error."""
     from tokenize_jobs.shards import ShardManifest
-    from workflows.finetune import prepare_init
+    from workflows.training.finetune import prepare_init
 
     cfg = load_pretrain_config(DEBUG, ["data.shards=/x", *(f"model.overrides.{k}={v}" for k, v in overrides.items())])
     manifest = ShardManifest({"layout": "compact", "tokenizer": {"codebook_size": 1000}})

@@ -11,8 +11,8 @@ from pretrain_helpers import debug_overrides, shared_shards
 from lumos import storage
 from lumos.checkpoint import load_checkpoint
 from workflows.pretrain import run_pretraining
-from workflows.run_metrics import MetricsWriter, plot_metrics, read_metrics
-from workflows.train_config import load_pretrain_config
+from workflows.training.run_metrics import MetricsWriter, plot_metrics, read_metrics
+from workflows.training.train_config import load_pretrain_config
 
 DEBUG = str(Path(__file__).resolve().parents[2] / "workflows" / "configs" / "pretrain_debug.yaml")
 

@@ -2,8 +2,8 @@
 
 Each worker rebuilds :class:`PretrainConfig` from ``config["cfg"]`` (it reads no globals), builds the model
 (:class:`lumos.model.LumosModel`; fine-tuning loads the ``model.init_from`` weights into it unless the run resumes
-from its own checkpoint, :mod:`workflows.finetune`), wraps it with :func:`workflows.engine.build_engine`, streams
-its shard of the token dataset (:mod:`workflows.shard_data`), and runs optimizer steps of ``grad_accum``
+from its own checkpoint, :mod:`workflows.training.finetune`), wraps it with :func:`workflows.training.engine.build_engine`, streams
+its shard of the token dataset (:mod:`workflows.training.shard_data`), and runs optimizer steps of ``grad_accum``
 micro-batches, each an AR-DF batch (:func:`lumos.ardf.make_batch`, LUMOS_SPEC §7) scored by
 :func:`lumos.loss.ardf_loss`.
 
@@ -34,10 +34,10 @@ import torch
 
 from lumos import storage
 from workflows.config_io import dump_config
-from workflows.engine import build_engine, gathered_params, model_init_context, precision
-from workflows.run_metrics import MetricsWriter, WindowStats, device_peak_flops, download_tree
-from workflows.shard_data import batch_tokens, epoch_batches
-from workflows.train_config import PretrainConfig
+from workflows.training.engine import build_engine, gathered_params, model_init_context, precision
+from workflows.training.run_metrics import MetricsWriter, WindowStats, device_peak_flops, download_tree
+from workflows.training.shard_data import batch_tokens, epoch_batches
+from workflows.training.train_config import PretrainConfig
 
 log = logging.getLogger(__name__)
 STATE_FILE = "train_state.json"
@@ -107,8 +107,8 @@ def build_model_engine(cfg: PretrainConfig, w: Worker, init_from: str | None = N
     """The LumosModel wrapped in its DeepSpeed engine (model built partitioned under ZeRO-3 on GPU), with the
     weights of the ``init_from`` checkpoint loaded before ``deepspeed.initialize`` when given."""
     from lumos.model import LumosModel
-    from workflows.engine import build_ds_config
-    from workflows.finetune import load_init_weights
+    from workflows.training.engine import build_ds_config
+    from workflows.training.finetune import load_init_weights
 
     model_cfg = cfg.model.build()
     with model_init_context(cfg, build_ds_config(cfg, w.world, w.on_gpu), w.on_gpu):

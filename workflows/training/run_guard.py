@@ -49,7 +49,7 @@ def verify_shards(uri: str, manifest: ShardManifest) -> int:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from workflows.shard_data import shard_files
+    from workflows.training.shard_data import shard_files
 
     files = shard_files(uri)
     root = uri.rstrip("/")
@@ -120,7 +120,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def run_record(cfg, manifest: ShardManifest) -> dict:
     """The ``_resume.json`` document of a run: its config, resolved model and data identity."""
-    from workflows.train_config import RUNTIME_MODEL_FIELDS
+    from workflows.training.train_config import RUNTIME_MODEL_FIELDS
 
     model = {k: v for k, v in cfg.model.build().to_dict().items() if k not in RUNTIME_MODEL_FIELDS}
     return {"config": cfg.to_dict(), "model": model, "data": data_fingerprint(cfg.data.shards, manifest)}
@@ -136,7 +136,7 @@ def _saved_record(run_uri: str) -> dict | None:
         return None
     import yaml
 
-    from workflows.train_config import RUNTIME_MODEL_FIELDS, PretrainConfig
+    from workflows.training.train_config import RUNTIME_MODEL_FIELDS, PretrainConfig
 
     config = yaml.safe_load(storage.read_text(yaml_uri)) or {}
     record = {"config": config, "model": None, "data": None}

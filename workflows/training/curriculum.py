@@ -26,9 +26,9 @@ import logging
 
 from lumos import storage
 from workflows.config_io import ConfigError, build_dataclass, merge
-from workflows.train_config import PretrainConfig, StageSection
+from workflows.training.train_config import PretrainConfig, StageSection
 
-log = logging.getLogger("workflows.curriculum")
+log = logging.getLogger("workflows.training.curriculum")
 FORBIDDEN = ("stages", "checkpoint.name", "checkpoint.storage", "model.init_from")
 """Keys a stage may not override: the curriculum decides them."""
 

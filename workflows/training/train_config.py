@@ -188,7 +188,7 @@ class OptimSection:
 
 @dataclass(kw_only=True)
 class EngineSection:
-    """DeepSpeed settings (the only place parallel wrapping is configured; see :mod:`workflows.engine`)."""
+    """DeepSpeed settings (the only place parallel wrapping is configured; see :mod:`workflows.training.engine`)."""
 
     zero_stage: int = 2
     precision: str = "auto"
@@ -307,7 +307,7 @@ class SamplingSection:
 
 @dataclass(kw_only=True)
 class StageSection:
-    """One stage of a curriculum (:mod:`workflows.curriculum`): the recipe with these dotted overrides."""
+    """One stage of a curriculum (:mod:`workflows.training.curriculum`): the recipe with these dotted overrides."""
 
     name: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -334,7 +334,7 @@ class PretrainConfig:
     fault: FaultSection = field(default_factory=FaultSection)
     sampling: SamplingSection = field(default_factory=SamplingSection)
     stages: list[StageSection] = field(default_factory=list)
-    """A curriculum (:mod:`workflows.curriculum`): stages run in order, each the recipe with its overrides, each
+    """A curriculum (:mod:`workflows.training.curriculum`): stages run in order, each the recipe with its overrides, each
     starting from the previous stage's weights. Empty = one run of this config."""
 
     def __post_init__(self) -> None:
@@ -359,7 +359,7 @@ def load_pretrain_config(path: str | None, overrides: list[str] | None = None) -
     curriculum, also when a stage's resolved config is invalid)."""
     cfg = load_config(PretrainConfig, path, overrides)
     if cfg.stages:
-        from workflows.curriculum import stage_configs
+        from workflows.training.curriculum import stage_configs
 
         stage_configs(cfg)
     return cfg

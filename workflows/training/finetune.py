@@ -2,7 +2,7 @@
 
 ``URI`` (local or s3://) is a checkpoint directory in our layout — ``config.json`` + ``model.safetensors``, as
 written by ``workflows.convert_hf`` (the released Lumos-1 weights) or by a run (``<run>/final``). The run's model
-config comes from that ``config.json`` (:meth:`workflows.train_config.ModelSection.build`).
+config comes from that ``config.json`` (:meth:`workflows.training.train_config.ModelSection.build`).
 
 * Driver, before Ray starts (:func:`prepare_init`): local paths made absolute, the checkpoint's config read, the
   ``model.safetensors`` header (names and shapes only, a ranged read) checked against the model it describes, the
@@ -28,9 +28,9 @@ from lumos import storage
 from lumos.checkpoint import WEIGHTS_NAME, read_weights, resolve_ref
 from lumos.config import ModelConfig
 from tokenize_jobs.shards import ShardManifest
-from workflows.train_config import PretrainConfig
+from workflows.training.train_config import PretrainConfig
 
-log = logging.getLogger("workflows.finetune")
+log = logging.getLogger("workflows.training.finetune")
 _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
                        "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
                        "U8": torch.uint8, "BOOL": torch.bool}

@@ -26,7 +26,7 @@ import torch
 from lumos import storage
 from lumos.sequence import sequence_length
 from tokenize_jobs.shards import ShardManifest, list_parts
-from workflows.train_config import DataSection
+from workflows.training.train_config import DataSection
 
 SHARD_COLUMNS = ["clip_id", "text_ids", "video_tokens", "grid_t", "grid_h", "grid_w", "fps"]
 """The columns of the shard schema (``tokenize_jobs.shards.SHARD_SCHEMA``) that training reads."""

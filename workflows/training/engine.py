@@ -1,6 +1,6 @@
 """DeepSpeed wrapping: the one place where the single-device model becomes a data-parallel ZeRO engine.
 
-Builds the DeepSpeed config from :class:`workflows.train_config.PretrainConfig` (ZeRO stage 0–3, bf16 on GPU /
+Builds the DeepSpeed config from :class:`workflows.training.train_config.PretrainConfig` (ZeRO stage 0–3, bf16 on GPU /
 fp32 on CPU, gradient clipping, gradient accumulation), the AdamW optimizer of the released recipes (LUMOS_SPEC
 §9.2: betas (0.9, 0.95), weight decay 0.1 on matrices only — norms, biases and embeddings are not decayed) and
 the LR schedule (linear warm-up, then constant or half-cosine down to ``min_lr_ratio · lr``, as xllmx ``lr_sched``).
@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from workflows.train_config import OptimSection, PretrainConfig
+from workflows.training.train_config import OptimSection, PretrainConfig
 
 
 class LRSchedule:
