@@ -58,6 +58,15 @@ def absolute(uri: str | None) -> str | None:
     return resolve(uri)[1]
 
 
+def relative(root: str, uri: str) -> str:
+    """``uri`` as a path relative to the directory ``root``, whichever way each is written (a relative or absolute
+    local path, ``file://``, ``s3://``; :func:`list_files` gives absolute paths for a relative root)."""
+    base, path = resolve(root)[1].rstrip("/"), resolve(uri)[1]
+    if not path.startswith(base + "/"):
+        raise ValueError(f"{uri} is not under {root}")
+    return path[len(base) + 1:]
+
+
 def join(uri: str, *parts: str) -> str:
     """Join path components onto a URI (keeps the ``s3://`` scheme)."""
     if is_s3(uri):

@@ -83,15 +83,11 @@ def settings_key(clip_key: str, tokenizer_identity: dict, layout_name: str, text
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _rel(root: str, uri: str) -> str:
-    return uri[len(root.rstrip("/")):].lstrip("/")
-
-
 def list_parts(out_uri: str) -> tuple[list[str], list[str]]:
     """Finished part files: ``(shard files, error files)`` as URIs, sorted (temp and hidden files excluded)."""
     shards, errors = [], []
     for f in storage.list_files(out_uri):
-        rel = _rel(out_uri, f)
+        rel = storage.relative(out_uri, f)
         parts = rel.split("/")
         if not rel.endswith(".parquet") or any(p.startswith(".") for p in parts):
             continue

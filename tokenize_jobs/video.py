@@ -237,15 +237,14 @@ def final_manifest(cfg: TokenizeJobConfig, tok: dict, settings: dict, manifest: 
                    run: dict, final: DoneState) -> dict:
     """The ``_manifest.json`` document, with counts over everything in ``--out`` (all runs: ``final``)."""
     sources = set(manifest.inputs.column("source").to_pylist())
-    root = cfg.out.rstrip("/")
     return {
         "format": FORMAT, "settings": settings, "tokenizer": tok, "layout": cfg.layout,
         "manifest": cfg.manifest,
         "counts": {"inputs": manifest.num_rows, "clips_written": final.num_clips, "errors": final.num_errors,
                    "inputs_with_clips": sum(1 for s in final.clips if final.clips[s]),
                    "unaccounted_inputs": len(sources - final.accounted_sources())},
-        "shards": [f[len(root):].lstrip("/") for f in final.shard_files],
-        "error_files": [f[len(root):].lstrip("/") for f in final.error_files],
+        "shards": [storage.relative(cfg.out, f) for f in final.shard_files],
+        "error_files": [storage.relative(cfg.out, f) for f in final.error_files],
         "last_run": dict(run, **stats),
     }
 

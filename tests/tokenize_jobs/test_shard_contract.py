@@ -35,3 +35,23 @@ def test_one_error_schema_for_manifest_and_decode_errors(tmp_path):
     assert m.errors.column("clip_id").null_count == 1  # a whole-input error
     assert OUTPUT_COLUMNS == set(SHARD_SCHEMA.names) | set(ERROR_SCHEMA.names)
     assert SHARD_SCHEMA.field("start_s").type == pa.float64()
+
+
+@pytest.mark.parametrize("spell", ["relative", "absolute", "file://"])
+def test_part_files_are_found_however_the_output_is_written(tmp_path, monkeypatch, spell):
+    import pyarrow.parquet as pq
+
+    from lumos import storage
+    from tokenize_jobs.shards import list_parts
+
+    out = tmp_path / "shards"
+    (out / "_errors").mkdir(parents=True)
+    for name in ("part-0.parquet", "_errors/err-0.parquet", ".tmp-part-1.parquet"):
+        pq.write_table(pa.table({"x": [1]}), out / name)
+    monkeypatch.chdir(tmp_path)
+    uri = {"relative": "shards", "absolute": str(out), "file://": f"file://{out}"}[spell]
+    shards, errors = list_parts(uri)
+    assert [storage.relative(uri, f) for f in shards] == ["part-0.parquet"]
+    assert [storage.relative(uri, f) for f in errors] == ["_errors/err-0.parquet"]
+    with pytest.raises(ValueError, match="is not under"):
+        storage.relative(uri, str(tmp_path / "elsewhere.parquet"))

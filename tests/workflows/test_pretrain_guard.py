@@ -45,6 +45,13 @@ def test_clean_shards_pass(clean_shards):
     assert verify_shards(clean_shards, ShardManifest.read(clean_shards)) == 6
 
 
+def test_shards_given_by_a_relative_path_pass(clean_shards, monkeypatch):
+    # the listing gives absolute paths; the manifest's names are relative to the directory however it was written
+    monkeypatch.chdir(Path(clean_shards).parent)
+    rel = Path(clean_shards).name
+    assert verify_shards(rel, ShardManifest.read(rel)) == 6
+
+
 def test_shards_written_twice_are_refused(clean_shards, tmp_path, capsys):
     shards = copy_shards(clean_shards, tmp_path / "twice")
     shutil.copy(shards / "part-00000.parquet", shards / "part-00000-again.parquet")  # a second job's copy

@@ -52,8 +52,7 @@ def verify_shards(uri: str, manifest: ShardManifest) -> int:
     from workflows.training.shard_data import shard_files
 
     files = shard_files(uri)
-    root = uri.rstrip("/")
-    names = sorted(f[len(root):].lstrip("/") for f in files)
+    names = sorted(storage.relative(uri, f) for f in files)
     listed = manifest.shards
     if listed is not None:
         extra, missing = sorted(set(names) - set(listed)), sorted(set(listed) - set(names))

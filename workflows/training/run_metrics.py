@@ -69,9 +69,8 @@ def device_peak_flops(device: torch.device, precision: str, threads: int | None 
 
 def download_tree(uri: str, local_dir: str) -> None:
     """Copy every file under a directory URI into ``local_dir``, creating sub-directories as needed."""
-    root = uri.rstrip("/")
     for f in storage.list_files(uri):
-        target = os.path.join(local_dir, f[len(root):].lstrip("/"))
+        target = os.path.join(local_dir, storage.relative(uri, f))
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target, "wb") as fh:
             fh.write(storage.read_bytes(f))
