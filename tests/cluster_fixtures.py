@@ -5,7 +5,8 @@
   and removes. The recipe writes the client env (address, auth token) to an ``--info`` file and every change of
   the live worker nodes to an ``--events`` file.
 * ``manual_cluster``: ``ray.cluster_utils.Cluster`` in this process (a 0-CPU head; tests add and remove 1-CPU
-  worker nodes by hand), in a temp dir and on ports of its own.
+  worker nodes by hand, ``cluster.add_worker()`` tries again when a node does not come up), in a temp dir and on
+  ports of its own.
 
 Neither touches another Ray on the machine: own temp dirs and ports, no ``ray stop``, and Ray's default
 ``/tmp/ray/ray_current_cluster`` address file (which ``Cluster`` would overwrite and delete) is redirected into
@@ -31,6 +32,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "cluster" / "fake_cluster.py"
+NODE_START_TRIES = 3
 START_TIMEOUT_S = 900  # a saturated 2-CPU machine running its Ray at nice 19 can take minutes per node
 
 
@@ -64,6 +66,38 @@ class FakeCluster:
             assert self.proc.poll() is None, f"the fake cluster exited:\n{self.log.read_text()[-3000:]}"
             time.sleep(1)
         return False
+
+
+def _patient_get_node(get_node, timeout_s: float = 90):
+    """``ray._private.services.get_node`` that keeps asking for up to ``timeout_s``.
+
+    ``Node`` gives a new raylet only 30 s (a constant in ``ray._private.node``) to show up in the GCS; on a saturated
+    2-CPU machine a node can take longer to register, and the node start then fails although it would have come up.
+    """
+
+    def patient(gcs_address, node_id):
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return get_node(gcs_address, node_id)
+            except Exception:  # noqa: BLE001 - RuntimeError (not registered yet) or RaySystemError (GCS busy)
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
+    return patient
+
+
+def _add_worker(cluster, num_cpus: int = 1, object_store_memory: int = 100 << 20):
+    """``cluster.add_node`` for a worker node, tried again when the node does not come up (its raylet gives its
+    dashboard agent 30 s to start, then aborts; a starved machine misses that). A failed node never registered, so
+    it is not part of the cluster; its leftover processes name the cluster's temp dir and go at teardown."""
+    for attempt in range(1, NODE_START_TRIES + 1):
+        try:
+            return cluster.add_node(num_cpus=num_cpus, object_store_memory=object_store_memory)
+        except Exception:  # noqa: BLE001 - Ray raises a bare Exception for a node that timed out
+            if attempt == NODE_START_TRIES:
+                raise
 
 
 def _kill_pids_naming(marker: str) -> None:
@@ -115,6 +149,7 @@ def manual_cluster(monkeypatch):
     """``ray.cluster_utils.Cluster`` with a 0-CPU head; ``cluster.add_node(num_cpus=1)`` adds a worker node and
     ``cluster.remove_node(node)`` kills it. The driver env (``RAY_ADDRESS``) is ``cluster.client_env``."""
     import ray._common.utils
+    import ray._private.services
     import ray._private.utils
     from ray.cluster_utils import Cluster
 
@@ -129,13 +164,22 @@ def manual_cluster(monkeypatch):
     write, reset = ray._private.utils.write_ray_address, ray._common.utils.reset_ray_address
     monkeypatch.setattr(ray._private.utils, "write_ray_address", lambda address, _=None: write(address, temp_dir))
     monkeypatch.setattr(ray._common.utils, "reset_ray_address", lambda _=None: reset(temp_dir))
-    gcs, dash, agent, agent_grpc, metrics, env_agent, client = free_ports(7)
+    monkeypatch.setattr(ray._private.services, "get_node", _patient_get_node(ray._private.services.get_node))
     cluster = Cluster(initialize_head=False, shutdown_at_exit=True)
     try:
-        cluster.add_node(num_cpus=0, temp_dir=temp_dir, gcs_server_port=gcs, include_dashboard=False,
-                         dashboard_port=dash, dashboard_agent_listen_port=agent, metrics_agent_port=agent_grpc,
-                         metrics_export_port=metrics, runtime_env_agent_port=env_agent, ray_client_server_port=client,
-                         object_store_memory=100 << 20)
+        for attempt in range(1, NODE_START_TRIES + 1):
+            gcs, dash, agent, agent_grpc, metrics, env_agent, client = free_ports(7)
+            try:
+                cluster.add_node(num_cpus=0, temp_dir=temp_dir, gcs_server_port=gcs, include_dashboard=False,
+                                 dashboard_port=dash, dashboard_agent_listen_port=agent, metrics_agent_port=agent_grpc,
+                                 metrics_export_port=metrics, runtime_env_agent_port=env_agent,
+                                 ray_client_server_port=client, object_store_memory=100 << 20)
+                break
+            except Exception:  # noqa: BLE001 - a head that did not come up: stop what it started, try again
+                _kill_pids_naming(temp_dir)
+                if attempt == NODE_START_TRIES:
+                    raise
+        cluster.add_worker = lambda **kw: _add_worker(cluster, **kw)
         cluster.client_env = {**os.environ, "RAY_ADDRESS": cluster.address}
         cluster.temp_dir = temp_dir
         yield cluster

@@ -30,6 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
+from ray.exceptions import RayActorError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from workflows.serving import api
@@ -77,6 +78,7 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
 MAX_CONCURRENT_BATCHES = 8
 """``@serve.batch`` batches allowed in flight; the :class:`Coalescer` merges them into full sampler calls."""
 _TIMEOUT = TIMEOUT_MESSAGE
+REPLICA_LOST = "sampler replica lost (its node or process died); retry the request"
 
 
 # Helpers used by the deployments are defined above them: Serve pickles the classes when they are decorated.
@@ -181,6 +183,11 @@ class Ingress:
     def _release(self) -> None:
         self.in_flight -= 1
 
+    def _replica_lost(self) -> RequestError:
+        """503 + Retry-After for a request whose sampler replica died under it: Serve replaces the replica and
+        routes new requests to the live ones, so a retry is answered (not a 500: the request was fine)."""
+        return RequestError(503, REPLICA_LOST, {"Retry-After": str(self.cfg.limits.retry_after_s)})
+
     async def _read_job(self, request: Request) -> tuple[api.GenerateRequest, Job]:
         limit = self.cfg.limits.max_body_bytes
         declared = request.headers.get("content-length", "")
@@ -258,6 +265,8 @@ class Ingress:
         except asyncio.TimeoutError:
             response.cancel()
             raise RequestError(504, _TIMEOUT) from None
+        except RayActorError:  # the replica died with the request (its node or process is gone)
+            raise self._replica_lost() from None
         if result.status != 200:
             raise RequestError(result.status, result.error or "sampler error")
         fmt = api.output_format(req)
@@ -286,6 +295,9 @@ class Ingress:
                 else:
                     yield api.sse("done", await asyncio.to_thread(done_event, result, api.output_format(req), job))
                 return
+        except RayActorError:  # the replica died mid-stream: retryable, as in _run
+            yield api.sse("error", {"error": REPLICA_LOST, "status": 503,
+                                    "retry_after": self.cfg.limits.retry_after_s})
         except Exception as e:  # the stream has started: report in-band, one line
             log.exception("stream failed")
             yield api.sse("error", {"error": f"internal error: {type(e).__name__}", "status": 500})
