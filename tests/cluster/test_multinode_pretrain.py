@@ -1,8 +1,8 @@
 """Pre-training loses a whole worker node (issue 18): the worker group restarts from the last checkpoint.
 
 On ``ray.cluster_utils.Cluster`` (a 0-CPU head and two 1-CPU worker nodes) ``python -m workflows.pretrain`` runs the
-debug recipe with 2 Ray Train workers at 0.6 CPU each, so each worker node holds exactly one of them. After the first
-checkpoint one worker node is killed (``remove_node(allow_graceful=False)``: SIGKILL to its raylet and workers, and
+debug recipe with 2 Ray Train workers at 0.6 CPU each, so each worker node holds exactly one of them. Once the first
+checkpoint is registered one worker node is killed (``remove_node(allow_graceful=False)``: SIGKILL to its raylet and workers, and
 the objects in its store are gone) and a fresh 1-CPU node is added, as an autoscaler would. The run must restart the
 worker group from its last checkpoint (``ray.max_failures=1``) and finish at the step, data position (epoch,
 micro-batch, tokens seen) and losses of an uninterrupted run of the same command on the same cluster.
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEBUG = str(REPO / "workflows" / "configs" / "pretrain_debug.yaml")
 RUN_TIMEOUT_S = 900
 MAX_STEPS, EVERY = 16, 4
-LOSE_AT_STEP = 6  # the node dies once rank 0 has logged this step (checkpoint 4 is then reported by every rank)
+LOSE_AT_STEP = 6  # the node dies once rank 0 has logged this step and the controller has registered a checkpoint
 
 
 def command(shards: str, storage: Path, name: str) -> list[str]:
@@ -72,6 +72,16 @@ def metrics(run: Path) -> list[dict]:
     return records
 
 
+def registered_checkpoints(run: Path) -> list[str]:
+    """Checkpoints Ray Train's controller has registered (what a restarted worker group resumes from): a checkpoint
+    every rank has written is registered only when the controller next collects the ranks' reports."""
+    try:
+        doc = json.loads((run / "checkpoint_manager_snapshot.json").read_text())
+    except (OSError, json.JSONDecodeError):  # not written yet, or being written
+        return []
+    return sorted(r["checkpoint_dir_name"] for r in doc.get("checkpoint_results", []))
+
+
 def train_state(run: Path) -> dict:
     """The train state of the run's last checkpoint (the one ``final/`` was published from)."""
     final = json.loads((run / "final" / "train_state.json").read_text())
@@ -110,13 +120,13 @@ def test_pretrain_survives_losing_a_worker_node(manual_cluster, tmp_path, tmp_pa
     proc = start_run(cluster.client_env, command(shards, storage, "lossy"), log)
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while proc.poll() is None and time.monotonic() < deadline:
-        if (records := metrics(run)) and records[-1]["step"] >= LOSE_AT_STEP:
+        if (records := metrics(run)) and records[-1]["step"] >= LOSE_AT_STEP and registered_checkpoints(run):
             break
         time.sleep(0.2)
     assert proc.poll() is None, f"the run ended before a node could be removed:\n{log.read_text()[-4000:]}"
     assert [train_workers_on(n) for n in nodes] == [1, 1], "one training worker on each worker node"
     step_at_loss = metrics(run)[-1]["step"]
-    checkpoints_at_loss = sorted(p.name for p in run.glob("checkpoint_0*"))
+    checkpoints_at_loss = registered_checkpoints(run)
     t_loss = time.time()
     cluster.remove_node(nodes[1], allow_graceful=False)  # the node dies: SIGKILL to its raylet and workers
     cluster.add_worker()  # the autoscaler's replacement
