@@ -100,6 +100,20 @@ def _add_worker(cluster, num_cpus: int = 1, object_store_memory: int = 100 << 20
                 raise
 
 
+def processes_on(node, marker: str) -> int:
+    """Processes started by ``node``'s raylet whose command line contains ``marker`` (e.g. ``RayTrainWorker``,
+    ``ServeReplica:app:Sampler``): where Ray placed an actor."""
+    import psutil
+
+    count = 0
+    for child in psutil.Process(node.all_processes["raylet"][0].process.pid).children(recursive=True):
+        try:
+            count += marker in " ".join(child.cmdline())
+        except psutil.Error:  # exited while we looked
+            pass
+    return count
+
+
 def _kill_pids_naming(marker: str) -> None:
     sys.path.insert(0, str(RECIPE.parent))
     try:

@@ -254,8 +254,7 @@ def run_job(cfg: ShapesJobConfig) -> dict:
            "counts": {"inputs": total, "clips_written": final.num_clips, "errors": final.num_errors,
                       "still_items": cfg.stills, "clip_items": cfg.clips,
                       "unaccounted_inputs": total - len(final.accounted_sources())},
-           "shards": [storage.relative(cfg.out, f) for f in final.shard_files],
-           "error_files": [storage.relative(cfg.out, f) for f in final.error_files],
+           **final.part_names(cfg.out),
            "last_run": dict(stats, run_id=run_id, items_processed=len(todo), items_skipped=total - len(todo),
                             reconciled=reconciled.as_dict(),
                             wall_s=round(wall, 3), items_per_s=round(len(todo) / wall, 3) if wall > 0 else 0.0)}

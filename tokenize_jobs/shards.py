@@ -146,6 +146,11 @@ class DoneState:
             self.failed.add(source)
         self.num_errors += 1
 
+    def part_names(self, out_uri: str) -> dict[str, list[str]]:
+        """``_manifest.json``'s ``shards`` and ``error_files``: the part files relative to ``out_uri``."""
+        return {"shards": [storage.relative(out_uri, f) for f in self.shard_files],
+                "error_files": [storage.relative(out_uri, f) for f in self.error_files]}
+
     def is_done(self, source: str) -> bool:
         if source in self.failed:
             return True

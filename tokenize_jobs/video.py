@@ -243,8 +243,7 @@ def final_manifest(cfg: TokenizeJobConfig, tok: dict, settings: dict, manifest: 
         "counts": {"inputs": manifest.num_rows, "clips_written": final.num_clips, "errors": final.num_errors,
                    "inputs_with_clips": sum(1 for s in final.clips if final.clips[s]),
                    "unaccounted_inputs": len(sources - final.accounted_sources())},
-        "shards": [storage.relative(cfg.out, f) for f in final.shard_files],
-        "error_files": [storage.relative(cfg.out, f) for f in final.error_files],
+        **final.part_names(cfg.out),
         "last_run": dict(run, **stats),
     }
 

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
+from cluster_fixtures import processes_on
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflows"))
 from pretrain_helpers import debug_overrides, shared_shards  # noqa: E402
@@ -90,19 +90,6 @@ def train_state(run: Path) -> dict:
     return final
 
 
-def train_workers_on(node) -> int:
-    """RayTrainWorker processes started by ``node``'s raylet."""
-    raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
-    count = 0
-    for child in raylet.children(recursive=True):
-        try:
-            if "RayTrainWorker" in " ".join(child.cmdline()):
-                count += 1
-        except psutil.Error:
-            pass
-    return count
-
-
 def test_pretrain_survives_losing_a_worker_node(manual_cluster, tmp_path, tmp_path_factory):
     cluster = manual_cluster
     nodes = [cluster.add_worker() for _ in range(2)]
@@ -124,7 +111,7 @@ def test_pretrain_survives_losing_a_worker_node(manual_cluster, tmp_path, tmp_pa
             break
         time.sleep(0.2)
     assert proc.poll() is None, f"the run ended before a node could be removed:\n{log.read_text()[-4000:]}"
-    assert [train_workers_on(n) for n in nodes] == [1, 1], "one training worker on each worker node"
+    assert [processes_on(n, "RayTrainWorker") for n in nodes] == [1, 1], "one training worker on each worker node"
     step_at_loss = metrics(run)[-1]["step"]
     checkpoints_at_loss = registered_checkpoints(run)
     t_loss = time.time()

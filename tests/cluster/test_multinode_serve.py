@@ -19,8 +19,8 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
+from cluster_fixtures import processes_on
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflows"))
 from serve_helpers import debug_checkpoint, free_port  # noqa: E402
@@ -36,16 +36,7 @@ OK = {200, 503, 504}
 
 
 def replicas_on(node, deployment: str) -> int:
-    """Serve replica processes of ``deployment`` started by ``node``'s raylet."""
-    raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
-    count = 0
-    for child in raylet.children(recursive=True):
-        try:
-            if f"ServeReplica:{APP}:{deployment}" in " ".join(child.cmdline()):
-                count += 1
-        except psutil.Error:
-            pass
-    return count
+    return processes_on(node, f"ServeReplica:{APP}:{deployment}")
 
 
 def running_samplers() -> int:
