@@ -49,7 +49,9 @@ def free_port() -> int:
 
 
 def start_serve() -> str:
-    """Start Serve's HTTP proxy on a free 127.0.0.1 port (Ray must be initialised); returns ``http://host:port``."""
+    """Start Serve's HTTP proxy on a free 127.0.0.1 port (Ray must be initialised); returns ``http://host:port``.
+    Once per test run (the ``serve_url`` fixture): Serve started again in this process after ``serve.shutdown()``
+    once found the dead controller by its name and waited on it for ever (Ray 2.60, late in a full run)."""
     from ray import serve
 
     port = free_port()
@@ -64,6 +66,14 @@ def deploy(args: dict, name: str, route_prefix: str) -> None:
     from workflows.serve import build_app
 
     serve.run(build_app(args), name=name, route_prefix=route_prefix)
+
+
+def undeploy(*names: str) -> None:
+    """Delete these apps (each module's fixture removes what it deployed; Serve itself stays up)."""
+    from ray import serve
+
+    for name in names:
+        serve.delete(name)
 
 
 def png_b64(image: np.ndarray) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from child_signals import default_sigint
-from serve_helpers import SIZE, debug_checkpoint, deploy, png_b64, read_events, start_serve
+from serve_helpers import SIZE, debug_checkpoint, deploy, png_b64, read_events, undeploy
 
 from lumos.buckets import resize_center_crop
 from lumos.flops import num_params
@@ -39,17 +39,15 @@ def checkpoint(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(ray_local, checkpoint):
+def server(serve_url, checkpoint):
     """One app: batches of up to 16 (gathered for 0.25 s), 32x32 by default, 3 steps, guidance 3."""
-    from ray import serve
-
-    url = start_serve()
+    url = serve_url
     deploy({"checkpoint": checkpoint, "sampler": {"steps": STEPS, "cfg_scale": 3.0},
             "limits": {"max_frames": 4, "max_steps": 64},
             "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.25}}, name="lumos", route_prefix="/")
     with httpx.Client(base_url=url, timeout=120) as client:
         yield client
-    serve.shutdown()
+    undeploy("lumos")
 
 
 @pytest.fixture(scope="module")

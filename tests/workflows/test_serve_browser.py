@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from serve_helpers import SIZE, debug_checkpoint, deploy, start_serve
+from serve_helpers import SIZE, debug_checkpoint, deploy, undeploy
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), shutil.which("chromedriver") or "/usr/bin/chromedriver"
 pytestmark = [
@@ -24,14 +24,12 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def page_url(ray_local, tmp_path_factory):
-    from ray import serve
-
+def page_url(serve_url, tmp_path_factory):
     checkpoint = debug_checkpoint(tmp_path_factory.mktemp("serve_browser"))
-    url = start_serve()
+    url = serve_url
     deploy({"checkpoint": checkpoint, "sampler": {"cfg_scale": 3.0}}, name="lumos", route_prefix="/")
     yield url + "/"
-    serve.shutdown()
+    undeploy("lumos")
 
 
 @pytest.fixture

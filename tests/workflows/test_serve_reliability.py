@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from serve_helpers import SIZE, debug_checkpoint, deploy, start_serve
+from serve_helpers import SIZE, debug_checkpoint, deploy, undeploy
 
 from workflows.serving.api import GenerateRequest, RequestError, advertised_limits, output_size
 from workflows.serving.config import serve_config_from_args
@@ -25,18 +25,16 @@ def checkpoint(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def base_url(ray_local, checkpoint):
+def base_url(serve_url, checkpoint):
     """``/`` with a token; ``/open`` without, one request per sampler call, steps nearly unbounded."""
-    from ray import serve
-
-    url = start_serve()
+    url = serve_url
     deploy({"checkpoint": checkpoint, "token": TOKEN, "sampler": {"cfg_scale": 3.0}}, name="guarded",
            route_prefix="/")
     deploy({"checkpoint": checkpoint, "sampler": {"cfg_scale": 3.0, "steps": 2},
             "limits": {"max_steps": 10_000_000, "max_token_steps": 10**12, "request_timeout_s": 600.0},
             "batching": {"max_batch_size": 1}}, name="open", route_prefix="/open")
     yield url
-    serve.shutdown()
+    undeploy("guarded", "open")
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from serve_helpers import SIZE, debug_checkpoint, deploy, png_b64, read_events, start_serve
+from serve_helpers import SIZE, debug_checkpoint, deploy, png_b64, read_events, undeploy
 
 from lumos.media import read_image
 from workflows.serving.config import ServeConfig, serve_config_from_args
@@ -32,11 +32,9 @@ def checkpoint(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def base_url(ray_local, checkpoint):
+def base_url(serve_url, checkpoint):
     """Two apps: ``/`` with a token and tight limits, ``/slow`` (no token) admitting one request at a time."""
-    from ray import serve
-
-    url = start_serve()
+    url = serve_url
     deploy({"checkpoint": checkpoint, "token": TOKEN, "sampler": {"cfg_scale": 3.0},
             "limits": {"max_prompt_chars": 200, "max_frames": 3, "max_steps": 8, "max_image_pixels": 256 * 256,
                        "max_body_bytes": 64 * 1024, "max_side": 64}}, name="lumos", route_prefix="/")
@@ -44,7 +42,7 @@ def base_url(ray_local, checkpoint):
             "limits": {"max_queued": 1, "request_timeout_s": 120.0, "max_frames": 8, "max_steps": 1000},
             "batching": {"max_batch_size": 1}}, name="slow", route_prefix="/slow")
     yield url
-    serve.shutdown()
+    undeploy("lumos", "slow")
 
 
 @pytest.fixture
