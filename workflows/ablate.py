@@ -487,6 +487,8 @@ def config_from_args(args: argparse.Namespace) -> AblationConfig:
         raise UsageError("--checkpoint is only used by --study history")
     if bool(args.shards) != bool(args.val_shards):
         raise UsageError("--shards and --val-shards go together")
+    if args.quiet:  # the training workers' progress bars too
+        cfg.train = [*cfg.train, "metrics.progress=false"]
     if cfg.study != "history":
         try:
             run_config(cfg, cfg.variants[0], cfg.seeds[0], "/tmp/check", args.shards)  # a bad recipe: now, one line

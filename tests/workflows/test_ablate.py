@@ -17,7 +17,18 @@ from lumos.checkpoint import save_checkpoint
 from lumos.config import model_preset
 from lumos.model import LumosModel
 from lumos.tokenizers import build_video_tokenizer, save_video_tokenizer
-from workflows.ablate import STUDIES, AblationConfig, load_samples, main, make_data, run_config, summarize
+from workflows.ablate import (
+    STUDIES,
+    AblationConfig,
+    build_parser,
+    config_from_args,
+    load_samples,
+    main,
+    make_data,
+    run_config,
+    run_stages,
+    summarize,
+)
 from workflows.evaluation.eval_sets import is_heldout_prompt
 from workflows.evaluation.reports import fmt_spread, spread, update_doc_section
 
@@ -62,6 +73,17 @@ def test_runs_differ_only_in_the_studied_knob_and_the_seed():
             diff = {k for k in first if first[k] != tree[k]}
             assert diff <= {"seed", "checkpoint", key[0]}, diff
             assert {k for k in first[key[0]] if first[key[0]][k] != tree[key[0]][k]} <= {key[1]}
+
+
+def test_quiet_silences_the_training_workers_progress_bars_too():
+    def run(*flags):
+        recipe = str(REPO / "workflows" / "configs" / "pretrain_ablate.yaml")  # a curriculum: every stage inherits it
+        cfg = config_from_args(build_parser().parse_args(["--study", "mask", "--recipe", recipe, *flags]))
+        return run_config(cfg, "tube", 0, "/tmp/root", None)
+
+    assert run().metrics.progress is True
+    quiet = run("--quiet")
+    assert [c.metrics.progress for c in run_stages(quiet)] == [False] * len(run_stages(quiet))
 
 
 def test_spread_and_summary_over_seeds():

@@ -257,6 +257,8 @@ class MetricsSection:
     every_steps: int = 10
     tensorboard: bool = True
     plots: bool = True
+    progress: bool = True
+    """A progress bar on rank 0 (off: the metrics log only, e.g. ``workflows.ablate --quiet``)."""
 
     def __post_init__(self) -> None:
         if self.every_steps < 1:

@@ -314,7 +314,8 @@ def train_loop_per_worker(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     stream = micro_batches(shard, cfg, state, w, model_cfg.temporal_compression)
     stats = WindowStats()
-    bar = tqdm(total=cfg.optim.max_steps, initial=state.step, desc="pretrain", disable=w.rank != 0,
+    bar = tqdm(total=cfg.optim.max_steps, initial=state.step, desc="pretrain",
+               disable=w.rank != 0 or not cfg.metrics.progress,
                mininterval=2.0, ascii=True)
     last, pending_tokens = {}, 0
     while state.step < cfg.optim.max_steps:
