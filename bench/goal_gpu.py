@@ -38,6 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=str(ROOT / "runs" / "goal-gpu"), help="output directory (default runs/goal-gpu)")
     p.add_argument("--batch-scale", type=int, default=4, help="micro-batch multiplier (default 4)")
     p.add_argument("--budget-s", type=float, default=None, help="training time budget in seconds (all stages)")
+    p.add_argument("--step-factor", type=float, default=None,
+                   help="run this fraction of every stage's steps (instead of the one --budget-s gives)")
     p.add_argument("--device", default=None, help="cuda (the default; skipped without one) or cpu, for a dry run")
     p.add_argument("--max-steps", type=int, default=None, help="cap every stage's steps (dry runs)")
     p.add_argument("--tokenizer", default=None, help="video tokenizer copied into final/ (default: the small one)")
@@ -183,7 +185,7 @@ def main(argv=None) -> int:
     steps = [s.optim.max_steps if args.max_steps is None else min(args.max_steps, s.optim.max_steps) for s in stages]
     per_step = [step_seconds(s, model, f, r, device) for s, f, r in zip(stages, losses_fns, rows)]
     projected = sum(n * t for n, t in zip(steps, per_step))
-    factor = min(1.0, args.budget_s / projected) if args.budget_s else 1.0
+    factor = args.step_factor or (min(1.0, args.budget_s / projected) if args.budget_s else 1.0)
     steps = [max(1, round(n * factor)) for n in steps]
     print(f"step seconds {[round(t, 4) for t in per_step]}: recipe {projected:.0f} s, factor {factor:.3f} -> "
           f"steps {steps}", flush=True)
