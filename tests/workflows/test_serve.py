@@ -41,11 +41,10 @@ def checkpoint(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def server(serve_url, checkpoint):
     """One app: batches of up to 16 (gathered for 0.25 s), 32x32 by default, 3 steps, guidance 3."""
-    url = serve_url
     deploy({"checkpoint": checkpoint, "sampler": {"steps": STEPS, "cfg_scale": 3.0},
             "limits": {"max_frames": 4, "max_steps": 64},
             "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.25}}, name="lumos", route_prefix="/")
-    with httpx.Client(base_url=url, timeout=120) as client:
+    with httpx.Client(base_url=serve_url, timeout=120) as client:
         yield client
     undeploy("lumos")
 

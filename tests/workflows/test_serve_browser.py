@@ -26,9 +26,8 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def page_url(serve_url, tmp_path_factory):
     checkpoint = debug_checkpoint(tmp_path_factory.mktemp("serve_browser"))
-    url = serve_url
     deploy({"checkpoint": checkpoint, "sampler": {"cfg_scale": 3.0}}, name="lumos", route_prefix="/")
-    yield url + "/"
+    yield serve_url + "/"
     undeploy("lumos")
 
 

@@ -27,13 +27,12 @@ def checkpoint(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def base_url(serve_url, checkpoint):
     """``/`` with a token; ``/open`` without, one request per sampler call, steps nearly unbounded."""
-    url = serve_url
     deploy({"checkpoint": checkpoint, "token": TOKEN, "sampler": {"cfg_scale": 3.0}}, name="guarded",
            route_prefix="/")
     deploy({"checkpoint": checkpoint, "sampler": {"cfg_scale": 3.0, "steps": 2},
             "limits": {"max_steps": 10_000_000, "max_token_steps": 10**12, "request_timeout_s": 600.0},
             "batching": {"max_batch_size": 1}}, name="open", route_prefix="/open")
-    yield url
+    yield serve_url
     undeploy("guarded", "open")
 
 

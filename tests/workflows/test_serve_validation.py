@@ -34,14 +34,13 @@ def checkpoint(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def base_url(serve_url, checkpoint):
     """Two apps: ``/`` with a token and tight limits, ``/slow`` (no token) admitting one request at a time."""
-    url = serve_url
     deploy({"checkpoint": checkpoint, "token": TOKEN, "sampler": {"cfg_scale": 3.0},
             "limits": {"max_prompt_chars": 200, "max_frames": 3, "max_steps": 8, "max_image_pixels": 256 * 256,
                        "max_body_bytes": 64 * 1024, "max_side": 64}}, name="lumos", route_prefix="/")
     deploy({"checkpoint": checkpoint, "sampler": {"cfg_scale": 3.0, "steps": 2},
             "limits": {"max_queued": 1, "request_timeout_s": 120.0, "max_frames": 8, "max_steps": 1000},
             "batching": {"max_batch_size": 1}}, name="slow", route_prefix="/slow")
-    yield url
+    yield serve_url
     undeploy("lumos", "slow")
 
 
