@@ -5,8 +5,10 @@ workflows/configs/pretrain_small_goal.yaml`` (Ray Train + DeepSpeed on 2 CPU cor
 the same stages — same shards, model, AR-DF settings, code-frequency loss weights, per-stage LR schedule, each stage
 starting from the previous stage's weights with a fresh optimizer, as the curriculum does — with the micro-batch
 multiplied by ``--batch-scale`` (the recipe's steps: that many times the tokens), in bf16 autocast with the fused
-AdamW, in a bare PyTorch loop (GPU machines here have no Ray or DeepSpeed). When the step times measured at the
-start say the recipe would overrun ``--budget-s``, every stage's steps shrink by the same factor.
+AdamW, in a bare PyTorch loop (GPU machines here have no Ray or DeepSpeed); the batches are built by DataLoader
+worker processes (``--loader-workers``), the same batches in the same order as the loop would build them. With
+``--budget-s``, the step times measured at the start scale every stage's steps by one factor to fill the budget
+(below 1: fewer steps than the recipe; above 1: more); ``--deadline-s`` is a hard stop.
 
 Writes ``<out>/final`` (model, tokenizer and train config like a pre-training run's ``final/``: ``workflows.eval``,
 ``generate`` and ``serve`` load it) and ``<out>/probe.json`` (per stage: steps, tokens, seconds, tokens/s, losses).
@@ -19,11 +21,10 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import json
 import os
-import queue
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -37,11 +38,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--recipe", default=RECIPE, help="pre-training recipe with stages (default: the goal recipe)")
     p.add_argument("--out", default=str(ROOT / "runs" / "goal-gpu"), help="output directory (default runs/goal-gpu)")
     p.add_argument("--batch-scale", type=int, default=4, help="micro-batch multiplier (default 4)")
-    p.add_argument("--budget-s", type=float, default=None, help="training time budget in seconds (all stages)")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="training time budget in seconds (all stages): every stage's steps scale by one factor, "
+                        "below or above 1, to fill it")
     p.add_argument("--step-factor", type=float, default=None,
                    help="run this fraction of every stage's steps (instead of the one --budget-s gives)")
     p.add_argument("--device", default=None, help="cuda (the default; skipped without one) or cpu, for a dry run")
-    p.add_argument("--max-steps", type=int, default=None, help="cap every stage's steps (dry runs)")
+    p.add_argument("--loader-workers", type=int, default=min(6, max(0, (os.cpu_count() or 1) - 2)),
+                   help="processes that build the batches (default: 6, or the cores less 2 if fewer; 0: in the loop)")
+    p.add_argument("--deadline-s", type=float, default=None,
+                   help="hard stop for training (seconds after the step timing), whatever the steps left")
+    p.add_argument("--max-steps", type=int, default=None, help="cap every stage's steps after scaling (dry runs)")
     p.add_argument("--tokenizer", default=None, help="video tokenizer copied into final/ (default: the small one)")
     p.add_argument("--text-tokenizer", default=str(ROOT / "lumos" / "assets" / "text_words.json"),
                    help="the shards' text tokenizer, copied into final/ (default: the word-level one)")
@@ -50,66 +57,94 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def stage_rows(cfg) -> list[dict]:
-    """The stage's rows as the Ray Data reader gives them: the image stage keeps stills, then a seeded shuffle."""
+@functools.cache
+def shard_rows(shards: str) -> tuple[dict, ...]:
+    """Every row of a shard directory, read once per process (the video stages share their corpus)."""
     import pyarrow.parquet as pq
-    import torch
 
     from workflows.training.shard_data import SHARD_COLUMNS, shard_files
 
-    rows = [r for f in shard_files(cfg.data.shards) for r in pq.read_table(f, columns=SHARD_COLUMNS).to_pylist()]
+    return tuple(r for f in shard_files(shards) for r in pq.read_table(f, columns=SHARD_COLUMNS).to_pylist())
+
+
+@functools.cache
+def shard_histogram(shards: str, codebook_size: int) -> tuple[int, ...]:
+    from workflows.training.shard_data import code_histogram
+
+    return tuple(code_histogram(shards, codebook_size).tolist())
+
+
+def stage_samples(cfg, temporal: int) -> list[dict]:
+    """The stage's training samples in the order the Ray Data reader gives its rows (the image stage keeps stills,
+    then a seeded global shuffle), each already made by ``row_to_sample``."""
+    import torch
+
+    from workflows.training.shard_data import row_to_sample
+
+    rows = shard_rows(cfg.data.shards)
     if cfg.data.stage == "image" and not cfg.data.video_first_frame_as_image:
         rows = [r for r in rows if r["grid_t"] == 1]
     if cfg.data.global_shuffle:
         rows = [rows[i] for i in torch.randperm(len(rows), generator=torch.Generator().manual_seed(cfg.seed))]
-    return rows
+    return [row_to_sample(r, cfg.data, temporal) for r in rows]
 
 
-class BatchStream:
-    """Endless ``(batch, tokens)`` built by a background thread, so that batch building overlaps the GPU's work;
-    :meth:`close` stops the thread."""
+class StepBatches:
+    """Endless ``(batch, tokens)`` in step order, built by ``workers`` DataLoader processes (worker w of k builds
+    steps w, w + k, …), so that batch building runs beside the training loop instead of sharing its interpreter.
+    Step s's batch is the s-th micro-batch of the epochs' sequence, masked with generator ``seed·1,000,003 + s``
+    (the same batches whatever the number of workers); :meth:`close` stops the workers."""
 
-    def __init__(self, cfg, rows: list[dict], layout, temporal: int, depth: int = 16):
-        self.cfg, self.rows, self.layout, self.temporal = cfg, rows, layout, temporal
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._produce, daemon=True)
-        self.thread.start()
-
-    def _produce(self) -> None:
+    def __init__(self, cfg, samples: list[dict], layout, workers: int, pin: bool):
         import torch
 
-        from lumos.ardf import make_batch
-        from workflows.training.shard_data import batch_tokens, epoch_batches
+        class Steps(torch.utils.data.IterableDataset):
+            def __iter__(inner):
+                info = torch.utils.data.get_worker_info()
+                w, k = (info.id, info.num_workers) if info else (0, 1)
+                yield from step_batches(cfg, samples, layout, w, k)
 
-        step, epoch, pin = 0, 0, torch.cuda.is_available()
-        while not self.stop.is_set():
-            for samples in epoch_batches(self.rows, self.cfg.data, seed=self.cfg.seed, epoch=epoch, rank=0,
-                                         temporal_compression=self.temporal):
-                g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
-                batch = {k: v.pin_memory() if pin else v
-                         for k, v in make_batch(samples, self.layout, self.cfg.ardf, g).items()}
-                while not self.stop.is_set():
-                    try:
-                        self.queue.put((batch, batch_tokens(samples)), timeout=0.2)
-                        break
-                    except queue.Full:
-                        pass
-                if self.stop.is_set():
-                    return
-                step += 1
-            epoch += 1
+        self.loader = torch.utils.data.DataLoader(
+            Steps(), batch_size=None, num_workers=workers, pin_memory=pin, worker_init_fn=_one_thread,
+            prefetch_factor=8 if workers else None, multiprocessing_context="fork" if workers else None)
+        self.it = iter(self.loader)
 
     def __next__(self):
-        return self.queue.get()
+        return next(self.it)
 
     def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
+        if hasattr(self.it, "_shutdown_workers"):
+            self.it._shutdown_workers()
 
 
-def run_stage(cfg, model, loss_fn, rows, steps: int, device, log_every: int, label: str) -> dict:
-    """``steps`` optimizer steps of one stage (fresh fused AdamW, the stage's LR schedule over ``steps``)."""
+def _one_thread(_worker_id: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def step_batches(cfg, samples: list[dict], layout, worker: int, workers: int):
+    """Steps ``worker, worker + workers, …`` of the endless sequence of micro-batches (see :class:`StepBatches`)."""
+    import torch
+
+    from lumos.ardf import make_batch
+    from workflows.training.shard_data import batch_tokens, sample_batches
+
+    step, epoch = 0, 0
+    while True:
+        for batch in sample_batches(samples, cfg.data, seed=cfg.seed, epoch=epoch, rank=0):
+            if step % workers == worker:
+                g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+                yield make_batch(batch, layout, cfg.ardf, g), batch_tokens(batch)
+            step += 1
+        epoch += 1
+
+
+def run_stage(cfg, model, loss_fn, samples, steps: int, device, log_every: int, label: str, workers: int,
+              deadline: float = float("inf"), timed_from: int = 0) -> dict:
+    """``steps`` optimizer steps of one stage (fresh fused AdamW, the stage's LR schedule over ``steps``); stops
+    early, saying so in ``cut_at``, when ``time.perf_counter()`` passes ``deadline``. ``step_s``: seconds per step
+    from step ``timed_from`` on (the earlier ones warm up kernels, allocator and loader workers)."""
     import torch
 
     from workflows.training.engine import LRSchedule, param_groups
@@ -118,10 +153,19 @@ def run_stage(cfg, model, loss_fn, rows, steps: int, device, log_every: int, lab
     opt = torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=optim.lr, betas=tuple(optim.betas),
                             fused=device.type == "cuda")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, LRSchedule(optim))
-    stream = BatchStream(cfg, rows, model.cfg.layout, model.cfg.temporal_compression)
+    stream = StepBatches(cfg, samples, model.cfg.layout, workers, pin=device.type == "cuda")
     bf16 = device.type == "cuda"
-    tokens, losses, t0 = 0, [], time.perf_counter()
+    tokens, losses, cut_at, t0 = 0, [], None, time.perf_counter()
+    t_timed = t0
     for step in range(steps):
+        if step == timed_from:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t_timed = time.perf_counter()
+        if time.perf_counter() > deadline:
+            cut_at = step
+            print(f"{label}: the deadline passed, stopped at step {step} of {steps}", flush=True)
+            break
         batch, n = next(stream)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -138,17 +182,20 @@ def run_stage(cfg, model, loss_fn, rows, steps: int, device, log_every: int, lab
             print(f"{label} step {step + 1}/{steps} loss {losses[-1][1]:.4f} {tokens / dt:,.0f} tokens/s", flush=True)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
+    t_end = time.perf_counter()
+    seconds = t_end - t0
     stream.close()
-    return {"steps": steps, "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
+    done = steps if cut_at is None else cut_at
+    return {"steps": done, "planned_steps": steps, "cut_at": cut_at, "tokens": tokens, "seconds": seconds,
+            "tokens_per_s": tokens / seconds, "step_s": (t_end - t_timed) / max(1, done - timed_from),
             "losses": losses, "lr": optim.lr, "micro_batch_size": cfg.data.micro_batch_size}
 
 
-def step_seconds(cfg, model, loss_fn, rows, device, steps: int = 30) -> float:
+def step_seconds(cfg, model, loss_fn, samples, device, workers: int, steps: int = 30) -> float:
     """Seconds per step of this stage's batches, measured on a throw-away copy of the model."""
     probe = copy.deepcopy(model)
-    run_stage(cfg, probe, loss_fn, rows, 10, device, 10**9, "warm-up")  # kernels, allocator, pinned buffers
-    return run_stage(cfg, probe, loss_fn, rows, steps, device, 10**9, "timing")["seconds"] / steps
+    run = run_stage(cfg, probe, loss_fn, samples, 10 + steps, device, 10**9, "timing", workers, timed_from=10)
+    return run["step_s"]
 
 
 def main(argv=None) -> int:
@@ -157,7 +204,6 @@ def main(argv=None) -> int:
     from lumos.model import LumosModel
     from lumos.tokenizers import default_tokenizer_uri
     from workflows.training.curriculum import stage_configs
-    from workflows.training.shard_data import code_histogram
     from workflows.training.train_config import load_pretrain_config
     from workflows.training.train_loop import TrainState, loss_function, write_consolidated
 
@@ -175,25 +221,28 @@ def main(argv=None) -> int:
     model_cfg = stages[0].model.build()
     model = LumosModel(model_cfg).to(device)
     t_start = time.perf_counter()
-    rows, losses_fns = [], []
+    samples, losses_fns = [], []
     for s in stages:
-        rows.append(stage_rows(s))
-        counts = code_histogram(s.data.shards, model_cfg.codebook_size) if s.ardf.loss_weighting != "none" else None
-        losses_fns.append(loss_function(s, None if counts is None else counts.tolist()))
-        print(f"stage {s.checkpoint.name}: {len(rows[-1])} rows, {s.optim.max_steps} steps of "
+        samples.append(stage_samples(s, model_cfg.temporal_compression))
+        counts = shard_histogram(s.data.shards, model_cfg.codebook_size) if s.ardf.loss_weighting != "none" else None
+        losses_fns.append(loss_function(s, None if counts is None else list(counts)))
+        print(f"stage {s.checkpoint.name}: {len(samples[-1])} samples, {s.optim.max_steps} steps of "
               f"{s.data.micro_batch_size}", flush=True)
-    steps = [s.optim.max_steps if args.max_steps is None else min(args.max_steps, s.optim.max_steps) for s in stages]
-    per_step = [step_seconds(s, model, f, r, device) for s, f, r in zip(stages, losses_fns, rows)]
+    steps = [s.optim.max_steps for s in stages]
+    per_step = [step_seconds(s, model, f, r, device, args.loader_workers)
+                for s, f, r in zip(stages, losses_fns, samples)]
     projected = sum(n * t for n, t in zip(steps, per_step))
-    factor = args.step_factor or (min(1.0, args.budget_s / projected) if args.budget_s else 1.0)
-    steps = [max(1, round(n * factor)) for n in steps]
+    factor = args.step_factor or (args.budget_s / projected if args.budget_s else 1.0)
+    steps = [min(max(1, round(n * factor)), args.max_steps or 10**9) for n in steps]
     print(f"step seconds {[round(t, 4) for t in per_step]}: recipe {projected:.0f} s, factor {factor:.3f} -> "
           f"steps {steps}", flush=True)
     report = {"recipe": args.recipe, "batch_scale": args.batch_scale, "device": torch.cuda.get_device_name(device)
-              if device.type == "cuda" else "cpu", "step_factor": factor, "setup_s": time.perf_counter() - t_start,
-              "stages": {}}
-    for s, f, r, n in zip(stages, losses_fns, rows, steps):
-        report["stages"][s.checkpoint.name] = run_stage(s, model, f, r, n, device, args.log_every, s.checkpoint.name)
+              if device.type == "cuda" else "cpu", "step_factor": factor, "loader_workers": args.loader_workers,
+              "setup_s": time.perf_counter() - t_start, "stages": {}}
+    deadline = time.perf_counter() + args.deadline_s if args.deadline_s else float("inf")
+    for s, f, r, n in zip(stages, losses_fns, samples, steps):
+        report["stages"][s.checkpoint.name] = run_stage(s, model, f, r, n, device, args.log_every, s.checkpoint.name,
+                                                        args.loader_workers, deadline)
     tokens = sum(v["tokens"] for v in report["stages"].values())
     report.update(tokens=tokens, train_s=sum(v["seconds"] for v in report["stages"].values()),
                   params=sum(p.numel() for p in model.parameters()))
@@ -201,9 +250,12 @@ def main(argv=None) -> int:
     os.makedirs(final, exist_ok=True)
     model.float().cpu().eval()
     last = stages[-1]
-    state = TrainState(step=steps[-1], tokens_seen=tokens)
+    state = TrainState(step=report["stages"][last.checkpoint.name]["steps"], tokens_seen=tokens)
     write_consolidated(final, model, model_cfg, last, state, args.tokenizer or default_tokenizer_uri("small"))
-    for path in (os.path.join(args.out, "probe.json"), str(ROOT / "bench" / "results" / "goal_gpu.json")):
+    paths = [os.path.join(args.out, "probe.json")]
+    if device.type == "cuda":  # a dry run on a CPU does not replace the GPU's numbers
+        paths.append(str(ROOT / "bench" / "results" / "goal_gpu.json"))
+    for path in paths:
         with open(path, "w") as f:
             json.dump(report, f, indent=1)
     print(table(report), flush=True)

@@ -7,7 +7,8 @@
 # Needs the goal recipe's shards (runs/shards/shapes-goal, runs/shards/shapes-goal2; the commands are in
 # workflows/configs/pretrain_small_goal.yaml). Results under $OUT (default runs/gpu-checks): logs, probe.json,
 # eval.json and the checkpoint as final.tar.part-* (split for transfer; `cat final.tar.part-* | tar -x`).
-# A dry run on a CPU: DEVICE=cpu EXTRA="--max-steps 3" NUM=2 bench/gpu_checks.sh
+# TESTS=0 skips step 1; DEADLINE_S (default BUDGET_S + 10 %) stops training whatever its steps left.
+# A dry run on a CPU: DEVICE=cpu EXTRA="--max-steps 3 --loader-workers 1" NUM=2 bench/gpu_checks.sh
 set -uo pipefail
 OUT=${OUT:-runs/gpu-checks}
 PY=${PY:-python3}
@@ -15,9 +16,11 @@ RUN=${RUN:-runs/goal-gpu}
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 mkdir -p "$OUT" "$RUN"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $PY -c "import torch; print('torch', torch.__version__)"
-  timeout "${TEST_TIMEOUT:-240}" $PY -m pytest -m gpu tests/gpu -q -p no:cacheprovider; echo "gpu tests rc=$?"; } > "$OUT/gpu_tests.log" 2>&1
+  if [ "${TESTS:-1}" = 1 ]; then timeout "${TEST_TIMEOUT:-240}" $PY -m pytest -m gpu tests/gpu -q -p no:cacheprovider
+  echo "gpu tests rc=$?"; else echo "gpu tests skipped (TESTS=0)"; fi; } > "$OUT/gpu_tests.log" 2>&1
 timeout "${TRAIN_TIMEOUT:-480}" $PY bench/goal_gpu.py --out "$RUN" --batch-scale "${BATCH_SCALE:-4}" \
-    --budget-s "${BUDGET_S:-300}" --device "${DEVICE:-cuda}" ${EXTRA:-} > "$OUT/goal_gpu.log" 2>&1
+    --budget-s "${BUDGET_S:-300}" --deadline-s "${DEADLINE_S:-$(( ${BUDGET_S:-300} * 11 / 10 ))}" --device "${DEVICE:-cuda}" \
+    ${EXTRA:-} > "$OUT/goal_gpu.log" 2>&1
 echo "train rc=$?" >> "$OUT/goal_gpu.log"
 cp "$RUN/probe.json" "$OUT/" 2>/dev/null
 tar -C "$RUN" --exclude final/tokenizer -cf - final | split -b 15m - "$OUT/final.tar.part-"

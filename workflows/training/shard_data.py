@@ -168,8 +168,15 @@ def epoch_batches(shard, data: DataSection, *, seed: int, epoch: int, rank: int,
         seed, epoch, rank: seed the shuffles.
         temporal_compression: of the video tokenizer, to rewrite the clip duration after a crop.
     """
+    samples = (row_to_sample(r, data, temporal_compression) for r in iter_rows(shard))
+    yield from sample_batches(samples, data, seed=seed, epoch=epoch, rank=rank)
+
+
+def sample_batches(samples: Iterable[dict[str, Any]], data: DataSection, *, seed: int, epoch: int,
+                   rank: int) -> Iterator[list[dict[str, Any]]]:
+    """:func:`epoch_batches` over samples already made by :func:`row_to_sample` (the same batches in the same
+    order): the streaming shuffle, then length bucketing."""
     g = epoch_generator(seed, epoch, rank) if data.shuffle else None
-    samples: Iterable = (row_to_sample(r, data, temporal_compression) for r in iter_rows(shard))
     if g is not None:
         samples = shuffled(samples, data.bucket_window, g)
     yield from bucket_batches(samples, data.micro_batch_size, data.bucket_window, g)
@@ -209,5 +216,5 @@ def code_histogram(uri: str, codebook_size: int, max_rows: int = 50_000) -> np.n
 
 
 __all__ = ["SHARD_COLUMNS", "batch_tokens", "bucket_batches", "check_shards", "code_histogram", "epoch_batches",
-           "iter_rows", "read_shards", "row_to_sample", "sample_length", "shard_files",
+           "iter_rows", "read_shards", "row_to_sample", "sample_batches", "sample_length", "shard_files",
            "shuffled"]

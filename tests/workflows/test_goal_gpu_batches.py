@@ -1,0 +1,59 @@
+"""bench/goal_gpu.py's batch stream: worker processes build the training loop's batches, in step order."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from test_pretrain_config import _row
+
+from lumos.ardf import make_batch
+from lumos.config import ARDFConfig, model_preset
+from workflows.training.shard_data import batch_tokens, epoch_batches, row_to_sample, sample_batches
+from workflows.training.train_config import DataSection, PretrainConfig
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "goal_gpu.py"
+
+
+def _goal_gpu():
+    spec = importlib.util.spec_from_file_location("goal_gpu", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sample_batches_equal_epoch_batches():
+    rows = [_row(i, frames=1 + i % 3) for i in range(24)]
+    data = DataSection(micro_batch_size=3, bucket_window=7)
+    samples = [row_to_sample(r, data) for r in rows]
+    for epoch in (0, 1):
+        want = list(epoch_batches(rows, data, seed=5, epoch=epoch, rank=0))
+        got = list(sample_batches(samples, data, seed=5, epoch=epoch, rank=0))
+        assert [[s["codes"].tolist() for s in b] for b in got] == [[s["codes"].tolist() for s in b] for b in want]
+
+
+def test_worker_processes_yield_the_loops_batches_in_step_order():
+    goal_gpu = _goal_gpu()
+    layout = model_preset("debug").layout
+    cfg = PretrainConfig(data=DataSection(micro_batch_size=2, bucket_window=6), seed=3,
+                         ardf=ARDFConfig(min_mask_ratio=0.3, text_drop_prob=0.5))
+    rows = [_row(i, frames=1 + i % 3) for i in range(13)]  # 6 batches an epoch: 14 steps cross two epochs
+    samples = [row_to_sample(r, cfg.data) for r in rows]
+    want, step = [], 0
+    for epoch in range(3):
+        for batch in epoch_batches(rows, cfg.data, seed=cfg.seed, epoch=epoch, rank=0):
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            want.append((make_batch(batch, layout, cfg.ardf, g), batch_tokens(batch)))
+            step += 1
+    for workers in (0, 2):
+        stream = goal_gpu.StepBatches(cfg, samples, layout, workers, pin=False)
+        try:
+            got = [next(stream) for _ in range(14)]
+        finally:
+            stream.close()
+        assert len(got) == 14
+        for (batch, tokens), (ref, ref_tokens) in zip(got, want):
+            assert batch.keys() == ref.keys() and tokens == ref_tokens
+            for key in ref:
+                assert torch.equal(batch[key], ref[key]), (workers, key)
