@@ -132,19 +132,24 @@ def step_batches(cfg, samples: list[dict], layout, worker: int, workers: int):
 
     step, epoch = 0, 0
     while True:
+        start = step
         for batch in sample_batches(samples, cfg.data, seed=cfg.seed, epoch=epoch, rank=0):
             if step % workers == worker:
                 g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
                 yield make_batch(batch, layout, cfg.ardf, g), batch_tokens(batch)
             step += 1
+        if step == start:
+            raise ValueError(f"data.shards={cfg.data.shards}: {len(samples)} samples do not make one micro-batch of "
+                             f"{cfg.data.micro_batch_size}")
         epoch += 1
 
 
 def run_stage(cfg, model, loss_fn, samples, steps: int, device, log_every: int, label: str, workers: int,
               deadline: float = float("inf"), timed_from: int = 0) -> dict:
     """``steps`` optimizer steps of one stage (fresh fused AdamW, the stage's LR schedule over ``steps``); stops
-    early, saying so in ``cut_at``, when ``time.perf_counter()`` passes ``deadline``. ``step_s``: seconds per step
-    from step ``timed_from`` on (the earlier ones warm up kernels, allocator and loader workers)."""
+    early, saying so in ``cut_at``, when ``time.perf_counter()`` passes ``deadline``. ``step_s`` and
+    ``timed_tokens_per_s``: from step ``timed_from`` on (the earlier ones warm up kernels, allocator and loader
+    workers)."""
     import torch
 
     from workflows.training.engine import LRSchedule, param_groups
@@ -156,12 +161,12 @@ def run_stage(cfg, model, loss_fn, samples, steps: int, device, log_every: int, 
     stream = StepBatches(cfg, samples, model.cfg.layout, workers, pin=device.type == "cuda")
     bf16 = device.type == "cuda"
     tokens, losses, cut_at, t0 = 0, [], None, time.perf_counter()
-    t_timed = t0
+    t_timed, tokens_timed = t0, 0
     for step in range(steps):
         if step == timed_from:
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            t_timed = time.perf_counter()
+            t_timed, tokens_timed = time.perf_counter(), tokens
         if time.perf_counter() > deadline:
             cut_at = step
             print(f"{label}: the deadline passed, stopped at step {step} of {steps}", flush=True)
@@ -188,6 +193,7 @@ def run_stage(cfg, model, loss_fn, samples, steps: int, device, log_every: int, 
     done = steps if cut_at is None else cut_at
     return {"steps": done, "planned_steps": steps, "cut_at": cut_at, "tokens": tokens, "seconds": seconds,
             "tokens_per_s": tokens / seconds, "step_s": (t_end - t_timed) / max(1, done - timed_from),
+            "timed_tokens_per_s": (tokens - tokens_timed) / (t_end - t_timed),
             "losses": losses, "lr": optim.lr, "micro_batch_size": cfg.data.micro_batch_size}
 
 

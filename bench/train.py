@@ -6,13 +6,15 @@ AR-DF batches (:func:`lumos.ardf.make_batch`), same AdamW:
 
 * ``bare`` — one process, ``torch.set_num_threads(2)``, plain PyTorch loop;
 * ``ray zero-N`` — ``workflows.pretrain`` (2 Ray Train workers × 1 thread, DeepSpeed ZeRO stage N, gloo), tokens/s
-  from the run's own metrics (steps after ``--warmup``), so Ray/worker start-up is reported separately.
+  from the run's own metrics (steps after ``--warmup``), so Ray/worker start-up is reported separately;
+  ``--layouts 2x1,1x2`` adds other worker × thread layouts (``ray zero-N W×T``).
 
 MFU for both against an fp32 matmul peak measured in this run with 2 threads. Rounds alternate (bare, ray, bare,
 ray, ...) so that load from other processes hits both alike; the 1-minute load average is recorded per point.
 
     .venv/bin/python bench/train.py                   # ~10-20 min on 2 busy cores
     .venv/bin/python bench/train.py --rounds 1 --steps 4 --variants 2
+    .venv/bin/python bench/train.py --rounds 1 --variants 0 --layouts 2x1,1x2 --out bench/results/train_layouts.json
 
 Prints a Markdown table and writes bench/results/train.json.
 """
@@ -20,8 +22,10 @@ Prints a Markdown table and writes bench/results/train.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -30,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(1, str(ROOT / "tests" / "workflows"))  # pretrain_helpers: shapes shards writer
+sys.path.insert(1, str(ROOT / "bench"))  # goal_gpu: the bare training loop
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -43,6 +48,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="unmeasured steps at the start of each run")
     p.add_argument("--rounds", type=int, default=2, help="alternating bare/ray rounds")
     p.add_argument("--variants", default="2,0", help="comma-separated ZeRO stages of the Ray runs")
+    p.add_argument("--layouts", default="2x1", help="comma-separated Ray layouts, workers x threads (default 2x1)")
     p.add_argument("--clips", type=int, default=48, help="clips in the shard dataset")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "train.json"))
     return p.parse_args()
@@ -58,62 +64,36 @@ def make_shards(root: str, clips: int) -> str:
     return write_shards(root, videos=clips, images=0, size=64, frames=17, fps=8, files=2, preset="small")
 
 
-def config(shards: str, storage: str, name: str, batch: int, steps: int, stage: int):
+def config(shards: str, storage: str, name: str, batch: int, steps: int, stage: int, layout: str = "2x1"):
+    """The run's config; ``layout``: Ray Train workers x torch threads each (the global batch split over them)."""
     from workflows.training.train_config import load_pretrain_config
 
+    workers, threads = (int(x) for x in layout.split("x"))
     return load_pretrain_config(CONFIG, [
         f"data.shards={shards}", f"checkpoint.storage={storage}", f"checkpoint.name={name}",
-        f"data.micro_batch_size={batch // 2}", f"optim.max_steps={steps}", f"engine.zero_stage={stage}",
+        f"ray.num_workers={workers}", f"ray.threads_per_worker={threads}",
+        f"data.micro_batch_size={batch // workers}", f"optim.max_steps={steps}", f"engine.zero_stage={stage}",
         "metrics.every_steps=1", f"checkpoint.every_steps={steps}", "optim.warmup_steps=0", "metrics.plots=false",
         "metrics.tensorboard=false"])
 
 
 def bare_run(cfg, steps: int, warmup: int) -> dict:
-    """The same training in one process with 2 threads: tokens/s over the steps after ``warmup``."""
+    """The same training in one process with 2 threads (``goal_gpu``'s bare loop on the CPU, batches built in the
+    loop): tokens/s over the steps after ``warmup``."""
     import torch
+    from goal_gpu import run_stage, stage_samples
 
-    from lumos.ardf import make_batch
     from lumos.loss import ardf_loss
     from lumos.model import LumosModel
-    from workflows.training.engine import LRSchedule, param_groups
-    from workflows.training.shard_data import batch_tokens, epoch_batches
 
     torch.set_num_threads(2)
     torch.manual_seed(cfg.seed)
-    model_cfg = cfg.model.build()
-    model = LumosModel(model_cfg)
-    opt = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
-                            betas=tuple(cfg.optim.betas))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, LRSchedule(cfg.optim))
-    rows = list(read_rows(cfg.data.shards))
-    data = type(cfg.data)(**{**cfg.data.__dict__, "micro_batch_size": 2 * cfg.data.micro_batch_size})
-    stream = (b for epoch in range(10**6) for b in epoch_batches(rows, data, seed=cfg.seed, epoch=epoch, rank=0))
-    times, tokens, losses = [], [], []
-    for step in range(warmup + steps):
-        t0 = time.perf_counter()
-        samples = next(stream)
-        batch = make_batch(samples, model_cfg.layout, cfg.ardf, torch.Generator().manual_seed(step))
-        loss, metrics = ardf_loss(model, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sched.step()
-        if step >= warmup:
-            times.append(time.perf_counter() - t0)
-            tokens.append(batch_tokens(samples))
-            losses.append(metrics["loss"])
-    return {"tokens_per_s": sum(tokens) / sum(times), "step_s": statistics.mean(times),
-            "tokens_per_step": statistics.mean(tokens), "loss_last": losses[-1]}
-
-
-def read_rows(shards: str):
-    import pyarrow.parquet as pq
-
-    from workflows.training.shard_data import SHARD_COLUMNS, shard_files
-
-    for f in shard_files(shards):
-        yield from pq.read_table(f, columns=SHARD_COLUMNS).to_pylist()
+    model = LumosModel(cfg.model.build())
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, micro_batch_size=2 * cfg.data.micro_batch_size))
+    run = run_stage(cfg, model, ardf_loss, stage_samples(cfg, model.cfg.temporal_compression), warmup + steps,
+                    torch.device("cpu"), 10**9, "bare", workers=0, timed_from=warmup)
+    return {"tokens_per_s": run["timed_tokens_per_s"], "step_s": run["step_s"],
+            "tokens_per_step": run["timed_tokens_per_s"] * run["step_s"], "loss_last": run["losses"][-1][1]}
 
 
 def ray_run(cfg, steps: int, warmup: int) -> dict:
@@ -146,6 +126,10 @@ def main() -> None:
     from workflows.training.run_metrics import measure_matmul_peak
 
     stages = [int(s) for s in args.variants.split(",") if s]
+    layouts = [v for v in args.layouts.split(",") if v]
+    bad = [v for v in layouts if not re.fullmatch(r"[1-9]\d*x[1-9]\d*", v)]
+    if bad:
+        raise SystemExit(f"--layouts: {bad[0]!r} is not WORKERSxTHREADS (e.g. 2x1)")
     root = tempfile.mkdtemp(prefix="lumos-bench-train-")
     shards = make_shards(root, args.clips)
     peak = measure_matmul_peak(threads=2, seconds=2.0)
@@ -156,11 +140,13 @@ def main() -> None:
     for r in range(args.rounds):
         cfg = config(shards, f"{root}/runs", f"bare-{r}", args.batch, total, 2)
         points.append({"path": "bare", "round": r, "load_avg_1m": load_avg(), **bare_run(cfg, args.steps, args.warmup)})
-        for stage in stages:
-            cfg = config(shards, f"{root}/runs", f"ray-z{stage}-{r}", args.batch, total, stage)
-            points.append({"path": f"ray zero-{stage}", "round": r, "load_avg_1m": load_avg(),
+        ray_paths = [(stage, layout) for stage in stages for layout in layouts]
+        for stage, layout in ray_paths:
+            cfg = config(shards, f"{root}/runs", f"ray-z{stage}-{layout}-{r}", args.batch, total, stage, layout)
+            label = f"ray zero-{stage}" + (f" {layout.replace('x', '×')}" if layouts != ["2x1"] else "")
+            points.append({"path": label, "round": r, "load_avg_1m": load_avg(),
                            **ray_run(cfg, args.steps, args.warmup)})
-        print(json.dumps(points[-1 - len(stages):], indent=None), flush=True)
+        print(json.dumps(points[-1 - len(ray_paths):], indent=None), flush=True)
     ray.shutdown()
     cfg = config(shards, root, "x", args.batch, total, 2)
     report(points, peak, cfg, args)

@@ -403,7 +403,8 @@ def study_markdown(report: dict) -> str:
                    f"{cfg['frames'] or 'the checkpoint’s'} latent frames, sampler steps {sampler['steps'] or 'recorded'}, "
                    f"CFG {sampler['cfg_scale'] or 'recorded'}. Wall time {report['seconds']:.0f} s.\n")
     else:
-        setting = (f"Recipe `{Path(cfg['recipe']).name}`{' with ' + ', '.join(cfg['train']) if cfg['train'] else ''}, "
+        train = [t for t in cfg["train"] if t != QUIET_TRAIN]
+        setting = (f"Recipe `{Path(cfg['recipe']).name}`{' with ' + ', '.join(train) if train else ''}, "
                    f"trained by `workflows.pretrain` with seeds {seeds} per variant (only `{KNOBS[study]}` and the seed "
                    f"differ); validation: fixed tube masks of ratio {cfg['val_ratio']} on held-out clips; scores: "
                    f"{cfg['eval_num']} held-out prompts per suite. Mean ± std over the seeds. Wall time "
@@ -458,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+QUIET_TRAIN = "metrics.progress=false"
+"""What ``--quiet`` adds to ``--train`` (not a recipe change: left out of the study's write-up)."""
+
 FLAG_KEYS = {"study": "study", "recipe": "recipe", "train": "train", "val_ratio": "val_ratio",
              "eval_num": "eval_num", "frames": "frames", "eval_steps": "sampler.steps", "cfg": "sampler.cfg_scale"}
 """Each config flag → its :class:`AblationConfig` key (a flag left out leaves the config file's value)."""
@@ -488,7 +492,7 @@ def config_from_args(args: argparse.Namespace) -> AblationConfig:
     if bool(args.shards) != bool(args.val_shards):
         raise UsageError("--shards and --val-shards go together")
     if args.quiet:  # the training workers' progress bars too
-        cfg.train = [*cfg.train, "metrics.progress=false"]
+        cfg.train = [*cfg.train, QUIET_TRAIN]
     if cfg.study != "history":
         try:
             run_config(cfg, cfg.variants[0], cfg.seeds[0], "/tmp/check", args.shards)  # a bad recipe: now, one line

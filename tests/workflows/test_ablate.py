@@ -4,6 +4,7 @@ seeds, resumable studies, the history study on a checkpoint, bad arguments."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -27,6 +28,7 @@ from workflows.ablate import (
     make_data,
     run_config,
     run_stages,
+    study_markdown,
     summarize,
 )
 from workflows.evaluation.eval_sets import is_heldout_prompt
@@ -84,6 +86,19 @@ def test_quiet_silences_the_training_workers_progress_bars_too():
     assert run().metrics.progress is True
     quiet = run("--quiet")
     assert [c.metrics.progress for c in run_stages(quiet)] == [False] * len(run_stages(quiet))
+
+
+def test_the_write_up_names_recipe_changes_but_not_quiet():
+    recipe = str(REPO / "workflows" / "configs" / "pretrain_ablate.yaml")
+    cfg = config_from_args(build_parser().parse_args(["--study", "rope", "--recipe", recipe, "--seeds", "0,1",
+                                                      "--train", "optim.lr=0.001", "--quiet"]))
+    assert "metrics.progress=false" in cfg.train
+    runs = {0: {"val_loss": 2.0, "val_frame_loss": [2.0], "train_frame_loss": [2.0], "eval": {"t2i": {"overall": 0.4}}}}
+    report = {"study": "rope", "config": dataclasses.asdict(cfg), "seconds": 5.0,
+              "variants": {"mm": {"summary": summarize(runs)}}}
+    text = study_markdown(report)
+    assert "with optim.lr=0.001," in text and "progress" not in text
+    assert "| mm | 2.000 ± 0.000 |" in text
 
 
 def test_spread_and_summary_over_seeds():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 from test_pretrain_config import _row
 
@@ -57,3 +58,12 @@ def test_worker_processes_yield_the_loops_batches_in_step_order():
             assert batch.keys() == ref.keys() and tokens == ref_tokens
             for key in ref:
                 assert torch.equal(batch[key], ref[key]), (workers, key)
+
+
+def test_too_few_samples_for_one_micro_batch_is_an_error_not_a_hang():
+    goal_gpu = _goal_gpu()
+    cfg = PretrainConfig(data=DataSection(micro_batch_size=8, bucket_window=8, shards="/data/tiny"))
+    samples = [row_to_sample(_row(i, frames=1), cfg.data) for i in range(5)]
+    stream = goal_gpu.StepBatches(cfg, samples, model_preset("debug").layout, 0, pin=False)
+    with pytest.raises(ValueError, match="5 samples do not make one micro-batch of 8"):
+        next(stream)
