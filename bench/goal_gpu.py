@@ -92,8 +92,8 @@ def stage_samples(cfg, temporal: int) -> list[dict]:
 class StepBatches:
     """Endless ``(batch, tokens)`` in step order, built by ``workers`` DataLoader processes (worker w of k builds
     steps w, w + k, …), so that batch building runs beside the training loop instead of sharing its interpreter.
-    Step s's batch is the s-th micro-batch of the epochs' sequence, masked with generator ``seed·1,000,003 + s``
-    (the same batches whatever the number of workers); :meth:`close` stops the workers."""
+    The batches are those ``workflows.pretrain`` builds on rank 0 of one worker (same order, same mask generators),
+    whatever the number of loader workers; :meth:`close` stops the workers."""
 
     def __init__(self, cfg, samples: list[dict], layout, workers: int, pin: bool):
         import torch
@@ -124,24 +124,19 @@ def _one_thread(_worker_id: int) -> None:
 
 
 def step_batches(cfg, samples: list[dict], layout, worker: int, workers: int):
-    """Steps ``worker, worker + workers, …`` of the endless sequence of micro-batches (see :class:`StepBatches`)."""
+    """Steps ``worker, worker + workers, …`` of rank 0's endless micro-batch stream in ``workflows.pretrain`` (its
+    order, its per-batch mask generator)."""
     import torch
 
     from lumos.ardf import make_batch
-    from workflows.training.shard_data import batch_tokens, sample_batches
+    from workflows.training.shard_data import batch_tokens
+    from workflows.training.train_loop import TrainState, Worker, batch_generator, micro_batches
 
-    step, epoch = 0, 0
-    while True:
-        start = step
-        for batch in sample_batches(samples, cfg.data, seed=cfg.seed, epoch=epoch, rank=0):
-            if step % workers == worker:
-                g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-                yield make_batch(batch, layout, cfg.ardf, g), batch_tokens(batch)
-            step += 1
-        if step == start:
-            raise ValueError(f"data.shards={cfg.data.shards}: {len(samples)} samples do not make one micro-batch of "
-                             f"{cfg.data.micro_batch_size}")
-        epoch += 1
+    rank0 = Worker(rank=0, world=1, device=torch.device("cpu"))
+    stream = micro_batches(samples, cfg, TrainState(), rank0, 0, samples_made=True)
+    for step, (epoch, index, batch) in enumerate(stream):
+        if step % workers == worker:
+            yield make_batch(batch, layout, cfg.ardf, batch_generator(cfg.seed, 0, epoch, index)), batch_tokens(batch)
 
 
 def run_stage(cfg, model, loss_fn, samples, steps: int, device, log_every: int, label: str, workers: int,

@@ -13,6 +13,7 @@ from lumos.ardf import make_batch
 from lumos.config import ARDFConfig, model_preset
 from workflows.training.shard_data import batch_tokens, epoch_batches, row_to_sample, sample_batches
 from workflows.training.train_config import DataSection, PretrainConfig
+from workflows.training.train_loop import TrainState, Worker, batch_generator, micro_batches
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "goal_gpu.py"
 
@@ -34,19 +35,17 @@ def test_sample_batches_equal_epoch_batches():
         assert [[s["codes"].tolist() for s in b] for b in got] == [[s["codes"].tolist() for s in b] for b in want]
 
 
-def test_worker_processes_yield_the_loops_batches_in_step_order():
+def test_worker_processes_yield_the_training_loops_batches_in_step_order():
     goal_gpu = _goal_gpu()
     layout = model_preset("debug").layout
     cfg = PretrainConfig(data=DataSection(micro_batch_size=2, bucket_window=6), seed=3,
                          ardf=ARDFConfig(min_mask_ratio=0.3, text_drop_prob=0.5))
     rows = [_row(i, frames=1 + i % 3) for i in range(13)]  # 6 batches an epoch: 14 steps cross two epochs
     samples = [row_to_sample(r, cfg.data) for r in rows]
-    want, step = [], 0
-    for epoch in range(3):
-        for batch in epoch_batches(rows, cfg.data, seed=cfg.seed, epoch=epoch, rank=0):
-            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-            want.append((make_batch(batch, layout, cfg.ardf, g), batch_tokens(batch)))
-            step += 1
+    rank0 = Worker(rank=0, world=1, device=torch.device("cpu"))
+    loop = micro_batches(rows, cfg, TrainState(), rank0, 4)  # what workflows.pretrain trains on
+    want = [(make_batch(b, layout, cfg.ardf, batch_generator(cfg.seed, 0, e, i)), batch_tokens(b))
+            for e, i, b in (next(loop) for _ in range(14))]
     for workers in (0, 2):
         stream = goal_gpu.StepBatches(cfg, samples, layout, workers, pin=False)
         try:
@@ -65,5 +64,5 @@ def test_too_few_samples_for_one_micro_batch_is_an_error_not_a_hang():
     cfg = PretrainConfig(data=DataSection(micro_batch_size=8, bucket_window=8, shards="/data/tiny"))
     samples = [row_to_sample(_row(i, frames=1), cfg.data) for i in range(5)]
     stream = goal_gpu.StepBatches(cfg, samples, model_preset("debug").layout, 0, pin=False)
-    with pytest.raises(ValueError, match="5 samples do not make one micro-batch of 8"):
+    with pytest.raises(ValueError, match="too few clips for ray.num_workers=1 × data.micro_batch_size=8"):
         next(stream)

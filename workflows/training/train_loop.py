@@ -36,7 +36,7 @@ from lumos import storage
 from workflows.config_io import dump_config
 from workflows.training.engine import build_engine, gathered_params, model_init_context, precision
 from workflows.training.run_metrics import MetricsWriter, WindowStats, device_peak_flops, download_tree
-from workflows.training.shard_data import batch_tokens, epoch_batches
+from workflows.training.shard_data import batch_tokens, epoch_batches, sample_batches
 from workflows.training.train_config import PretrainConfig
 
 log = logging.getLogger(__name__)
@@ -122,14 +122,17 @@ def build_model_engine(cfg: PretrainConfig, w: Worker, init_from: str | None = N
     return model_cfg, model, engine
 
 
-def micro_batches(shard, cfg: PretrainConfig, state: TrainState, w: Worker,
-                  temporal_compression: int) -> Iterator[tuple[int, int, list[dict]]]:
-    """Endless ``(epoch, index, samples)`` stream starting at the saved data position."""
+def micro_batches(shard, cfg: PretrainConfig, state: TrainState, w: Worker, temporal_compression: int,
+                  *, samples_made: bool = False) -> Iterator[tuple[int, int, list[dict]]]:
+    """Endless ``(epoch, index, samples)`` stream starting at the saved data position. ``samples_made``: ``shard``
+    holds samples already made by ``row_to_sample`` (a list in memory), not rows."""
     epoch, skip = state.epoch, state.batch_in_epoch
     while True:
         n = 0
-        for i, samples in enumerate(epoch_batches(shard, cfg.data, seed=cfg.seed, epoch=epoch, rank=w.rank,
-                                                  temporal_compression=temporal_compression)):
+        epoch_iter = (sample_batches(shard, cfg.data, seed=cfg.seed, epoch=epoch, rank=w.rank) if samples_made else
+                      epoch_batches(shard, cfg.data, seed=cfg.seed, epoch=epoch, rank=w.rank,
+                                    temporal_compression=temporal_compression))
+        for i, samples in enumerate(epoch_iter):
             n += 1
             if i >= skip:
                 yield epoch, i, samples
