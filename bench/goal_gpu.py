@@ -192,10 +192,11 @@ def run_stage(cfg, model, loss_fn, samples, steps: int, device, log_every: int, 
             "losses": losses, "lr": optim.lr, "micro_batch_size": cfg.data.micro_batch_size}
 
 
-def step_seconds(cfg, model, loss_fn, samples, device, workers: int, steps: int = 30) -> float:
-    """Seconds per step of this stage's batches, measured on a throw-away copy of the model."""
+def step_seconds(cfg, model, loss_fn, samples, device, workers: int, steps: int = 30, warm: int = 10) -> float:
+    """Seconds per step of this stage's batches (``steps`` timed after ``warm``), on a throw-away copy of the
+    model."""
     probe = copy.deepcopy(model)
-    run = run_stage(cfg, probe, loss_fn, samples, 10 + steps, device, 10**9, "timing", workers, timed_from=10)
+    run = run_stage(cfg, probe, loss_fn, samples, warm + steps, device, 10**9, "timing", workers, timed_from=warm)
     return run["step_s"]
 
 
@@ -230,7 +231,8 @@ def main(argv=None) -> int:
         print(f"stage {s.checkpoint.name}: {len(samples[-1])} samples, {s.optim.max_steps} steps of "
               f"{s.data.micro_batch_size}", flush=True)
     steps = [s.optim.max_steps for s in stages]
-    per_step = [step_seconds(s, model, f, r, device, args.loader_workers)
+    timed = 30 if args.max_steps is None else min(30, args.max_steps)  # a dry run times a few steps
+    per_step = [step_seconds(s, model, f, r, device, args.loader_workers, timed, min(10, timed))
                 for s, f, r in zip(stages, losses_fns, samples)]
     projected = sum(n * t for n, t in zip(steps, per_step))
     factor = args.step_factor or (args.budget_s / projected if args.budget_s else 1.0)
