@@ -249,6 +249,13 @@ def training_record(run_uris: list[str]) -> dict:
     return {"curve": curve, "train_frame_loss": frames}
 
 
+def training_seconds(run_uris: list[str]) -> float:
+    """Seconds the run spent training, summed over its stages' metric windows (start-up and evaluation left out)."""
+    from workflows.training.run_metrics import read_metrics
+
+    return float(sum(r.get("window_s", 0.0) for uri in run_uris for r in read_metrics(uri)))
+
+
 def eval_settings(cfg: AblationConfig, seed: int):
     from workflows.eval import EvalSettings
 
@@ -314,6 +321,7 @@ def run_study(cfg: AblationConfig, out: str, shards: str | None = None, val_shar
     root = storage.absolute(storage.join(out, cfg.study))
     t0 = time.perf_counter()
     variants: dict[str, dict] = {}
+    train_s = 0.0
     if cfg.study == "history":
         from workflows.generation import load_generator
 
@@ -329,12 +337,14 @@ def run_study(cfg: AblationConfig, out: str, shards: str | None = None, val_shar
             for s in cfg.seeds:
                 uris = train_run(run_config(cfg, v, s, root, shards))
                 runs[s] = measure_run(cfg, uris, val, val_shards, progress)
+                train_s += training_seconds(uris)
                 log.info("%s %s seed %d: val loss %.4f", cfg.study, v, s, runs[s]["val_loss"])
             variants[v] = {"runs": runs}
     for res in variants.values():
         res["summary"] = summarize(res["runs"])
     report = {"study": cfg.study, "config": asdict(cfg), "variants": variants, "checkpoint": checkpoint,
-              "shards": shards, "val_shards": val_shards, "seconds": time.perf_counter() - t0}
+              "shards": shards, "val_shards": val_shards, "seconds": time.perf_counter() - t0,
+              "train_seconds": train_s}
     report["plots"] = plot_study(report, root)
     storage.write_text(storage.join(root, "results.json"), json.dumps(report, indent=1))
     md = study_markdown(report)
@@ -407,8 +417,9 @@ def study_markdown(report: dict) -> str:
         setting = (f"Recipe `{Path(cfg['recipe']).name}`{' with ' + ', '.join(train) if train else ''}, "
                    f"trained by `workflows.pretrain` with seeds {seeds} per variant (only `{KNOBS[study]}` and the seed "
                    f"differ); validation: fixed tube masks of ratio {cfg['val_ratio']} on held-out clips; scores: "
-                   f"{cfg['eval_num']} held-out prompts per suite. Mean ± std over the seeds. Wall time "
-                   f"{report['seconds']:.0f} s.\n")
+                   f"{cfg['eval_num']} held-out prompts per suite. Mean ± std over the seeds. Training time "
+                   f"{report.get('train_seconds', 0.0) / 60:.0f} min summed over the runs' metric windows; this "
+                   f"invocation's wall time {report['seconds']:.0f} s (runs trained before were reused).\n")
     keys = _score_keys(report)
     head = ["variant", *(["val loss", "val loss per frame", "train loss per frame (own masks)"]
                          if study != "history" else []), *[k.replace(".", " ").replace("_", " ") for k in keys]]

@@ -30,6 +30,7 @@ from workflows.ablate import (
     run_stages,
     study_markdown,
     summarize,
+    training_seconds,
 )
 from workflows.evaluation.eval_sets import is_heldout_prompt
 from workflows.evaluation.reports import fmt_spread, spread, update_doc_section
@@ -94,11 +95,21 @@ def test_the_write_up_names_recipe_changes_but_not_quiet():
                                                       "--train", "optim.lr=0.001", "--quiet"]))
     assert "metrics.progress=false" in cfg.train
     runs = {0: {"val_loss": 2.0, "val_frame_loss": [2.0], "train_frame_loss": [2.0], "eval": {"t2i": {"overall": 0.4}}}}
-    report = {"study": "rope", "config": dataclasses.asdict(cfg), "seconds": 5.0,
+    report = {"study": "rope", "config": dataclasses.asdict(cfg), "seconds": 5.0, "train_seconds": 1500.0,
               "variants": {"mm": {"summary": summarize(runs)}}}
     text = study_markdown(report)
     assert "with optim.lr=0.001," in text and "progress" not in text
+    assert "Training time 25 min summed over the runs" in text and "wall time 5 s" in text
     assert "| mm | 2.000 ± 0.000 |" in text
+
+
+def test_training_seconds_sum_every_stage_metric_windows(tmp_path):
+    for stage, windows in (("image", [10.0, 20.5]), ("video", [30.0])):
+        (tmp_path / stage / "metrics").mkdir(parents=True)
+        lines = [json.dumps({"step": 50 * (i + 1), "loss": 1.0, "window_s": w}) for i, w in enumerate(windows)]
+        (tmp_path / stage / "metrics" / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    assert training_seconds([str(tmp_path / "image"), str(tmp_path / "video")]) == 60.5
+    assert training_seconds([str(tmp_path / "absent")]) == 0.0
 
 
 def test_spread_and_summary_over_seeds():
