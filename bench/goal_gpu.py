@@ -22,6 +22,7 @@ import argparse
 import copy
 import dataclasses
 import functools
+import gc
 import json
 import os
 import sys
@@ -104,17 +105,25 @@ class StepBatches:
                 w, k = (info.id, info.num_workers) if info else (0, 1)
                 yield from step_batches(cfg, samples, layout, w, k)
 
+        self.frozen = bool(workers)
+        if self.frozen:  # forked workers share the samples copy-on-write: keep the collector from touching their pages
+            gc.freeze()
         self.loader = torch.utils.data.DataLoader(
             Steps(), batch_size=None, num_workers=workers, pin_memory=pin, worker_init_fn=_one_thread,
             prefetch_factor=8 if workers else None, multiprocessing_context="fork" if workers else None)
         self.it = iter(self.loader)
 
     def __next__(self):
+        if self.it is None:
+            raise StopIteration
         return next(self.it)
 
     def close(self) -> None:
-        if hasattr(self.it, "_shutdown_workers"):
-            self.it._shutdown_workers()
+        """Stop the workers: dropping the loader's iterator shuts them down (its own finaliser)."""
+        self.it = None
+        if self.frozen:
+            gc.unfreeze()
+            self.frozen = False
 
 
 def _one_thread(_worker_id: int) -> None:

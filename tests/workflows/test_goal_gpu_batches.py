@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -47,11 +48,14 @@ def test_worker_processes_yield_the_training_loops_batches_in_step_order():
     want = [(make_batch(b, layout, cfg.ardf, batch_generator(cfg.seed, 0, e, i)), batch_tokens(b))
             for e, i, b in (next(loop) for _ in range(14))]
     for workers in (0, 2):
+        before = set(multiprocessing.active_children())
         stream = goal_gpu.StepBatches(cfg, samples, layout, workers, pin=False)
         try:
             got = [next(stream) for _ in range(14)]
+            assert len(set(multiprocessing.active_children()) - before) == workers
         finally:
             stream.close()
+        assert set(multiprocessing.active_children()) <= before and next(stream, None) is None  # close stops them
         assert len(got) == 14
         for (batch, tokens), (ref, ref_tokens) in zip(got, want):
             assert batch.keys() == ref.keys() and tokens == ref_tokens
