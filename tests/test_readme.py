@@ -226,12 +226,19 @@ def check_showcase(argv):
     argparse_ok(showcase.build_parser().parse_args, argv)
 
 
+def check_pool(argv):
+    from workflows.evaluation import pool
+
+    args = argparse_ok(pool.build_parser().parse_args, argv)
+    assert len(args.runs) >= 2, "pooling needs two or more eval runs"
+
+
 MODULES = {"tokenize_jobs.synth": check_synth, "tokenize_jobs.shapes": check_shapes,
            "tokenize_jobs.video": check_video, "workflows.pretrain": check_pretrain,
            "workflows.train_tokenizer": check_train_tokenizer, "workflows.generate": check_generate,
            "workflows.serve": check_serve, "workflows.eval": check_eval, "workflows.convert_hf": check_convert,
            "workflows.ablate": check_ablate, "workflows.bench_sets": check_bench_sets, "workflows.demo": check_demo,
-           "workflows.showcase": check_showcase}
+           "workflows.showcase": check_showcase, "workflows.evaluation.pool": check_pool}
 
 
 def check_python(argv: list[str]) -> None:
@@ -485,7 +492,7 @@ def test_readme_commands_fail_loudly_on_a_broken_line(tmp_path):
 # ---- commands that run for real ----------------------------------------------------------------------------------
 
 def readme_modules() -> list[str]:
-    return sorted(set(re.findall(r"python -m ((?:workflows|tokenize_jobs)\.\w+)", "".join(p.read_text() for p in PAGES))))
+    return sorted(set(re.findall(r"python -m ((?:workflows|tokenize_jobs)(?:\.\w+)+)", "".join(p.read_text() for p in PAGES))))
 
 
 @pytest.mark.parametrize("module", readme_modules())

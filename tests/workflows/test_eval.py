@@ -360,3 +360,37 @@ def test_bootstrap_interval_brackets_the_score():
     assert ci["subject_consistency"] == [1.0, 1.0]
     t2i = [{"single_object": 1.0, "colors": 0.0, "counting": 1.0, "position": 1.0} for _ in range(10)]
     assert bootstrap_ci("t2i", t2i)["overall"] == [0.75, 0.75]
+
+
+def test_pool_scores_the_union_of_prompt_sets_and_refuses_runs_that_differ(checkpoint, tmp_path, capsys):
+    from workflows.evaluation.pool import main as pool_main
+
+    runs = []
+    for seed in (0, 1):
+        runs.append(str(tmp_path / f"s{seed}"))
+        assert main(["--checkpoint", checkpoint, "--suite", "all", "--num", "3", "--frames", "2", "--seed", str(seed),
+                     "--no-references", "--out", runs[-1], *SMALL]) == 0
+    capsys.readouterr()
+    assert pool_main([*runs, "--out", str(tmp_path / "pooled.json")]) == 0
+    printed = capsys.readouterr().out
+    pooled = json.loads((tmp_path / "pooled.json").read_text())
+    reports = [json.loads((Path(r) / "eval.json").read_text()) for r in runs]
+    for suite in SUITES:
+        rows = [it["scores"] for rep in reports for it in rep["suites"][suite]["items"]]
+        res = pooled["suites"][suite]
+        assert res["n"] == 6 and res["scores"] == pytest.approx(aggregate(suite, rows))
+        assert [r["seed"] for r in res["runs"]] == [0, 1]
+        assert [r["scores"] for r in res["runs"]] == [rep["suites"][suite]["scores"] for rep in reports]
+        assert all(lo <= res["scores"][k] <= hi for k, (lo, hi) in res["ci95"].items())
+        assert f"## {suite} (6 prompts)" in printed
+    assert "| metric | pooled [95 % CI] | seed 0 (3) | seed 1 (3) |" in printed
+    # another sampler setting, or one prompt set twice, does not pool: one line naming why
+    other = str(tmp_path / "steps3")
+    assert main(["--checkpoint", checkpoint, "--suite", "t2i", "--num", "3", "--frames", "2", "--seed", "2", "--out", other,
+                 "--no-references", "--size", "32", "--steps", "3", "--quiet"]) == 0
+    capsys.readouterr()
+    assert pool_main([runs[0], other]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "settings.sampler" in err and "error" in err
+    assert pool_main([runs[0], runs[0]]) == 2 and "the same prompt set" in capsys.readouterr().err
+    assert pool_main([str(tmp_path / "absent")]) == 2 and "no eval.json" in capsys.readouterr().err
