@@ -4,7 +4,7 @@
 #      AdamW, the sampler's seed rule, the video tokenizer, attention);
 #   2. bench/goal_gpu.py: the goal recipe at BATCH_SCALE x its batch in bf16, within BUDGET_S seconds of training;
 #   3. its shapes-world scores (96 prompts per suite, seed 0) on the GPU.
-# Needs the goal recipe's shards (runs/shards/shapes-goal, runs/shards/shapes-goal2; the commands are in
+# Needs the goal recipe's shards (runs/shards/shapes-goal, shapes-goal2 and shapes-goal3; the commands are in
 # workflows/configs/pretrain_small_goal.yaml). Results under $OUT (default runs/gpu-checks): logs, probe.json,
 # eval.json and the checkpoint as final.tar.part-* (split for transfer; `cat final.tar.part-* | tar -x`).
 # TESTS=0 skips step 1; DEADLINE_S (default BUDGET_S + 10 %) stops training whatever its steps left.

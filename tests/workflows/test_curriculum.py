@@ -20,7 +20,7 @@ TWO = "stages=[{name: image, overrides: {data.stage: image, optim.max_steps: 2}}
 
 def test_stages_resolve_in_order_from_the_previous_final(tmp_path):
     cfg = load_pretrain_config(GOAL, [f"checkpoint.storage={tmp_path}"])
-    image, video, video2 = stage_configs(cfg)
+    image, video, video2, video3 = stage_configs(cfg)
     assert (image.data.stage, video.data.stage, video2.data.stage) == ("image", "joint", "joint")
     assert (image.data.shards, video.data.shards) == ("runs/shards/shapes-goal", "runs/shards/shapes-goal2")
     assert video2.data.shards == video.data.shards and (video.seed, video2.seed) == (0, 1)  # another order
@@ -31,6 +31,9 @@ def test_stages_resolve_in_order_from_the_previous_final(tmp_path):
     assert video.optim.warmup_steps == image.optim.warmup_steps == 100 and not video.stages
     assert (image.optim.max_steps, video.optim.max_steps, video2.optim.max_steps) == (4000, 3000, 3000)
     assert (video.optim.lr, video2.optim.lr) == (2e-3, 1e-3) and video2.sampling.cfg_scale == 3.0
+    # a third pass on a fresh corpus (another world seed) from video2's weights, at video2's LR
+    assert (video3.data.shards, video3.seed, video3.optim.lr) == ("runs/shards/shapes-goal3", 2, 1e-3)
+    assert video3.model.init_from == f"{tmp_path}/small-goal-video2/final" and video3.optim.max_steps == 3000
 
 
 @pytest.mark.parametrize("stages, message", [

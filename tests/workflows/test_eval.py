@@ -393,4 +393,22 @@ def test_pool_scores_the_union_of_prompt_sets_and_refuses_runs_that_differ(check
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "settings.sampler" in err and "error" in err
     assert pool_main([runs[0], runs[0]]) == 2 and "the same prompt set" in capsys.readouterr().err
+    # --against: the same prompt sets under another setting, compared prompt by prompt
+    base = []
+    for seed in (0, 1):
+        base.append(str(tmp_path / f"b{seed}"))
+        assert main(["--checkpoint", checkpoint, "--suite", "t2i", "--num", "3", "--frames", "2", "--seed", str(seed),
+                     "--no-references", "--out", base[-1], "--size", "32", "--steps", "3", "--quiet"]) == 0
+    capsys.readouterr()
+    assert pool_main([*runs, "--against", *base, "--out", str(tmp_path / "paired.json")]) == 0
+    printed = capsys.readouterr().out
+    against = json.loads((tmp_path / "paired.json").read_text())["against"]
+    assert against["differs"] == ["settings.sampler.steps"] and list(against["suites"]) == ["t2i"]
+    base_rows = [it["scores"] for b in base for it in json.loads((Path(b) / "eval.json").read_text())["suites"]["t2i"]["items"]]
+    overall = against["suites"]["t2i"]["overall"]
+    assert overall["baseline"] == pytest.approx(aggregate("t2i", base_rows)["overall"])
+    assert overall["diff"] == pytest.approx(pooled["suites"]["t2i"]["scores"]["overall"] - overall["baseline"])
+    assert overall["ci95"][0] <= overall["diff"] <= overall["ci95"][1]
+    assert "(same prompts; differs: settings.sampler.steps)" in printed
+    assert pool_main([*runs, "--against", *base[::-1]]) == 2 and "same prompt sets" in capsys.readouterr().err
     assert pool_main([str(tmp_path / "absent")]) == 2 and "no eval.json" in capsys.readouterr().err

@@ -6,6 +6,10 @@ does (:func:`workflows.eval.aggregate`) and draws 95 % bootstrap intervals over 
 sampler or video length is a one-line error naming the key.
 
     python -m workflows.evaluation.pool runs/eval/small-s0 runs/eval/small-s1 --out runs/eval/small-pooled.json
+
+``--against`` pools a second checkpoint's runs of the same prompt sets and compares the two prompt by prompt: the
+difference of each score with a paired bootstrap interval (the same resampled prompts for both), which separates a
+real change from the spread of the prompts far better than two overlapping intervals do.
 """
 
 from __future__ import annotations
@@ -61,6 +65,55 @@ def pool(reports: list[dict], runs: list[str]) -> dict:
     return {"checkpoint": reports[0].get("checkpoint"), "runs": list(runs), "suites": out}
 
 
+def differences(report: dict, base: dict) -> list[str]:
+    """What differs between two runs beyond the prompt-set seed: ``checkpoint`` and ``settings.<key>`` names."""
+    out = ["checkpoint"] if report.get("checkpoint") != base.get("checkpoint") else []
+    sa, sb = report["settings"], base["settings"]
+    for key in sorted(set(sa) | set(sb)):
+        if key in FREE_SETTINGS:
+            continue
+        if isinstance(sa.get(key), dict) and isinstance(sb.get(key), dict):
+            out += [f"settings.{key}.{k}" for k in sorted(set(sa[key]) | set(sb[key])) if sa[key].get(k) != sb[key].get(k)]
+        elif sa.get(key) != sb.get(key):
+            out.append(f"settings.{key}")
+    return out
+
+
+def paired(pooled: dict, reports: list[dict], base: dict, base_reports: list[dict], resamples: int = 1000,
+           seed: int = 0) -> dict:
+    """``{suite: {metric: {"value", "baseline", "diff", "ci95"}}}``: each score of ``pooled`` minus the baseline's on
+    the same prompts, with a paired percentile-bootstrap interval over the prompts."""
+    import numpy as np
+
+    from workflows.eval import aggregate
+
+    if [r["settings"].get("seed") for r in reports] != [r["settings"].get("seed") for r in base_reports]:
+        raise ValueError("--against: give the baseline's runs of the same prompt sets (seeds) in the same order")
+    out = {}
+    for suite in [s for s in pooled["suites"] if s in base["suites"]]:
+        rows, base_rows = [], []
+        for rep, brep in zip(reports, base_reports):
+            items, bitems = rep["suites"][suite]["items"], brep["suites"][suite]["items"]
+            if [it["prompt"] for it in items] != [it["prompt"] for it in bitems]:
+                raise ValueError(f"--against: the {suite} prompts of seed {rep['settings'].get('seed')} differ "
+                                 f"(another --num?)")
+            rows += [it["scores"] for it in items]
+            base_rows += [it["scores"] for it in bitems]
+        rng = np.random.default_rng(seed)
+        draws = []
+        for _ in range(resamples):
+            idx = rng.integers(0, len(rows), len(rows))
+            a, b = aggregate(suite, [rows[i] for i in idx]), aggregate(suite, [base_rows[i] for i in idx])
+            draws.append({k: a[k] - b[k] for k in a if k in b})
+        value, baseline = aggregate(suite, rows), aggregate(suite, base_rows)
+        out[suite] = {}
+        for key in [k for k in value if k in baseline]:
+            vals = np.array([d[key] for d in draws if key in d], dtype=float)
+            out[suite][key] = {"value": value[key], "baseline": baseline[key], "diff": value[key] - baseline[key],
+                               "ci95": [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))]}
+    return out
+
+
 def pooled_markdown(pooled: dict) -> str:
     """One table per suite: metric, pooled score [95 % CI], then each run's own score."""
     lines = [f"# Pooled evaluation of `{pooled['checkpoint']}`", ""]
@@ -73,6 +126,14 @@ def pooled_markdown(pooled: dict) -> str:
             runs = " | ".join(f"{r['scores'].get(key, float('nan')):.3f}" for r in res["runs"])
             lines.append(f"| {key} | {value:.3f} [{lo:.2f}, {hi:.2f}] | {runs} |")
         lines.append("")
+    if pooled.get("against"):
+        differs = ", ".join(pooled["against"]["differs"]) or "nothing but the runs"
+        lines += [f"# Paired against `{pooled['against']['checkpoint']}` (same prompts; differs: {differs})", ""]
+        for suite, metrics in pooled["against"]["suites"].items():
+            lines += [f"## {suite}", "", "| metric | this | baseline | difference [paired 95 % CI] |", "|---|---|---|---|"]
+            lines += [f"| {k} | {m['value']:.3f} | {m['baseline']:.3f} | {m['diff']:+.3f} [{m['ci95'][0]:+.3f}, "
+                      f"{m['ci95'][1]:+.3f}] |" for k, m in metrics.items()]
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -80,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m workflows.evaluation.pool", description=__doc__.split("\n\n")[0],
                                 epilog="Example: python -m workflows.evaluation.pool runs/eval/s0 runs/eval/s1")
     p.add_argument("runs", nargs="+", help="eval output directories (or their eval.json), local or s3://")
+    p.add_argument("--against", nargs="+", default=None, metavar="RUN",
+                   help="another checkpoint's eval runs of the same prompt sets: paired differences")
     p.add_argument("--out", default=None, help="also write the pooled scores as JSON to this URI")
     return p
 
@@ -88,7 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        pooled = pool([read_report(r) for r in args.runs], args.runs)
+        reports = [read_report(r) for r in args.runs]
+        pooled = pool(reports, args.runs)
+        if args.against:
+            base_reports = [read_report(r) for r in args.against]
+            base = pool(base_reports, args.against)
+            pooled["against"] = {"checkpoint": base["checkpoint"], "runs": list(args.against),
+                                 "differs": differences(reports[0], base_reports[0]),
+                                 "suites": paired(pooled, reports, base, base_reports)}
     except ValueError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
