@@ -274,15 +274,25 @@ def contact_sheet(suite: str, videos: np.ndarray, truth: np.ndarray | None, scal
     return Image.fromarray(sheet).resize((sheet.shape[1] * scale, sheet.shape[0] * scale), Image.NEAREST)
 
 
-def bootstrap_ci(suite: str, rows: list[dict[str, float]], resamples: int = 1000,
-                 seed: int = 0) -> dict[str, list[float]]:
-    """95 % percentile-bootstrap intervals of :func:`aggregate`'s scores, resampling the prompts."""
+def bootstrap_ci(suite: str, rows: list[dict[str, float]], resamples: int = 1000, seed: int = 0,
+                 baseline: list[dict[str, float]] | None = None) -> dict[str, list[float]]:
+    """95 % percentile-bootstrap intervals of :func:`aggregate`'s scores, resampling the prompts. With ``baseline``
+    (another model's rows of the same prompts, in the same order): intervals of the score differences, each draw
+    taking the same prompts from both (a paired bootstrap)."""
     if not rows:
         return {}
+
+    def score(idx) -> dict[str, float]:
+        a = aggregate(suite, [rows[i] for i in idx])
+        if baseline is None:
+            return a
+        b = aggregate(suite, [baseline[i] for i in idx])
+        return {k: a[k] - b[k] for k in a if k in b}
+
     rng = np.random.default_rng(seed)
-    draws = [aggregate(suite, [rows[i] for i in rng.integers(0, len(rows), len(rows))]) for _ in range(resamples)]
+    draws = [score(rng.integers(0, len(rows), len(rows))) for _ in range(resamples)]
     out = {}
-    for key in aggregate(suite, rows):
+    for key in score(range(len(rows))):
         vals = np.array([d.get(key, np.nan) for d in draws], dtype=float)
         vals = vals[np.isfinite(vals)]
         if vals.size:

@@ -33,38 +33,6 @@ def read_report(run: str) -> dict:
     return json.loads(storage.read_text(uri))
 
 
-def check_poolable(reports: list[dict], runs: list[str]) -> None:
-    first = reports[0]
-    for run, rep in zip(runs[1:], reports[1:]):
-        if rep.get("checkpoint") != first.get("checkpoint"):
-            raise ValueError(f"{run}: checkpoint {rep.get('checkpoint')} is not {first.get('checkpoint')} "
-                             f"(pool prompt sets of one checkpoint)")
-        for key in sorted(set(first["settings"]) | set(rep["settings"])):
-            if key not in FREE_SETTINGS and first["settings"].get(key) != rep["settings"].get(key):
-                raise ValueError(f"{run}: settings.{key} = {rep['settings'].get(key)!r}, "
-                                 f"not {first['settings'].get(key)!r} as in {runs[0]}")
-    seeds = [rep["settings"].get("seed") for rep in reports]
-    if len(set(seeds)) < len(seeds):
-        raise ValueError(f"the same prompt set (seed) twice among {seeds}: it would count its prompts twice")
-
-
-def pool(reports: list[dict], runs: list[str]) -> dict:
-    """Pooled ``{suite: {"n", "scores", "ci95", "runs": [{"seed", "n", "scores"}]}}`` of the suites every run has."""
-    from workflows.eval import aggregate, bootstrap_ci
-
-    if not reports:
-        raise ValueError("nothing to pool: give two or more eval run directories")
-    check_poolable(reports, runs)
-    suites = [s for s in reports[0]["suites"] if all(s in r["suites"] for r in reports)]
-    out = {}
-    for suite in suites:
-        rows = [item["scores"] for r in reports for item in r["suites"][suite]["items"]]
-        out[suite] = {"n": len(rows), "scores": aggregate(suite, rows), "ci95": bootstrap_ci(suite, rows),
-                      "runs": [{"seed": r["settings"].get("seed"), "n": r["suites"][suite]["n"],
-                                "scores": r["suites"][suite]["scores"]} for r in reports]}
-    return {"checkpoint": reports[0].get("checkpoint"), "runs": list(runs), "suites": out}
-
-
 def differences(report: dict, base: dict) -> list[str]:
     """What differs between two runs beyond the prompt-set seed: ``checkpoint`` and ``settings.<key>`` names."""
     out = ["checkpoint"] if report.get("checkpoint") != base.get("checkpoint") else []
@@ -79,38 +47,61 @@ def differences(report: dict, base: dict) -> list[str]:
     return out
 
 
-def paired(pooled: dict, reports: list[dict], base: dict, base_reports: list[dict], resamples: int = 1000,
-           seed: int = 0) -> dict:
-    """``{suite: {metric: {"value", "baseline", "diff", "ci95"}}}``: each score of ``pooled`` minus the baseline's on
-    the same prompts, with a paired percentile-bootstrap interval over the prompts."""
-    import numpy as np
+def check_poolable(reports: list[dict], runs: list[str]) -> None:
+    for run, rep in zip(runs[1:], reports[1:]):
+        differs = differences(rep, reports[0])
+        if differs:
+            raise ValueError(f"{run}: {differs[0]} differs from {runs[0]} (pool prompt sets of one checkpoint "
+                             f"at one setting)")
+    seeds = [rep["settings"].get("seed") for rep in reports]
+    if len(set(seeds)) < len(seeds):
+        raise ValueError(f"the same prompt set (seed) twice among {seeds}: it would count its prompts twice")
 
-    from workflows.eval import aggregate
+
+def common_suites(reports: list[dict]) -> list[str]:
+    return [s for s in reports[0]["suites"] if all(s in r["suites"] for r in reports)]
+
+
+def suite_rows(reports: list[dict], suite: str) -> list[dict[str, float]]:
+    """The per-prompt score rows of one suite, run after run."""
+    return [item["scores"] for r in reports for item in r["suites"][suite]["items"]]
+
+
+def pool(reports: list[dict], runs: list[str]) -> dict:
+    """Pooled ``{suite: {"n", "scores", "ci95", "runs": [{"seed", "n", "scores"}]}}`` of the suites every run has."""
+    from workflows.eval import aggregate, bootstrap_ci
+
+    if not reports:
+        raise ValueError("nothing to pool: give two or more eval run directories")
+    check_poolable(reports, runs)
+    out = {}
+    for suite in common_suites(reports):
+        rows = suite_rows(reports, suite)
+        out[suite] = {"n": len(rows), "scores": aggregate(suite, rows), "ci95": bootstrap_ci(suite, rows),
+                      "runs": [{"seed": r["settings"].get("seed"), "n": r["suites"][suite]["n"],
+                                "scores": r["suites"][suite]["scores"]} for r in reports]}
+    return {"checkpoint": reports[0].get("checkpoint"), "runs": list(runs), "suites": out}
+
+
+def paired(reports: list[dict], base_reports: list[dict]) -> dict:
+    """``{suite: {metric: {"value", "baseline", "diff", "ci95"}}}``: each pooled score minus the baseline runs' on
+    the same prompts, with a paired bootstrap interval over the prompts."""
+    from workflows.eval import aggregate, bootstrap_ci
 
     if [r["settings"].get("seed") for r in reports] != [r["settings"].get("seed") for r in base_reports]:
         raise ValueError("--against: give the baseline's runs of the same prompt sets (seeds) in the same order")
     out = {}
-    for suite in [s for s in pooled["suites"] if s in base["suites"]]:
-        rows, base_rows = [], []
+    for suite in [s for s in common_suites(reports) if s in common_suites(base_reports)]:
         for rep, brep in zip(reports, base_reports):
-            items, bitems = rep["suites"][suite]["items"], brep["suites"][suite]["items"]
-            if [it["prompt"] for it in items] != [it["prompt"] for it in bitems]:
+            if [it["prompt"] for it in rep["suites"][suite]["items"]] != \
+                    [it["prompt"] for it in brep["suites"][suite]["items"]]:
                 raise ValueError(f"--against: the {suite} prompts of seed {rep['settings'].get('seed')} differ "
                                  f"(another --num?)")
-            rows += [it["scores"] for it in items]
-            base_rows += [it["scores"] for it in bitems]
-        rng = np.random.default_rng(seed)
-        draws = []
-        for _ in range(resamples):
-            idx = rng.integers(0, len(rows), len(rows))
-            a, b = aggregate(suite, [rows[i] for i in idx]), aggregate(suite, [base_rows[i] for i in idx])
-            draws.append({k: a[k] - b[k] for k in a if k in b})
+        rows, base_rows = suite_rows(reports, suite), suite_rows(base_reports, suite)
         value, baseline = aggregate(suite, rows), aggregate(suite, base_rows)
-        out[suite] = {}
-        for key in [k for k in value if k in baseline]:
-            vals = np.array([d[key] for d in draws if key in d], dtype=float)
-            out[suite][key] = {"value": value[key], "baseline": baseline[key], "diff": value[key] - baseline[key],
-                               "ci95": [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))]}
+        ci = bootstrap_ci(suite, rows, baseline=base_rows)
+        out[suite] = {k: {"value": value[k], "baseline": baseline[k], "diff": value[k] - baseline[k], "ci95": ci[k]}
+                      for k in value if k in baseline and k in ci}
     return out
 
 
@@ -155,10 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         pooled = pool(reports, args.runs)
         if args.against:
             base_reports = [read_report(r) for r in args.against]
-            base = pool(base_reports, args.against)
-            pooled["against"] = {"checkpoint": base["checkpoint"], "runs": list(args.against),
+            check_poolable(base_reports, args.against)
+            pooled["against"] = {"checkpoint": base_reports[0].get("checkpoint"), "runs": list(args.against),
                                  "differs": differences(reports[0], base_reports[0]),
-                                 "suites": paired(pooled, reports, base, base_reports)}
+                                 "suites": paired(reports, base_reports)}
     except ValueError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
