@@ -125,7 +125,8 @@ def test_pretrain_survives_losing_a_worker_node(manual_cluster, tmp_path, tmp_pa
     assert [r["step"] for r in records] == list(range(1, MAX_STEPS + 1)), "every step logged once"
     resumed_at = max(r["step"] for r in records if r["time"] < t_loss)
     assert all(r["time"] > t_loss for r in records if r["step"] > resumed_at)
-    assert resumed_at % EVERY == 0 and EVERY <= resumed_at < step_at_loss, (resumed_at, step_at_loss)
+    # the node may die just after a checkpoint of the last logged step: then nothing is redone (resumed_at equal)
+    assert resumed_at % EVERY == 0 and EVERY <= resumed_at <= step_at_loss, (resumed_at, step_at_loss)
     assert f"checkpoint_{resumed_at:08d}" in checkpoints_at_loss
     # the same run as the uninterrupted one: final step, data position, tokens and (deterministic) losses
     reference = metrics(whole)
