@@ -204,7 +204,9 @@ def run_stage(cfg, model, loss_fn, samples, steps: int, device, log_every: int, 
 def step_seconds(cfg, model, loss_fn, samples, device, workers: int, steps: int = 30, warm: int = 10) -> float:
     """Seconds per step of this stage's batches (``steps`` timed after ``warm``), on a throw-away copy of the
     model."""
-    probe = copy.deepcopy(model)
+    probe = copy.deepcopy(model)  # a deep copy drops nn.Module.compile: compile the copy too
+    if cfg.engine.compile:
+        probe.compile_blocks()
     run = run_stage(cfg, probe, loss_fn, samples, warm + steps, device, 10**9, "timing", workers, timed_from=warm)
     return run["step_s"]
 
@@ -231,6 +233,8 @@ def main(argv=None) -> int:
     torch.manual_seed(stages[0].seed)
     model_cfg = stages[0].model.build()
     model = LumosModel(model_cfg).to(device)
+    if stages[0].engine.compile:  # the recipe's engine.compile, as workflows.pretrain applies it
+        model.compile_blocks()
     t_start = time.perf_counter()
     samples, losses_fns = [], []
     for s in stages:

@@ -49,6 +49,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2, help="alternating bare/ray rounds")
     p.add_argument("--variants", default="2,0", help="comma-separated ZeRO stages of the Ray runs")
     p.add_argument("--layouts", default="2x1", help="comma-separated Ray layouts, workers x threads (default 2x1)")
+    p.add_argument("--compile", action="store_true",
+                   help="also run every path with engine.compile=true (torch.compile of the decoder layers)")
     p.add_argument("--clips", type=int, default=48, help="clips in the shard dataset")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "train.json"))
     return p.parse_args()
@@ -64,8 +66,10 @@ def make_shards(root: str, clips: int) -> str:
     return write_shards(root, videos=clips, images=0, size=64, frames=17, fps=8, files=2, preset="small")
 
 
-def config(shards: str, storage: str, name: str, batch: int, steps: int, stage: int, layout: str = "2x1"):
-    """The run's config; ``layout``: Ray Train workers x torch threads each (the global batch split over them)."""
+def config(shards: str, storage: str, name: str, batch: int, steps: int, stage: int, layout: str = "2x1",
+           compiled: bool = False):
+    """The run's config; ``layout``: Ray Train workers x torch threads each (the global batch split over them);
+    ``compiled``: ``engine.compile``."""
     from workflows.training.train_config import load_pretrain_config
 
     workers, threads = (int(x) for x in layout.split("x"))
@@ -74,7 +78,7 @@ def config(shards: str, storage: str, name: str, batch: int, steps: int, stage: 
         f"ray.num_workers={workers}", f"ray.threads_per_worker={threads}",
         f"data.micro_batch_size={batch // workers}", f"optim.max_steps={steps}", f"engine.zero_stage={stage}",
         "metrics.every_steps=1", f"checkpoint.every_steps={steps}", "optim.warmup_steps=0", "metrics.plots=false",
-        "metrics.tensorboard=false"])
+        "metrics.tensorboard=false", f"engine.compile={str(compiled).lower()}"])
 
 
 def bare_run(cfg, steps: int, warmup: int) -> dict:
@@ -89,6 +93,8 @@ def bare_run(cfg, steps: int, warmup: int) -> dict:
     torch.set_num_threads(2)
     torch.manual_seed(cfg.seed)
     model = LumosModel(cfg.model.build())
+    if cfg.engine.compile:
+        model.compile_blocks()
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, micro_batch_size=2 * cfg.data.micro_batch_size))
     run = run_stage(cfg, model, ardf_loss, stage_samples(cfg, model.cfg.temporal_compression), warmup + steps,
                     torch.device("cpu"), 10**9, "bare", workers=0, timed_from=warmup)
@@ -137,23 +143,28 @@ def main() -> None:
               env_vars={k: os.environ[k] for k in DEEPSPEED_ENV})
     points = []
     total = args.warmup + args.steps
+    modes = (False, True) if args.compile else (False,)
     for r in range(args.rounds):
-        cfg = config(shards, f"{root}/runs", f"bare-{r}", args.batch, total, 2)
-        points.append({"path": "bare", "round": r, "load_avg_1m": load_avg(), **bare_run(cfg, args.steps, args.warmup)})
-        ray_paths = [(stage, layout) for stage in stages for layout in layouts]
-        for stage, layout in ray_paths:
-            cfg = config(shards, f"{root}/runs", f"ray-z{stage}-{layout}-{r}", args.batch, total, stage, layout)
-            label = f"ray zero-{stage}" + (f" {layout.replace('x', '×')}" if layouts != ["2x1"] else "")
-            points.append({"path": label, "round": r, "load_avg_1m": load_avg(),
-                           **ray_run(cfg, args.steps, args.warmup)})
-        print(json.dumps(points[-1 - len(ray_paths):], indent=None), flush=True)
+        start = len(points)
+        for compiled in modes:
+            tag = " compiled" if compiled else ""
+            cfg = config(shards, f"{root}/runs", f"bare-{r}{tag}", args.batch, total, 2, compiled=compiled)
+            points.append({"path": "bare" + tag, "round": r, "load_avg_1m": load_avg(),
+                           **bare_run(cfg, args.steps, args.warmup)})
+            for stage, layout in [(stage, layout) for stage in stages for layout in layouts]:
+                cfg = config(shards, f"{root}/runs", f"ray-z{stage}-{layout}-{r}{'-c' if compiled else ''}",
+                             args.batch, total, stage, layout, compiled)
+                label = f"ray zero-{stage}" + (f" {layout.replace('x', '×')}" if layouts != ["2x1"] else "") + tag
+                points.append({"path": label, "round": r, "load_avg_1m": load_avg(),
+                               **ray_run(cfg, args.steps, args.warmup)})
+        print(json.dumps(points[start:], indent=None), flush=True)
     ray.shutdown()
     cfg = config(shards, root, "x", args.batch, total, 2)
     report(points, peak, cfg, args)
 
 
 def report(points: list[dict], peak: float, cfg, args) -> None:
-    paths = sorted({p["path"] for p in points}, key=lambda s: (s != "bare", s))
+    paths = sorted({p["path"] for p in points}, key=lambda s: (not s.startswith("bare"), s))
     bare = statistics.median(p["tokens_per_s"] for p in points if p["path"] == "bare")
     rows = []
     for path in paths:

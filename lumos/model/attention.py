@@ -118,6 +118,12 @@ class AttentionPlan:
         if self.dense_mask is not None and not _uses_flash(q):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=self.dense_mask.to(q.device),
                                                   enable_gqa=q.shape[1] != k.shape[1])
+        return self._attend_pieces(q, k, v)
+
+    @torch.compiler.disable
+    def _attend_pieces(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The piece path; kept out of ``torch.compile`` graphs (a compiled block would specialise on every
+        distinct plan, i.e. recompile per batch layout)."""
         if len(self.groups) == 1:
             return self._attend_group(q, k, v, self.groups[0][1])
         outs, order = [], []

@@ -57,6 +57,14 @@ class LumosModel(nn.Module):
             else:
                 nn.init.normal_(p, 0.0, std)
 
+    def compile_blocks(self, **kwargs) -> None:
+        """``torch.compile`` (Inductor) each decoder layer in place: fuses RMSNorm, QK-norm, MM-RoPE and SwiGLU's
+        elementwise work around the matmuls. Parameter names and the state dict stay as they are. Training only
+        (the sampler's cached calls change shape every step); the first steps pay for the compilation, and on CPU
+        Inductor needs a C++ compiler. ``kwargs`` go to ``nn.Module.compile``."""
+        for layer in self.layers:
+            layer.compile(**kwargs)
+
     def new_cache(self) -> KVCache:
         """An empty :class:`KVCache` for this model."""
         return KVCache(self.cfg.n_layers)

@@ -175,6 +175,31 @@ def test_activation_checkpointing_gives_identical_gradients():
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("dense_max_keys", [attention_mod.DENSE_MAX_KEYS, 0], ids=["dense-mask", "pieces"])
+def test_compiled_blocks_give_the_eager_outputs_and_gradients(monkeypatch, dense_max_keys):
+    """``compile_blocks`` (Inductor on CPU) keeps the state dict's names and computes what eager computes, on the
+    dense-mask path and on the piece path (kept out of the graph: no recompilation per batch layout)."""
+    import torch._dynamo
+
+    monkeypatch.setattr(attention_mod, "DENSE_MAX_KEYS", dense_max_keys)
+    torch._dynamo.reset()
+    cfg = tiny_cfg()
+    eager = LumosModel(cfg).train()
+    compiled = LumosModel(cfg).train()
+    compiled.load_state_dict(eager.state_dict())
+    compiled.compile_blocks()
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    for seed in (7, 8):  # two batches of other layouts and lengths
+        batch = collate_sequences(sequences(cfg.layout, torch.Generator().manual_seed(seed)))
+        out, ref = compiled(**inputs(batch)), eager(**inputs(batch))
+        torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+        ga = torch.autograd.grad(out.square().mean(), list(compiled.parameters()))
+        gb = torch.autograd.grad(ref.square().mean(), list(eager.parameters()))
+        for a, b in zip(ga, gb):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+
+
 def test_architecture_details():
     cfg = tiny_cfg()
     model = LumosModel(cfg)

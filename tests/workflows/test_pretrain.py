@@ -31,8 +31,10 @@ def _mean(xs):
 
 @pytest.mark.parametrize("stage", [2, 3])
 def test_loss_falls_and_run_is_complete(ray_local, shards, tmp_path, stage):
+    compiled = stage == 2  # engine.compile (ZeRO 0-2): the decoder layers torch.compile'd inside DeepSpeed
     cfg = load_pretrain_config(DEBUG, debug_overrides(shards, str(tmp_path), f"zero{stage}", **{
-        "engine.zero_stage": stage, "optim.max_steps": 8, "checkpoint.every_steps": 4, "checkpoint.keep": 1}))
+        "engine.zero_stage": stage, "optim.max_steps": 8, "checkpoint.every_steps": 4, "checkpoint.keep": 1,
+        "engine.compile": str(compiled).lower()}))
     res = run_pretraining(cfg)
 
     records = read_metrics(res.run_uri)
@@ -57,3 +59,4 @@ def test_loss_falls_and_run_is_complete(ray_local, shards, tmp_path, stage):
     trained, init = model.state_dict(), type(model)(model_cfg).state_dict()
     assert not torch.equal(trained["lm_head.weight"], init["lm_head.weight"])
     assert f"zero_stage: {stage}" in (Path(res.final) / "train_config.yaml").read_text()
+    assert f"compile: {str(compiled).lower()}" in (Path(res.final) / "train_config.yaml").read_text()

@@ -55,6 +55,19 @@ def test_bad_keys_and_values_name_the_key(override, key):
     assert key in str(e.value) and "\n" not in str(e.value)
 
 
+def test_compile_with_zero3_is_a_one_line_error_and_a_missing_compiler_is_named(monkeypatch):
+    from workflows.training.engine import compile_blocks
+
+    with pytest.raises(ConfigError) as e:
+        load_pretrain_config(DEBUG, ["engine.compile=true", "engine.zero_stage=3"])
+    assert "engine.compile" in str(e.value) and "\n" not in str(e.value)
+    assert load_pretrain_config(DEBUG, ["engine.compile=true"]).engine.compile is True
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(RuntimeError, match="C\\+\\+ compiler"):
+        compile_blocks(LumosModel(model_preset("debug")), on_gpu=False)
+
+
 def test_deepspeed_config_cpu_and_gpu():
     cfg = load_pretrain_config(DEBUG, ["optim.grad_accum=3", "engine.zero_stage=3"])
     cpu = build_ds_config(cfg, world_size=2, on_gpu=False)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import sys
 from typing import Any
 
@@ -167,6 +168,20 @@ class LossModule(torch.nn.Module):
         return self.loss_fn(self.model, batch)
 
 
+def compile_blocks(model: torch.nn.Module, on_gpu: bool) -> None:
+    """``engine.compile``: compile the model's decoder layers in place (see ``LumosModel.compile_blocks``).
+
+    Raises:
+        RuntimeError: on CPU when no C++ compiler is found (Inductor builds its CPU kernels with one).
+    """
+    if not on_gpu:
+        found = [c for c in (os.environ.get("CXX"), "g++", "clang++") if c and shutil.which(c)]
+        if not found:
+            raise RuntimeError("engine.compile=true on CPU needs a C++ compiler (g++, clang++ or $CXX) on every "
+                               "worker; install one (apt-get install g++) or set engine.compile=false")
+    model.compile_blocks()
+
+
 def external_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """Parameters used outside their module's forward: the lm_head weight (sliced by ``visual_logits``)."""
     head = getattr(model, "lm_head", None)
@@ -219,5 +234,5 @@ def gathered_params(engine) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-__all__ = ["LRSchedule", "LossModule", "build_ds_config", "build_engine", "build_optimizer", "external_parameters",
-           "gathered_params", "model_init_context", "param_groups", "precision", "skip_shm_op_build"]
+__all__ = ["LRSchedule", "LossModule", "build_ds_config", "build_engine", "build_optimizer", "compile_blocks",
+           "external_parameters", "gathered_params", "model_init_context", "param_groups", "precision", "skip_shm_op_build"]

@@ -197,6 +197,9 @@ class EngineSection:
     """ZeRO-3 on GPU: build the model partitioned (``deepspeed.zero.Init``) so no rank holds it whole."""
     offload_optimizer: bool = False
     """GPU only: keep optimizer states in CPU memory (DeepSpeedCPUAdam)."""
+    compile: bool = False
+    """``torch.compile`` each decoder layer (:meth:`lumos.model.LumosModel.compile_blocks`); ZeRO stages 0–2. On
+    CPU it needs a C++ compiler (g++ or clang++, or ``$CXX``)."""
     overlap_comm: bool = True
     reduce_bucket_size: int = 50_000_000
     allgather_bucket_size: int = 50_000_000
@@ -206,6 +209,9 @@ class EngineSection:
             raise ConfigError(f"engine.zero_stage={self.zero_stage} not in {ZERO_STAGES}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"engine.precision={self.precision!r} not in {PRECISIONS}")
+        if self.compile and self.zero_stage == 3:
+            raise ConfigError("engine.compile=true works with engine.zero_stage 0, 1 or 2 only (ZeRO-3 gathers each "
+                              "layer's parameters in module hooks; that path is not supported compiled)")
 
 
 @dataclass(kw_only=True)

@@ -34,7 +34,13 @@ import torch
 
 from lumos import storage
 from workflows.config_io import dump_config
-from workflows.training.engine import build_engine, gathered_params, model_init_context, precision
+from workflows.training.engine import (
+    build_engine,
+    compile_blocks,
+    gathered_params,
+    model_init_context,
+    precision,
+)
 from workflows.training.run_metrics import MetricsWriter, WindowStats, device_peak_flops, download_tree
 from workflows.training.shard_data import batch_tokens, epoch_batches, sample_batches
 from workflows.training.train_config import PretrainConfig
@@ -118,6 +124,8 @@ def build_model_engine(cfg: PretrainConfig, w: Worker, init_from: str | None = N
         if w.rank == 0:
             log.info("initialised the model from %s", init_from)
     model.to(w.device)
+    if cfg.engine.compile:
+        compile_blocks(model, w.on_gpu)
     engine = build_engine(model, loss_function(cfg, code_counts), cfg, w.world, w.on_gpu)
     return model_cfg, model, engine
 
