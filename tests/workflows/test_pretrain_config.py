@@ -68,6 +68,25 @@ def test_compile_with_zero3_is_a_one_line_error_and_a_missing_compiler_is_named(
         compile_blocks(LumosModel(model_preset("debug")), on_gpu=False)
 
 
+def test_cpu_peak_is_the_best_this_machine_has_shown(tmp_path, monkeypatch):
+    """The MFU denominator on CPU never drops below an earlier measurement with as many threads (a start-up under
+    load would otherwise report MFU above 1); a missing or unreadable cache is measured afresh and rewritten."""
+    from workflows.training.run_metrics import cpu_name, cpu_peak_flops, device_peak_flops
+
+    cache = tmp_path / "cache" / "peak.json"
+    monkeypatch.setenv("LUMOS_PEAK_CACHE", str(cache))
+    key = f"{cpu_name()} | 1 threads"
+    first = cpu_peak_flops(1)
+    assert first > 1e9 and json.loads(cache.read_text()) == {key: first}
+    cache.write_text(json.dumps({key: first * 10, "another cpu | 1 threads": 5.0}))
+    assert device_peak_flops(torch.device("cpu"), "fp32", 1) == first * 10
+    cache.write_text(json.dumps({key: 1.0, "another cpu | 1 threads": 5.0}))
+    now = cpu_peak_flops(1)
+    assert now > 1e9 and json.loads(cache.read_text()) == {key: now, "another cpu | 1 threads": 5.0}
+    cache.write_text("not json")
+    assert cpu_peak_flops(1) > 1e9 and key in json.loads(cache.read_text())
+
+
 def test_deepspeed_config_cpu_and_gpu():
     cfg = load_pretrain_config(DEBUG, ["optim.grad_accum=3", "engine.zero_stage=3"])
     cpu = build_ds_config(cfg, world_size=2, on_gpu=False)

@@ -8,7 +8,10 @@ line. :func:`plot_metrics` draws the loss curve and the per-frame loss (LUMOS_SP
 diagnostic for the frame-wise loss imbalance that tube masks fix).
 
 Also here: the MFU denominator. On GPU it is the datasheet dense peak for the precision; on CPU it is a matmul
-peak measured at start-up (STACK_NOTES: ~270–300 GFLOP/s fp32 on 2 threads here).
+peak measured at start-up (STACK_NOTES: ~270–300 GFLOP/s fp32 on 2 threads here), or the best this machine has
+shown before with as many threads, whichever is higher: a run that starts while other work loads the CPU would
+otherwise divide by a depressed peak and report MFU above 1 (seen: 1.10 with an evaluation running during the
+start-up measurement). The best peaks live in ``$LUMOS_PEAK_CACHE`` (default ``~/.cache/lumos/cpu_peak.json``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import tempfile
 import time
 from typing import Any
@@ -56,15 +60,62 @@ def measure_matmul_peak(threads: int | None = None, size: int = 1024, seconds: f
         torch.set_num_threads(old)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def peak_cache_path() -> str:
+    return os.environ.get("LUMOS_PEAK_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lumos",
+                                                              "cpu_peak.json")
+
+
+def cpu_peak_flops(threads: int | None = None) -> float:
+    """The CPU matmul peak for MFU: measured now, or the best this machine has measured before with as many
+    threads if that is higher (kept in :func:`peak_cache_path`; an unwritable cache only loses the memory)."""
+    measured = measure_matmul_peak(threads)
+    key = f"{cpu_name()} | {threads or torch.get_num_threads()} threads"
+    path = peak_cache_path()
+    try:
+        with open(path) as f:
+            seen = json.load(f)
+        seen = seen if isinstance(seen, dict) else {}
+    except (OSError, ValueError):
+        seen = {}
+    try:
+        best = float(seen.get(key, 0.0))
+    except (TypeError, ValueError):
+        best = 0.0
+    if measured > best:
+        seen[key] = best = measured
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(seen, f, indent=1)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return best
+
+
 def device_peak_flops(device: torch.device, precision: str, threads: int | None = None) -> float:
-    """Peak FLOP/s of one worker's device: datasheet for known GPUs, measured matmul peak on CPU."""
+    """Peak FLOP/s of one worker's device: datasheet for known GPUs, the matmul peak on CPU
+    (:func:`cpu_peak_flops`)."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         for key, (bf16, fp32) in GPU_PEAK_TFLOPS.items():
             if key in name:
                 return (bf16 if precision == "bf16" else fp32) * 1e12
         return measure_matmul_peak(size=4096) if precision == "fp32" else float("nan")
-    return measure_matmul_peak(threads)
+    return cpu_peak_flops(threads)
 
 
 def download_tree(uri: str, local_dir: str) -> None:
@@ -262,5 +313,6 @@ def plot_metrics(run_uri: str) -> list[str]:
     return out
 
 
-__all__ = ["GPU_PEAK_TFLOPS", "METRICS_FILE", "MetricsWriter", "WindowStats", "device_peak_flops", "download_tree",
+__all__ = ["GPU_PEAK_TFLOPS", "METRICS_FILE", "MetricsWriter", "WindowStats", "cpu_name", "cpu_peak_flops",
+           "device_peak_flops", "download_tree", "peak_cache_path",
            "measure_matmul_peak", "plot_metrics", "read_metrics"]
