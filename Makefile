@@ -8,9 +8,9 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export DS_ACCELERATOR ?= cpu
 export RAY_USAGE_STATS_ENABLED=0
 
-.PHONY: setup demo test test-fast bench browser lint clean
+.PHONY: setup toolchain demo test test-fast bench browser lint clean
 
-setup: $(STAMP)
+setup: $(STAMP) toolchain
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml Makefile
 	echo "torch==2.13.0" > $(VENV)/constraints.txt
 	$(VPY) -m pip install -q -c $(VENV)/constraints.txt -e ".[dev]"
 	touch $(STAMP)
+
+# A C++ compiler: torch.compile (engine.compile, on in the goal recipe) builds its CPU kernels with one.
+toolchain:
+	@command -v g++ >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq g++ >/dev/null) || echo "g++ not installed: engine.compile=true will fail on CPU and its tests will be skipped"
 
 # Chromium for the playground browser test (Debian package; skipped by the test if absent).
 browser:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -176,6 +177,7 @@ def test_activation_checkpointing_gives_identical_gradients():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("clang++")), reason="Inductor needs a C++ compiler")
 @pytest.mark.parametrize("dense_max_keys", [attention_mod.DENSE_MAX_KEYS, 0], ids=["dense-mask", "pieces"])
 def test_compiled_blocks_give_the_eager_outputs_and_gradients(monkeypatch, dense_max_keys):
     """``compile_blocks`` (Inductor on CPU) keeps the state dict's names and computes what eager computes, on the

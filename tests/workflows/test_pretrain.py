@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,8 @@ def _mean(xs):
 
 @pytest.mark.parametrize("stage", [2, 3])
 def test_loss_falls_and_run_is_complete(ray_local, shards, tmp_path, stage):
-    compiled = stage == 2  # engine.compile (ZeRO 0-2): the decoder layers torch.compile'd inside DeepSpeed
+    # engine.compile (ZeRO 0-2): the decoder layers torch.compile'd inside DeepSpeed, where a C++ compiler exists
+    compiled = stage == 2 and bool(shutil.which("g++") or shutil.which("clang++"))
     cfg = load_pretrain_config(DEBUG, debug_overrides(shards, str(tmp_path), f"zero{stage}", **{
         "engine.zero_stage": stage, "optim.max_steps": 8, "checkpoint.every_steps": 4, "checkpoint.keep": 1,
         "engine.compile": str(compiled).lower()}))
