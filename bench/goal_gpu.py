@@ -204,9 +204,11 @@ def run_stage(cfg, model, loss_fn, samples, steps: int, device, log_every: int, 
 def step_seconds(cfg, model, loss_fn, samples, device, workers: int, steps: int = 30, warm: int = 10) -> float:
     """Seconds per step of this stage's batches (``steps`` timed after ``warm``), on a throw-away copy of the
     model."""
+    from workflows.training.engine import compile_blocks
+
     probe = copy.deepcopy(model)  # a deep copy drops nn.Module.compile: compile the copy too
     if cfg.engine.compile:
-        probe.compile_blocks()
+        compile_blocks(probe, device.type == "cuda")
     run = run_stage(cfg, probe, loss_fn, samples, warm + steps, device, 10**9, "timing", workers, timed_from=warm)
     return run["step_s"]
 
@@ -217,6 +219,7 @@ def main(argv=None) -> int:
     from lumos.model import LumosModel
     from lumos.tokenizers import default_tokenizer_uri
     from workflows.training.curriculum import stage_configs
+    from workflows.training.engine import compile_blocks
     from workflows.training.train_config import load_pretrain_config
     from workflows.training.train_loop import TrainState, loss_function, write_consolidated
 
@@ -234,7 +237,7 @@ def main(argv=None) -> int:
     model_cfg = stages[0].model.build()
     model = LumosModel(model_cfg).to(device)
     if stages[0].engine.compile:  # the recipe's engine.compile, as workflows.pretrain applies it
-        model.compile_blocks()
+        compile_blocks(model, device.type == "cuda")
     t_start = time.perf_counter()
     samples, losses_fns = [], []
     for s in stages:

@@ -89,12 +89,13 @@ def bare_run(cfg, steps: int, warmup: int) -> dict:
 
     from lumos.loss import ardf_loss
     from lumos.model import LumosModel
+    from workflows.training.engine import compile_blocks
 
     torch.set_num_threads(2)
     torch.manual_seed(cfg.seed)
     model = LumosModel(cfg.model.build())
     if cfg.engine.compile:
-        model.compile_blocks()
+        compile_blocks(model, on_gpu=False)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, micro_batch_size=2 * cfg.data.micro_batch_size))
     run = run_stage(cfg, model, ardf_loss, stage_samples(cfg, model.cfg.temporal_compression), warmup + steps,
                     torch.device("cpu"), 10**9, "bare", workers=0, timed_from=warmup)
@@ -144,6 +145,7 @@ def main() -> None:
     points = []
     total = args.warmup + args.steps
     modes = (False, True) if args.compile else (False,)
+    ray_paths = [(stage, layout) for stage in stages for layout in layouts]
     for r in range(args.rounds):
         start = len(points)
         for compiled in modes:
@@ -151,7 +153,7 @@ def main() -> None:
             cfg = config(shards, f"{root}/runs", f"bare-{r}{tag}", args.batch, total, 2, compiled=compiled)
             points.append({"path": "bare" + tag, "round": r, "load_avg_1m": load_avg(),
                            **bare_run(cfg, args.steps, args.warmup)})
-            for stage, layout in [(stage, layout) for stage in stages for layout in layouts]:
+            for stage, layout in ray_paths:
                 cfg = config(shards, f"{root}/runs", f"ray-z{stage}-{layout}-{r}{'-c' if compiled else ''}",
                              args.batch, total, stage, layout, compiled)
                 label = f"ray zero-{stage}" + (f" {layout.replace('x', '×')}" if layouts != ["2x1"] else "") + tag

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 
 import pytest
 import torch
@@ -14,6 +13,7 @@ from lumos.masking import attention_mask
 from lumos.model import INPUT_NAMES, KVCache, LumosModel
 from lumos.model import attention as attention_mod
 from lumos.sequence import build_sequence, collate_sequences, frame_sequence, prompt_sequence
+from workflows.training.engine import cxx_compiler
 
 
 def tiny_cfg(**kw) -> ModelConfig:
@@ -177,7 +177,7 @@ def test_activation_checkpointing_gives_identical_gradients():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("clang++")), reason="Inductor needs a C++ compiler")
+@pytest.mark.skipif(cxx_compiler() is None, reason="Inductor needs a C++ compiler")
 @pytest.mark.parametrize("dense_max_keys", [attention_mod.DENSE_MAX_KEYS, 0], ids=["dense-mask", "pieces"])
 def test_compiled_blocks_give_the_eager_outputs_and_gradients(monkeypatch, dense_max_keys):
     """``compile_blocks`` (Inductor on CPU) keeps the state dict's names and computes what eager computes, on the

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from pretrain_helpers import debug_overrides, shared_shards
 from lumos.checkpoint import load_checkpoint
 from lumos.tokenizers import load_video_tokenizer
 from workflows.pretrain import run_pretraining
+from workflows.training.engine import cxx_compiler
 from workflows.training.run_metrics import read_metrics
 from workflows.training.train_config import load_pretrain_config
 
@@ -33,7 +33,7 @@ def _mean(xs):
 @pytest.mark.parametrize("stage", [2, 3])
 def test_loss_falls_and_run_is_complete(ray_local, shards, tmp_path, stage):
     # engine.compile (ZeRO 0-2): the decoder layers torch.compile'd inside DeepSpeed, where a C++ compiler exists
-    compiled = stage == 2 and bool(shutil.which("g++") or shutil.which("clang++"))
+    compiled = stage == 2 and cxx_compiler() is not None
     cfg = load_pretrain_config(DEBUG, debug_overrides(shards, str(tmp_path), f"zero{stage}", **{
         "engine.zero_stage": stage, "optim.max_steps": 8, "checkpoint.every_steps": 4, "checkpoint.keep": 1,
         "engine.compile": str(compiled).lower()}))

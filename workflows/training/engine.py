@@ -168,17 +168,20 @@ class LossModule(torch.nn.Module):
         return self.loss_fn(self.model, batch)
 
 
+def cxx_compiler() -> str | None:
+    """The C++ compiler Inductor builds its CPU kernels with (``$CXX``, ``g++`` or ``clang++``), or ``None``."""
+    return next((c for c in (os.environ.get("CXX"), "g++", "clang++") if c and shutil.which(c)), None)
+
+
 def compile_blocks(model: torch.nn.Module, on_gpu: bool) -> None:
     """``engine.compile``: compile the model's decoder layers in place (see ``LumosModel.compile_blocks``).
 
     Raises:
         RuntimeError: on CPU when no C++ compiler is found (Inductor builds its CPU kernels with one).
     """
-    if not on_gpu:
-        found = [c for c in (os.environ.get("CXX"), "g++", "clang++") if c and shutil.which(c)]
-        if not found:
-            raise RuntimeError("engine.compile=true on CPU needs a C++ compiler (g++, clang++ or $CXX) on every "
-                               "worker; install one (apt-get install g++) or set engine.compile=false")
+    if not on_gpu and cxx_compiler() is None:
+        raise RuntimeError("engine.compile=true on CPU needs a C++ compiler (g++, clang++ or $CXX) on every "
+                           "worker; install one (apt-get install g++) or set engine.compile=false")
     model.compile_blocks()
 
 
@@ -235,4 +238,5 @@ def gathered_params(engine) -> contextlib.AbstractContextManager:
 
 
 __all__ = ["LRSchedule", "LossModule", "build_ds_config", "build_engine", "build_optimizer", "compile_blocks",
-           "external_parameters", "gathered_params", "model_init_context", "param_groups", "precision", "skip_shm_op_build"]
+           "cxx_compiler", "external_parameters", "gathered_params", "model_init_context", "param_groups", "precision",
+           "skip_shm_op_build"]

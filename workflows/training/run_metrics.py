@@ -86,13 +86,11 @@ def cpu_peak_flops(threads: int | None = None) -> float:
     try:
         with open(path) as f:
             seen = json.load(f)
-        seen = seen if isinstance(seen, dict) else {}
     except (OSError, ValueError):
         seen = {}
-    try:
-        best = float(seen.get(key, 0.0))
-    except (TypeError, ValueError):
-        best = 0.0
+    seen = seen if isinstance(seen, dict) else {}
+    best = seen.get(key)
+    best = float(best) if isinstance(best, int | float) else 0.0
     if measured > best:
         seen[key] = best = measured
         try:
@@ -314,5 +312,5 @@ def plot_metrics(run_uri: str) -> list[str]:
 
 
 __all__ = ["GPU_PEAK_TFLOPS", "METRICS_FILE", "MetricsWriter", "WindowStats", "cpu_name", "cpu_peak_flops",
-           "device_peak_flops", "download_tree", "peak_cache_path",
-           "measure_matmul_peak", "plot_metrics", "read_metrics"]
+           "device_peak_flops", "download_tree", "measure_matmul_peak", "peak_cache_path", "plot_metrics",
+           "read_metrics"]
