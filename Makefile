@@ -8,7 +8,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export DS_ACCELERATOR ?= cpu
 export RAY_USAGE_STATS_ENABLED=0
 
-.PHONY: setup toolchain demo test test-fast bench browser lint clean
+.PHONY: setup toolchain demo train-small test test-fast bench browser lint clean
 
 setup: $(STAMP) toolchain
 
@@ -30,6 +30,14 @@ browser:
 
 demo: setup
 	$(VPY) -m workflows.demo $(DEMO_ARGS)
+
+# The small model from scratch in <= 2 h on 2 cores: two shapes-world corpora, then the two-stage recipe
+# (workflows/configs/pretrain_small_2h.yaml; checkpoint in runs/small-2h-video/final). Rerun = resume.
+TEXT_VOCAB := lumos/assets/text_words.json
+train-small: setup
+	$(VPY) -m tokenize_jobs.shapes --out runs/shards/small-image --stills 24000 --clips 2000 --seed 0 --text-tokenizer $(TEXT_VOCAB)
+	$(VPY) -m tokenize_jobs.shapes --out runs/shards/small-video --stills 30000 --clips 30000 --seed 1 --text-tokenizer $(TEXT_VOCAB)
+	$(VPY) -m workflows.pretrain --config workflows/configs/pretrain_small_2h.yaml $(TRAIN_ARGS)
 
 test: setup browser lint
 	$(VPY) -m pytest -m "not gpu" -q --durations=20 $(PYTEST_ARGS)

@@ -14,6 +14,8 @@ from workflows.training.train_config import load_pretrain_config
 
 DEBUG = str(Path(__file__).resolve().parents[2] / "workflows" / "configs" / "pretrain_debug.yaml")
 GOAL = str(Path(__file__).resolve().parents[2] / "workflows" / "configs" / "pretrain_small_goal.yaml")
+TWO_HOURS = GOAL.replace("pretrain_small_goal", "pretrain_small_2h")
+MAKEFILE = Path(__file__).resolve().parents[2] / "Makefile"
 TWO = "stages=[{name: image, overrides: {data.stage: image, optim.max_steps: 2}}, " \
       "{name: joint, overrides: {data.stage: joint, optim.max_steps: %d, ardf.loss_weighting: code_frequency}}]"
 
@@ -34,6 +36,22 @@ def test_stages_resolve_in_order_from_the_previous_final(tmp_path):
     # a third pass on a fresh corpus (another world seed) from video2's weights, at video2's LR
     assert (video3.data.shards, video3.seed, video3.optim.lr) == ("runs/shards/shapes-goal3", 2, 1e-3)
     assert video3.model.init_from == f"{tmp_path}/small-goal-video2/final" and video3.optim.max_steps == 3000
+
+
+def test_the_two_hour_recipe_is_stills_then_one_video_schedule_on_the_corpora_make_train_small_makes(tmp_path):
+    cfg = load_pretrain_config(TWO_HOURS, [f"checkpoint.storage={tmp_path}"])
+    image, video = stage_configs(cfg)
+    assert (image.data.stage, image.optim.max_steps, video.data.stage, video.optim.max_steps) == (
+        "image", 3000, "joint", 7200)
+    assert video.model.init_from == f"{tmp_path}/small-2h-image/final" and video.optim.lr == image.optim.lr == 2e-3
+    assert image.engine.compile and video.sampling.cfg_scale == 3.0 and video.ardf.loss_weighting == "code_frequency"
+    # `make train-small` writes exactly the corpora the stages read, and then runs this recipe
+    rule = MAKEFILE.read_text().split("train-small: setup\n", 1)[1].split("\n\n", 1)[0]
+    outs = [line.split("--out ", 1)[1].split()[0] for line in rule.splitlines() if "tokenize_jobs.shapes" in line]
+    assert outs == [image.data.shards, video.data.shards] == ["runs/shards/small-image", "runs/shards/small-video"]
+    assert "workflows/configs/pretrain_small_2h.yaml" in rule.splitlines()[-1]
+    header = Path(TWO_HOURS).read_text()
+    assert all(f"--out {o} " in header for o in outs)
 
 
 @pytest.mark.parametrize("stages, message", [
