@@ -228,7 +228,7 @@ def run_job(cfg: ShapesJobConfig) -> dict:
         done = ShardManifest.read(cfg.out)
         if done.settings.get("id_key") == settings["id_key"]:
             log.info("%s is already finished with these settings", cfg.out)
-            return done.doc
+            return dict(done.doc, skipped=True)
     prepare_output(cfg.out, settings)
     done = scan_outputs(cfg.out)
     total = cfg.stills + cfg.clips
@@ -275,9 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
     c, r = doc["counts"], doc["last_run"]
+    run = ("already finished, nothing rendered" if doc.get("skipped") else
+           f"{r.get('items_processed', 0)} rendered this run in {r.get('wall_s', 0):.1f} s")
     print(f"shapes: {c['inputs']} items ({c['still_items']} stills, {c['clip_items']} clips), {c['clips_written']} rows, "
-          f"{c['errors']} errors; {r.get('items_processed', 0)} rendered this run in {r.get('wall_s', 0):.1f} s "
-          f"-> {cfg.out}")
+          f"{c['errors']} errors; {run} -> {cfg.out}")
     return 0
 
 

@@ -46,7 +46,7 @@ def test_cli_and_python_build_the_same_typed_config(tmp_path, monkeypatch):
 
 
 @pytest.mark.ray
-def test_job_writes_shards_equal_to_in_process_encoding_and_resumes(ray_local, tmp_path):
+def test_job_writes_shards_equal_to_in_process_encoding_and_resumes(ray_local, tmp_path, capsys):
     out = str(tmp_path / "shards")
     argv = ["--out", out, "--stills", "5", "--clips", "2", "--seed", "1", "--size", "32", "--actors", "1",
             "--batch-size", "3", "--text-tokenizer", WORDS]
@@ -68,7 +68,9 @@ def test_job_writes_shards_equal_to_in_process_encoding_and_resumes(ray_local, t
     assert len({r["clip_id"] for r in table}) == 7
 
     # a finished output is left alone; an interrupted one (no manifest, one part lost) renders only what is missing
+    capsys.readouterr()
     assert shapes.main(argv) == 0
+    assert "already finished, nothing rendered" in capsys.readouterr().out
     assert json.loads((tmp_path / "shards" / "_manifest.json").read_text())["last_run"] == manifest["last_run"]
     parts = sorted((tmp_path / "shards").glob("*.parquet"))
     lost = {r["source"] for r in pq.read_table(parts[0]).to_pylist()}
