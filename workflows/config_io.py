@@ -1,7 +1,8 @@
 """Config loading for every workflow: nested dataclasses ← YAML recipe ← dotted ``key=value`` overrides.
 
 Unknown keys are an error with a one-line message naming the key (``ConfigError: unknown key: optim.lrr``), values
-are type-checked against the dataclass field types, and the resolved config can be dumped next to checkpoints.
+are type-checked against the dataclass field types, and the resolved config can be dumped next to checkpoints. A
+recipe may start from another (``base: other.yaml``) and state only what differs.
 
 Usage::
 
@@ -11,6 +12,7 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 import types
 import typing
 from typing import Any, TypeVar
@@ -167,21 +169,36 @@ def given_flags(args: Any, keys: dict[str, str]) -> dict:
     return tree
 
 
+def read_tree(path: str, chain: tuple[str, ...] = ()) -> dict:
+    """The mapping a YAML config file holds, on top of its ``base:`` file if it names one (a path relative to the
+    file's folder, or absolute / s3://): the file's own sections merge into the base's key by key; a list (such as
+    ``stages``) replaces the base's whole."""
+    try:
+        loaded = yaml.safe_load(storage.read_text(path)) or {}
+    except FileNotFoundError:
+        what = f"base: {path} (named by {chain[-1]})" if chain else f"config file {path}"
+        raise ConfigError(f"{what} not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping")
+    base = loaded.pop("base", None)
+    if base is None:
+        return loaded
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"base: in {path} must be the path of another config file, got {base!r}")
+    base_path = base if "://" in base or posixpath.isabs(base) else posixpath.join(posixpath.dirname(path), base)
+    if posixpath.normpath(base_path) in {posixpath.normpath(p) for p in (*chain, path)}:
+        raise ConfigError(f"base: {base} in {path} makes a cycle ({' -> '.join((*chain, path, base_path))})")
+    return merge(read_tree(base_path, (*chain, path)), loaded)
+
+
 def load_config(cls: type[T], path: str | None = None, overrides: list[str] | None = None,
                 flags: dict | None = None) -> T:
-    """Defaults of ``cls`` ← YAML file at ``path`` (local or s3://) ← ``flags`` (a nested tree, e.g. from
+    """Defaults of ``cls`` ← YAML file at ``path`` (local or s3://; with its ``base:`` file, see :func:`read_tree`)
+    ← ``flags`` (a nested tree, e.g. from
     :func:`given_flags`) ← ``key.sub=value`` overrides."""
-    tree: dict = {}
-    if path:
-        try:
-            loaded = yaml.safe_load(storage.read_text(path)) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping")
-        tree = loaded
+    tree = read_tree(path) if path else {}
     tree = merge(tree, flags or {})
     for item in overrides or []:
         if "=" not in item:

@@ -55,6 +55,36 @@ def test_bad_keys_and_values_name_the_key(override, key):
     assert key in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_recipe_on_a_base_states_only_what_differs(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "base.yaml").write_text(
+        "seed: 3\noptim: {lr: 0.002, max_steps: 40}\nmodel: {preset: debug}\n"
+        "stages:\n  - {name: a, overrides: {optim.max_steps: 5}}\n  - {name: b, overrides: {optim.max_steps: 6}}\n")
+    (tmp_path / "sub" / "child.yaml").write_text(
+        "base: ../base.yaml\noptim: {max_steps: 50}\nstages:\n  - {name: only, overrides: {optim.max_steps: 7}}\n")
+    cfg = load_pretrain_config(str(tmp_path / "sub" / "child.yaml"), ["optim.lr=0.001"])
+    assert (cfg.seed, cfg.optim.lr, cfg.optim.max_steps, cfg.model.preset) == (3, 0.001, 50, "debug")
+    assert [s.name for s in cfg.stages] == ["only"]  # a list replaces the base's whole
+    # the two-hour recipe is the goal recipe but for its corpora, its name and its stages
+    goal, two = (load_pretrain_config(str(CONFIGS / f"pretrain_small_{n}.yaml")) for n in ("goal", "2h"))
+    g, t = goal.to_dict(), two.to_dict()
+    assert {k for k in t if g[k] != t[k]} == {"data", "checkpoint", "stages"}
+    assert {k for k in t["data"] if g["data"][k] != t["data"][k]} == {"shards"}
+    assert {k for k in t["checkpoint"] if g["checkpoint"][k] != t["checkpoint"][k]} == {"name"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("base: missing.yaml\n", "base: {dir}/missing.yaml (named by {dir}/r.yaml) not found"),
+    ("base: r.yaml\n", "makes a cycle"),
+    ("base: 3\n", "base: in {dir}/r.yaml must be the path of another config file, got 3"),
+])
+def test_a_bad_base_is_a_one_line_error(tmp_path, text, message):
+    (tmp_path / "r.yaml").write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_pretrain_config(str(tmp_path / "r.yaml"))
+    assert message.format(dir=tmp_path) in str(e.value) and "\n" not in str(e.value)
+
+
 def test_compile_with_zero3_is_a_one_line_error_and_a_missing_compiler_is_named(monkeypatch):
     from workflows.training.engine import compile_blocks
 
