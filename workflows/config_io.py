@@ -176,8 +176,8 @@ def read_tree(path: str, chain: tuple[str, ...] = ()) -> dict:
     try:
         loaded = yaml.safe_load(storage.read_text(path)) or {}
     except FileNotFoundError:
-        what = f"base: {path} (named by {chain[-1]})" if chain else f"config file {path}"
-        raise ConfigError(f"{what} not found") from None
+        named = f" (the base of {chain[-1]})" if chain else ""
+        raise ConfigError(f"config file not found: {path}{named}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(loaded, dict):

@@ -74,7 +74,7 @@ def test_a_recipe_on_a_base_states_only_what_differs(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("base: missing.yaml\n", "base: {dir}/missing.yaml (named by {dir}/r.yaml) not found"),
+    ("base: missing.yaml\n", "config file not found: {dir}/missing.yaml (the base of {dir}/r.yaml)"),
     ("base: r.yaml\n", "makes a cycle"),
     ("base: 3\n", "base: in {dir}/r.yaml must be the path of another config file, got 3"),
 ])
