@@ -115,6 +115,9 @@ def test_cpu_peak_is_the_best_this_machine_has_shown(tmp_path, monkeypatch):
     assert now > 1e9 and json.loads(cache.read_text()) == {key: now, "another cpu | 1 threads": 5.0}
     cache.write_text("not json")
     assert cpu_peak_flops(1) > 1e9 and key in json.loads(cache.read_text())
+    # a caller's own measurement (bench/train.py's 2-second one) counts like one taken here
+    assert cpu_peak_flops(1, measured=1e15) == 1e15 and json.loads(cache.read_text())[key] == 1e15
+    assert cpu_peak_flops(1, measured=1e9) == 1e15
 
 
 def test_deepspeed_config_cpu_and_gpu():

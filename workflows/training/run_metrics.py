@@ -77,10 +77,11 @@ def peak_cache_path() -> str:
                                                               "cpu_peak.json")
 
 
-def cpu_peak_flops(threads: int | None = None) -> float:
-    """The CPU matmul peak for MFU: measured now, or the best this machine has measured before with as many
-    threads if that is higher (kept in :func:`peak_cache_path`; an unwritable cache only loses the memory)."""
-    measured = measure_matmul_peak(threads)
+def cpu_peak_flops(threads: int | None = None, measured: float | None = None) -> float:
+    """The CPU matmul peak for MFU: measured now (or ``measured``, a :func:`measure_matmul_peak` taken by the
+    caller), or the best this machine has measured before with as many threads if that is higher (kept in
+    :func:`peak_cache_path`; an unwritable cache only loses the memory)."""
+    measured = measure_matmul_peak(threads) if measured is None else measured
     key = f"{cpu_name()} | {threads or torch.get_num_threads()} threads"
     path = peak_cache_path()
     try:
