@@ -315,6 +315,30 @@ def summarize(runs: dict[int, dict]) -> dict:
     return out
 
 
+class RunClock:
+    """Progress of a study's runs for its log lines: ``run 3/18, 10.2 min; about 2 h 33 min left``. The estimate
+    averages the runs that trained or measured in this invocation (a reused run takes well under a second)."""
+
+    REUSED_S = 1.0
+
+    def __init__(self, total: int):
+        self.total, self.done, self.worked = total, 0, []
+        self.t = time.perf_counter()
+
+    def tick(self) -> str:
+        now = time.perf_counter()
+        took, self.t = now - self.t, now
+        self.done += 1
+        if took >= self.REUSED_S:
+            self.worked.append(took)
+        text = f"run {self.done}/{self.total}, " + (f"{took / 60:.1f} min" if took >= self.REUSED_S else "reused")
+        left = self.total - self.done
+        if left and self.worked:
+            minutes = round(left * sum(self.worked) / len(self.worked) / 60)
+            text += f"; about {f'{minutes // 60} h {minutes % 60} min' if minutes >= 60 else f'{minutes} min'} left"
+        return text
+
+
 def run_study(cfg: AblationConfig, out: str, shards: str | None = None, val_shards: str | None = None,
               checkpoint: str | None = None, progress: bool = True, results_doc: str | None = None) -> dict:
     """Run (or resume) a study; write ``results.json``, ``results.md`` and the plots under ``<out>/<study>``."""
@@ -332,13 +356,14 @@ def run_study(cfg: AblationConfig, out: str, shards: str | None = None, val_shar
         val = [s for s in load_samples(val_shards, None) if s["codes"].shape[0] > 1]
         if not val:
             raise ValueError(f"--val-shards {val_shards}: needs video clips (more than one latent frame)")
+        eta = RunClock(len(cfg.variants) * len(cfg.seeds))
         for v in cfg.variants:
             runs = {}
             for s in cfg.seeds:
                 uris = train_run(run_config(cfg, v, s, root, shards))
                 runs[s] = measure_run(cfg, uris, val, val_shards, progress)
                 train_s += training_seconds(uris)
-                log.info("%s %s seed %d: val loss %.4f", cfg.study, v, s, runs[s]["val_loss"])
+                log.info("%s %s seed %d: val loss %.4f (%s)", cfg.study, v, s, runs[s]["val_loss"], eta.tick())
             variants[v] = {"runs": runs}
     for res in variants.values():
         res["summary"] = summarize(res["runs"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -112,6 +113,25 @@ def test_training_seconds_sum_every_stage_metric_windows(tmp_path):
     assert training_seconds([str(tmp_path / "absent")]) == 0.0
 
 
+def test_the_run_clock_says_how_far_a_study_is_and_how_long_is_left(monkeypatch):
+    from workflows import ablate
+
+    now = [0.0]
+    monkeypatch.setattr(ablate.time, "perf_counter", lambda: now[0])
+    clock = ablate.RunClock(18)
+    now[0] = 0.2
+    assert clock.tick() == "run 1/18, reused"  # a finished run reused: no estimate from it
+    now[0] += 600
+    assert clock.tick() == "run 2/18, 10.0 min; about 2 h 40 min left"
+    now[0] += 900
+    assert clock.tick() == "run 3/18, 15.0 min; about 3 h 8 min left"  # 15 runs x 12.5 min
+    for _ in range(14):
+        now[0] += 720
+        clock.tick()
+    now[0] += 720
+    assert clock.tick() == "run 18/18, 12.0 min"
+
+
 def test_spread_and_summary_over_seeds():
     s = spread([1.0, 2.0, 3.0, None])
     assert (s["mean"], s["std"], s["n"]) == (2.0, 1.0, 3) and fmt_spread(s) == "2.000 ± 1.000"
@@ -138,10 +158,12 @@ def test_data_comes_from_the_product_jobs_and_keeps_splits_apart(data):
 
 
 @pytest.mark.slow  # 4 pre-training runs (Ray Train) + scoring: about a minute idle
-def test_rope_study_trains_with_the_recipe_and_reports_the_spread_over_seeds(data, tmp_path, capsys):
+def test_rope_study_trains_with_the_recipe_and_reports_the_spread_over_seeds(data, tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="workflows.ablate")
     out, doc = tmp_path / "out", tmp_path / "docs" / "results.md"
     argv = ["--study", "rope", *_args(data, out), *FAST, "--variants", "mm,1d", "--results-doc", str(doc)]
     assert main(argv) == 0
+    assert "rope 1d seed 1: val loss" in caplog.text and "(run 4/4, " in caplog.text
     report = _report(out, "rope")
     assert list(report["variants"]) == ["mm", "1d"] and report["config"]["seeds"] == [0, 1]
     for name, res in report["variants"].items():
