@@ -11,8 +11,8 @@ AR-DF batches (:func:`lumos.ardf.make_batch`), same AdamW:
 
 MFU for both against the fp32 matmul peak (2 threads) the training runs divide by: the best this machine has shown
 (:func:`workflows.training.run_metrics.cpu_peak_flops`), this run's 2-second measurement included; the table's header
-gives both. Rounds alternate (bare, ray, bare,
-ray, ...) so that load from other processes hits both alike; the 1-minute load average is recorded per point.
+gives both. Rounds alternate (bare, ray, bare, ray, ...) so that load from other processes hits both alike; the
+1-minute load average is recorded per point.
 
     .venv/bin/python bench/train.py                   # ~10-20 min on 2 busy cores
     .venv/bin/python bench/train.py --rounds 1 --steps 4 --variants 2
@@ -190,7 +190,8 @@ def report(points: list[dict], peak: float, peak_now: float, cfg, args) -> None:
         print(f"| {r['path']} | {r['tokens_per_s']:,.0f} | {r['vs_bare']:.2f}× | {r['step_s']:.2f} | "
               f"{100 * r['mfu']:.1f}% | {r['data_s_per_step']:.3f} | {r['overhead_s']:.0f} | "
               f"{r['load_avg_1m']:.1f} |")
-    out = {"config": vars(args), "matmul_peak_flops": peak, "matmul_peak_flops_this_run": peak_now, "summary": rows, "points": points}
+    out = {"config": vars(args), "matmul_peak_flops": peak, "matmul_peak_flops_this_run": peak_now, "summary": rows,
+           "points": points}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"\nwrote {args.out}")

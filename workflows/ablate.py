@@ -329,9 +329,9 @@ class RunClock:
         now = time.perf_counter()
         took, self.t = now - self.t, now
         self.done += 1
-        if took >= self.REUSED_S:
-            self.worked.append(took)
-        text = f"run {self.done}/{self.total}, " + (f"{took / 60:.1f} min" if took >= self.REUSED_S else "reused")
+        worked = took >= self.REUSED_S
+        self.worked += [took] if worked else []
+        text = f"run {self.done}/{self.total}, " + (f"{took / 60:.1f} min" if worked else "reused")
         left = self.total - self.done
         if left and self.worked:
             minutes = round(left * sum(self.worked) / len(self.worked) / 60)

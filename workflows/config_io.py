@@ -196,8 +196,7 @@ def read_tree(path: str, chain: tuple[str, ...] = ()) -> dict:
 def load_config(cls: type[T], path: str | None = None, overrides: list[str] | None = None,
                 flags: dict | None = None) -> T:
     """Defaults of ``cls`` ← YAML file at ``path`` (local or s3://; with its ``base:`` file, see :func:`read_tree`)
-    ← ``flags`` (a nested tree, e.g. from
-    :func:`given_flags`) ← ``key.sub=value`` overrides."""
+    ← ``flags`` (a nested tree, e.g. from :func:`given_flags`) ← ``key.sub=value`` overrides."""
     tree = read_tree(path) if path else {}
     tree = merge(tree, flags or {})
     for item in overrides or []:
