@@ -120,6 +120,32 @@ def test_cpu_peak_is_the_best_this_machine_has_shown(tmp_path, monkeypatch):
     assert cpu_peak_flops(1, measured=1e9) == 1e15
 
 
+def test_cpu_peak_of_a_job_is_each_nodes_peak_with_all_its_threads(tmp_path, monkeypatch):
+    """2 workers x 1 thread and 1 x 2 on one machine divide by the same peak: the node's first worker measures
+    with all the node's threads, the others add nothing (summed over the gloo group)."""
+    import torch.distributed as dist
+
+    from workflows.training.run_metrics import cpu_name
+    from workflows.training.train_loop import Worker, measure_peak
+
+    cache = tmp_path / "peak.json"
+    monkeypatch.setenv("LUMOS_PEAK_CACHE", str(cache))
+    cache.write_text(json.dumps({f"{cpu_name()} | 1 threads": 1e15, f"{cpu_name()} | 2 threads": 3e15,
+                                 f"{cpu_name()} | 4 threads": 5e15}))
+    cfg = load_pretrain_config(DEBUG, ["ray.threads_per_worker=1"])
+    cpu = torch.device("cpu")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        assert measure_peak(cfg, Worker(0, 2, cpu, local_rank=0, local_world=2)) == 3e15
+        assert measure_peak(cfg, Worker(1, 2, cpu, local_rank=1, local_world=2)) == 0.0
+        assert measure_peak(cfg, Worker(0, 1, cpu)) == 1e15
+        two_threads = load_pretrain_config(DEBUG, ["ray.threads_per_worker=2"])
+        assert measure_peak(two_threads, Worker(0, 1, cpu)) == 3e15
+        assert measure_peak(two_threads, Worker(0, 2, cpu, local_rank=0, local_world=2)) == 5e15
+    finally:
+        dist.destroy_process_group()
+
+
 def test_deepspeed_config_cpu_and_gpu():
     cfg = load_pretrain_config(DEBUG, ["optim.grad_accum=3", "engine.zero_stage=3"])
     cpu = build_ds_config(cfg, world_size=2, on_gpu=False)

@@ -73,6 +73,10 @@ class Worker:
     rank: int
     world: int
     device: torch.device
+    local_rank: int = 0
+    """Rank among the workers on this node."""
+    local_world: int = 1
+    """Workers on this node."""
 
     @property
     def on_gpu(self) -> bool:
@@ -92,7 +96,8 @@ def setup_worker(cfg: PretrainConfig) -> Worker:
         device = torch.device("cpu")
         torch.set_num_threads(cfg.ray.threads_per_worker)
     torch.manual_seed(cfg.seed)
-    return Worker(ctx.get_world_rank(), ctx.get_world_size(), device)
+    return Worker(ctx.get_world_rank(), ctx.get_world_size(), device, ctx.get_local_rank(),
+                  ctx.get_local_world_size())
 
 
 def loss_function(cfg: PretrainConfig, code_counts: list[int] | None):
@@ -292,11 +297,19 @@ def all_reduce_sum(value: float, w: Worker) -> float:
 
 
 def measure_peak(cfg: PretrainConfig, w: Worker) -> float:
-    """Sum over workers of each device's peak FLOP/s (CPU: measured together, each on its own threads)."""
+    """The job's peak FLOP/s, the MFU denominator: the sum of the GPUs' peaks; on CPU the sum over nodes of each
+    node's matmul peak with all its workers' threads (``threads_per_worker × local workers``, measured by the
+    node's first worker while the others wait), so that 2 workers × 1 thread and 1 × 2 on one machine divide by
+    the same peak, as ``bench/train.py`` does."""
     import torch.distributed as dist
 
     dist.barrier()
-    return all_reduce_sum(device_peak_flops(w.device, precision(cfg, w.on_gpu), cfg.ray.threads_per_worker), w)
+    if w.on_gpu:
+        mine = device_peak_flops(w.device, precision(cfg, True))
+    else:
+        mine = (device_peak_flops(w.device, precision(cfg, False), cfg.ray.threads_per_worker * w.local_world)
+                if w.local_rank == 0 else 0.0)
+    return all_reduce_sum(mine, w)
 
 
 def train_loop_per_worker(config: dict) -> None:
