@@ -330,7 +330,8 @@ class RunClock:
         took, self.t = now - self.t, now
         self.done += 1
         worked = took >= self.REUSED_S
-        self.worked += [took] if worked else []
+        if worked:
+            self.worked.append(took)
         text = f"run {self.done}/{self.total}, " + (f"{took / 60:.1f} min" if worked else "reused")
         left = self.total - self.done
         if left and self.worked:
