@@ -30,7 +30,8 @@ Data: ``--shards`` / ``--val-shards``, or made the product way under ``--data``:
 shards of held-out captions by :mod:`tokenize_jobs.synth` (``--split heldout``) + :mod:`tokenize_jobs.video`.
 
 Output under ``<out>/<study>/``: ``results.json``, ``results.md``, PNG plots and the runs; ``--results-doc``
-also writes the summary into a Markdown file (between ``<!-- ablate:<study> -->`` markers).
+also writes the summary into a Markdown file (between ``<!-- ablate:<study> -->`` markers, or the
+``--results-section`` given).
 """
 
 from __future__ import annotations
@@ -341,8 +342,10 @@ class RunClock:
 
 
 def run_study(cfg: AblationConfig, out: str, shards: str | None = None, val_shards: str | None = None,
-              checkpoint: str | None = None, progress: bool = True, results_doc: str | None = None) -> dict:
-    """Run (or resume) a study; write ``results.json``, ``results.md`` and the plots under ``<out>/<study>``."""
+              checkpoint: str | None = None, progress: bool = True, results_doc: str | None = None,
+              results_section: str | None = None) -> dict:
+    """Run (or resume) a study; write ``results.json``, ``results.md`` and the plots under ``<out>/<study>``;
+    with ``results_doc``, also its section ``results_section`` (default ``ablate:<study>``)."""
     root = storage.absolute(storage.join(out, cfg.study))
     t0 = time.perf_counter()
     variants: dict[str, dict] = {}
@@ -376,7 +379,8 @@ def run_study(cfg: AblationConfig, out: str, shards: str | None = None, val_shar
     md = study_markdown(report)
     storage.write_text(storage.join(root, "results.md"), md)
     if results_doc:
-        update_doc_section(results_doc, f"ablate:{cfg.study}", md, {p: storage.join(root, p) for p in report["plots"]})
+        update_doc_section(results_doc, results_section or f"ablate:{cfg.study}", md,
+                           {p: storage.join(root, p) for p in report["plots"]})
     return report
 
 
@@ -490,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="history study: the checkpoint to sample (path or name)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads of measuring and scoring (default 2)")
     p.add_argument("--results-doc", default=None, help="also write the summary into this Markdown file")
+    p.add_argument("--results-section", default=None,
+                   help="name of the section of --results-doc to (re)write (default ablate:<study>), e.g. to keep "
+                        "a longer-budget study beside the default one")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value",
                    help="AblationConfig overrides after the flags, e.g. sampler.temperature=0.9 stills=4000")
@@ -526,6 +533,8 @@ def config_from_args(args: argparse.Namespace) -> AblationConfig:
         raise UsageError("--study history needs --checkpoint (a path or a committed name such as small)")
     if args.checkpoint and cfg.study != "history":
         raise UsageError("--checkpoint is only used by --study history")
+    if args.results_section and not args.results_doc:
+        raise UsageError("--results-section names a section of --results-doc: give --results-doc too")
     if bool(args.shards) != bool(args.val_shards):
         raise UsageError("--shards and --val-shards go together")
     if args.quiet:  # the training workers' progress bars too
@@ -559,7 +568,8 @@ def main(argv: list[str] | None = None) -> int:
             init_ray(run_config(cfg, cfg.variants[0], cfg.seeds[0], args.out, shards))  # one Ray for jobs and runs
             if not shards:
                 shards, val = make_data(cfg, args.data, args.tokenizer)
-        report = run_study(cfg, args.out, shards, val, args.checkpoint, not args.quiet, args.results_doc)
+        report = run_study(cfg, args.out, shards, val, args.checkpoint, not args.quiet, args.results_doc,
+                           args.results_section)
     except UsageError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2

@@ -188,10 +188,13 @@ def test_rope_study_trains_with_the_recipe_and_reports_the_spread_over_seeds(dat
     assert doc.read_text().count("ablate:rope begin") == 1 and "replaced" in doc.read_text()
     # a rerun trains nothing and measures nothing again: same numbers from the runs and their kept measurements
     mtimes = {p: p.stat().st_mtime for p in (out / "rope" / "runs").glob("*/final/model.safetensors")}
-    assert main(argv) == 0
+    assert main([*argv, "--results-section", "ablate:rope-long"]) == 0  # into its own section, beside the first
     again = _report(out, "rope")
     assert {p: p.stat().st_mtime for p in mtimes} == mtimes
     assert again["variants"]["mm"]["summary"] == report["variants"]["mm"]["summary"]
+    text = doc.read_text()
+    assert "replaced" in text and text.count("<!-- ablate:rope-long begin -->") == 1
+    assert "](img/ablate_rope-long_rope_loss.png)" in text
 
 
 @pytest.mark.slow  # 2 curriculum runs of 2 stages each (Ray Train) + scoring
@@ -243,6 +246,7 @@ def test_bad_arguments_exit_with_one_line(tmp_path, capsys):
              (["--study", "mask", "--checkpoint", "x"], "--checkpoint is only used by --study history"),
              (["--study", "history"], "--study history needs --checkpoint"),
              (["--study", "rope", "--shards", "x"], "--shards and --val-shards go together"),
+             (["--study", "rope", "--results-section", "ablate:x"], "give --results-doc too"),
              (["--study", "rope", "--train", "optim.nope=1"], "unknown key: optim.nope"),
              (["--study", "rope", "--recipe", str(tmp_path / "none.yaml")], "config file not found"),
              (["--study", "rope", "--shards", str(tmp_path), "--val-shards", str(tmp_path)], "no _manifest.json")]
