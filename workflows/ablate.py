@@ -379,7 +379,8 @@ def run_study(cfg: AblationConfig, out: str, shards: str | None = None, val_shar
     md = study_markdown(report)
     storage.write_text(storage.join(root, "results.md"), md)
     if results_doc:
-        update_doc_section(results_doc, results_section or f"ablate:{cfg.study}", md,
+        section = results_section or f"ablate:{cfg.study}"
+        update_doc_section(results_doc, section, study_markdown(report, section.removeprefix("ablate:")),
                            {p: storage.join(root, p) for p in report["plots"]})
     return report
 
@@ -432,8 +433,9 @@ def _frames(spreads: list[dict]) -> str:
     return " / ".join(f"{s['mean']:.2f}" for s in spreads if s["mean"] is not None) or "–"
 
 
-def study_markdown(report: dict) -> str:
-    """The study's results as Markdown: setting, one table of mean ± std over the seeds, the plots."""
+def study_markdown(report: dict, title: str | None = None) -> str:
+    """The study's results as Markdown under the heading "Ablation: ``title``" (default the study's): setting, one
+    table of mean ± std over the seeds, the plots."""
     cfg, study, variants = report["config"], report["study"], report["variants"]
     seeds = ", ".join(map(str, cfg["seeds"]))
     sampler = cfg["sampler"]
@@ -453,7 +455,7 @@ def study_markdown(report: dict) -> str:
     keys = _score_keys(report)
     head = ["variant", *(["val loss", "val loss per frame", "train loss per frame (own masks)"]
                          if study != "history" else []), *[k.replace(".", " ").replace("_", " ") for k in keys]]
-    lines = [f"## Ablation: {study}\n", setting, "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [f"## Ablation: {title or study}\n", setting, "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, res in variants.items():
         s = res["summary"]
         cells = [name]

@@ -194,7 +194,7 @@ def test_rope_study_trains_with_the_recipe_and_reports_the_spread_over_seeds(dat
     assert again["variants"]["mm"]["summary"] == report["variants"]["mm"]["summary"]
     text = doc.read_text()
     assert "replaced" in text and text.count("<!-- ablate:rope-long begin -->") == 1
-    assert "](img/ablate_rope-long_rope_loss.png)" in text
+    assert "](img/ablate_rope-long_rope_loss.png)" in text and "## Ablation: rope-long\n" in text
 
 
 @pytest.mark.slow  # 2 curriculum runs of 2 stages each (Ray Train) + scoring
