@@ -149,7 +149,7 @@ def step_batches(cfg, samples: list[dict], layout, worker: int, workers: int):
 
 
 def run_stage(cfg, model, loss_fn, samples, steps: int, device, log_every: int, label: str, workers: int,
-              deadline: float = float("inf"), timed_from: int = 0) -> dict:
+              deadline: float = float("inf"), timed_from: int = 0, bf16: bool | None = None) -> dict:
     """``steps`` optimizer steps of one stage (fresh fused AdamW, the stage's LR schedule over ``steps``); stops
     early, saying so in ``cut_at``, when ``time.perf_counter()`` passes ``deadline``. ``step_s`` and
     ``timed_tokens_per_s``: from step ``timed_from`` on (the earlier ones warm up kernels, allocator and loader
@@ -163,7 +163,7 @@ def run_stage(cfg, model, loss_fn, samples, steps: int, device, log_every: int, 
                             fused=device.type == "cuda")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, LRSchedule(optim))
     stream = StepBatches(cfg, samples, model.cfg.layout, workers, pin=device.type == "cuda")
-    bf16 = device.type == "cuda"
+    bf16 = device.type == "cuda" if bf16 is None else bf16
     tokens, losses, cut_at, t0 = 0, [], None, time.perf_counter()
     t_timed, tokens_timed = t0, 0
     for step in range(steps):

@@ -33,10 +33,12 @@ def _mean(xs):
 @pytest.mark.parametrize("stage", [2, 3])
 def test_loss_falls_and_run_is_complete(ray_local, shards, tmp_path, stage):
     # engine.compile (ZeRO 0-2): the decoder layers torch.compile'd inside DeepSpeed, where a C++ compiler exists
+    # and engine.precision=amp_bf16 (bf16 autocast, fp32 weights) with ZeRO-2
     compiled = stage == 2 and cxx_compiler() is not None
+    prec = "amp_bf16" if stage == 2 else "fp32"
     cfg = load_pretrain_config(DEBUG, debug_overrides(shards, str(tmp_path), f"zero{stage}", **{
         "engine.zero_stage": stage, "optim.max_steps": 8, "checkpoint.every_steps": 4, "checkpoint.keep": 1,
-        "engine.compile": str(compiled).lower()}))
+        "engine.compile": str(compiled).lower(), "engine.precision": prec}))
     res = run_pretraining(cfg)
 
     records = read_metrics(res.run_uri)
@@ -62,3 +64,5 @@ def test_loss_falls_and_run_is_complete(ray_local, shards, tmp_path, stage):
     assert not torch.equal(trained["lm_head.weight"], init["lm_head.weight"])
     assert f"zero_stage: {stage}" in (Path(res.final) / "train_config.yaml").read_text()
     assert f"compile: {str(compiled).lower()}" in (Path(res.final) / "train_config.yaml").read_text()
+    assert f"precision: {prec}" in (Path(res.final) / "train_config.yaml").read_text()
+    assert all(v.dtype == torch.float32 for v in trained.values())

@@ -14,7 +14,13 @@ from lumos.config import model_preset
 from lumos.model import LumosModel
 from workflows import pretrain
 from workflows.config_io import ConfigError, dump_config
-from workflows.training.engine import LRSchedule, build_ds_config, param_groups
+from workflows.training.engine import (
+    LRSchedule,
+    build_ds_config,
+    cpu_has_native_bf16,
+    param_groups,
+    precision,
+)
 from workflows.training.shard_data import (
     bucket_batches,
     check_shards,
@@ -118,6 +124,10 @@ def test_cpu_peak_is_the_best_this_machine_has_shown(tmp_path, monkeypatch):
     # a caller's own measurement (bench/train.py's 2-second one) counts like one taken here
     assert cpu_peak_flops(1, measured=1e15) == 1e15 and json.loads(cache.read_text())[key] == 1e15
     assert cpu_peak_flops(1, measured=1e9) == 1e15
+    # runs that multiply in bf16 (engine.precision=amp_bf16) divide by a bf16 matmul peak, kept apart
+    bf16 = device_peak_flops(torch.device("cpu"), "amp_bf16", 1)
+    assert bf16 > 1e9 and json.loads(cache.read_text())[f"{key} | bfloat16"] == bf16
+    assert json.loads(cache.read_text())[key] == 1e15
 
 
 def test_cpu_peak_of_a_job_is_each_nodes_peak_with_all_its_threads(tmp_path, monkeypatch):
@@ -132,14 +142,14 @@ def test_cpu_peak_of_a_job_is_each_nodes_peak_with_all_its_threads(tmp_path, mon
     monkeypatch.setenv("LUMOS_PEAK_CACHE", str(cache))
     cache.write_text(json.dumps({f"{cpu_name()} | 1 threads": 1e15, f"{cpu_name()} | 2 threads": 3e15,
                                  f"{cpu_name()} | 4 threads": 5e15}))
-    cfg = load_pretrain_config(DEBUG, ["ray.threads_per_worker=1"])
+    cfg = load_pretrain_config(DEBUG, ["ray.threads_per_worker=1", "engine.precision=fp32"])
     cpu = torch.device("cpu")
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     try:
         assert measure_peak(cfg, Worker(0, 2, cpu, local_rank=0, local_world=2)) == 3e15
         assert measure_peak(cfg, Worker(1, 2, cpu, local_rank=1, local_world=2)) == 0.0
         assert measure_peak(cfg, Worker(0, 1, cpu)) == 1e15
-        two_threads = load_pretrain_config(DEBUG, ["ray.threads_per_worker=2"])
+        two_threads = load_pretrain_config(DEBUG, ["ray.threads_per_worker=2", "engine.precision=fp32"])
         assert measure_peak(two_threads, Worker(0, 1, cpu)) == 3e15
         assert measure_peak(two_threads, Worker(0, 2, cpu, local_rank=0, local_world=2)) == 5e15
     finally:
@@ -152,9 +162,27 @@ def test_deepspeed_config_cpu_and_gpu():
     assert cpu["train_batch_size"] == cfg.data.micro_batch_size * 3 * 2
     assert cpu["gradient_clipping"] == 4.0 and cpu["zero_optimization"]["stage"] == 3
     assert cpu["bf16"]["enabled"] is False and "optimizer" not in cpu
+    # auto on CPU: bf16 autocast where the CPU multiplies bf16 natively, fp32 elsewhere
+    assert cpu["torch_autocast"]["enabled"] is cpu_has_native_bf16()
+    fp32 = build_ds_config(load_pretrain_config(DEBUG, ["engine.precision=fp32"]), world_size=1, on_gpu=False)
+    assert fp32["torch_autocast"]["enabled"] is False and fp32["bf16"]["enabled"] is False
+    amp = build_ds_config(load_pretrain_config(DEBUG, ["engine.precision=amp_bf16"]), world_size=1, on_gpu=False)
+    assert amp["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"} and amp["bf16"]["enabled"] is False
     gpu = build_ds_config(load_pretrain_config(str(CONFIGS / "pretrain_1b_48gpu.yaml")), world_size=48, on_gpu=True)
     assert gpu["bf16"]["enabled"] is True and gpu["zero_optimization"]["stage"] == 3
     assert gpu["train_batch_size"] == 2 * 2 * 48
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+    def cpu(flags):
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nmodel name\t: X\nflags\t\t: {flags}\n\n")
+        return cpu_has_native_bf16(str(tmp_path / "cpuinfo"))
+
+    assert cpu("fpu avx2 avx512f avx512_bf16 avx512_vnni") and cpu("avx512f amx_bf16 amx_tile")
+    assert not cpu("fpu avx2 avx512f avx512bw avx512_vnni") and not cpu_has_native_bf16(str(tmp_path / "missing"))
+    cfg = load_pretrain_config(DEBUG)
+    assert precision(cfg, on_gpu=True) == "bf16"
+    assert precision(cfg, on_gpu=False) == ("amp_bf16" if cpu_has_native_bf16() else "fp32")
 
 
 def test_lr_schedule_warmup_then_cosine_or_constant():
@@ -267,3 +295,37 @@ def test_global_shuffle_mixes_a_clips_first_corpus_the_same_way_every_time(ray_l
     assert 1 in [t for _, t in mixed[:12]]  # stills reach the first half of the stream
     assert order(0, materialize=True) == mixed  # a relaunch of the run sees the same rows in the same order
     assert order(1) != mixed
+
+
+def test_amp_bf16_runs_the_forward_under_bf16_autocast_with_fp32_weights(tmp_path, monkeypatch):
+    """``engine.precision=amp_bf16``: DeepSpeed's engine runs the loss under ``torch.autocast(cpu, bf16)`` (linear
+    layers multiply in bf16), while the weights, their gradients and the optimizer step stay fp32."""
+    import torch.distributed as dist
+
+    from lumos.model import LumosModel
+    from workflows.training.engine import build_engine
+
+    for k, v in {"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1"}.items():  # Ray Train sets these
+        monkeypatch.setenv(k, v)
+    seen = {}
+
+    def loss_fn(m, batch):
+        seen["autocast"] = torch.is_autocast_enabled("cpu")
+        out = m.lm_head(batch["x"])
+        seen["dtype"] = out.dtype
+        return out.float().pow(2).mean(), {}
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        for prec, dtype in (("fp32", torch.float32), ("amp_bf16", torch.bfloat16)):
+            cfg = load_pretrain_config(DEBUG, [f"engine.precision={prec}", "engine.zero_stage=0"])
+            model = LumosModel(cfg.model.build())
+            engine = build_engine(model, loss_fn, cfg, world_size=1, on_gpu=False)
+            before = model.lm_head.weight.detach().clone()
+            loss, _ = engine({"x": torch.randn(4, model.lm_head.in_features)})
+            engine.backward(loss)
+            engine.step()
+            assert seen == {"autocast": prec == "amp_bf16", "dtype": dtype}, prec
+            assert model.lm_head.weight.dtype == torch.float32 and not torch.equal(model.lm_head.weight, before)
+    finally:
+        dist.destroy_process_group()

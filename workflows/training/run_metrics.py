@@ -35,20 +35,22 @@ GPU_PEAK_TFLOPS = {"H200": (989.0, 494.0), "H100": (989.0, 494.0), "H20": (148.0
                    "L40S": (362.0, 181.0), "A10G": (125.0, 62.5), "L4": (121.0, 60.0), "V100": (125.0, 15.7)}
 
 
-def measure_matmul_peak(threads: int | None = None, size: int = 1024, seconds: float = 0.5) -> float:
-    """Best fp32 matmul throughput (FLOP/s) of this process on CPU, as the MFU denominator.
+def measure_matmul_peak(threads: int | None = None, size: int = 1024, seconds: float = 0.5,
+                        dtype: torch.dtype = torch.float32) -> float:
+    """Best matmul throughput (FLOP/s) of this process on CPU, as the MFU denominator.
 
     Args:
         threads: torch intra-op threads to measure with (``None`` = current setting).
         size: square matrix side.
         seconds: measuring budget.
+        dtype: the operands' dtype (``torch.bfloat16`` for runs under bf16 autocast).
     """
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         g = torch.Generator().manual_seed(0)
-        a, b = torch.randn(size, size, generator=g), torch.randn(size, size, generator=g)
+        a, b = (torch.randn(size, size, generator=g).to(dtype) for _ in range(2))
         a @ b  # warm-up
         best, t_end = 0.0, time.perf_counter() + seconds
         while time.perf_counter() < t_end:
@@ -77,12 +79,15 @@ def peak_cache_path() -> str:
                                                               "cpu_peak.json")
 
 
-def cpu_peak_flops(threads: int | None = None, measured: float | None = None) -> float:
+def cpu_peak_flops(threads: int | None = None, measured: float | None = None,
+                   dtype: torch.dtype = torch.float32) -> float:
     """The CPU matmul peak for MFU: measured now (or ``measured``, a :func:`measure_matmul_peak` taken by the
-    caller), or the best this machine has measured before with as many threads if that is higher (kept in
-    :func:`peak_cache_path`; an unwritable cache only loses the memory)."""
-    measured = measure_matmul_peak(threads) if measured is None else measured
+    caller), or the best this machine has measured before with as many threads (and this ``dtype``) if that is
+    higher (kept in :func:`peak_cache_path`; an unwritable cache only loses the memory)."""
+    measured = measure_matmul_peak(threads, dtype=dtype) if measured is None else measured
     key = f"{cpu_name()} | {threads or torch.get_num_threads()} threads"
+    if dtype != torch.float32:
+        key += f" | {str(dtype).removeprefix('torch.')}"
     path = peak_cache_path()
     try:
         with open(path) as f:
@@ -107,14 +112,14 @@ def cpu_peak_flops(threads: int | None = None, measured: float | None = None) ->
 
 def device_peak_flops(device: torch.device, precision: str, threads: int | None = None) -> float:
     """Peak FLOP/s of one worker's device: datasheet for known GPUs, the matmul peak on CPU
-    (:func:`cpu_peak_flops`)."""
+    (:func:`cpu_peak_flops`; a bf16 one for the precisions that multiply in bf16)."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         for key, (bf16, fp32) in GPU_PEAK_TFLOPS.items():
             if key in name:
-                return (bf16 if precision == "bf16" else fp32) * 1e12
+                return (fp32 if precision == "fp32" else bf16) * 1e12
         return measure_matmul_peak(size=4096) if precision == "fp32" else float("nan")
-    return cpu_peak_flops(threads)
+    return cpu_peak_flops(threads, dtype=torch.float32 if precision == "fp32" else torch.bfloat16)
 
 
 def download_tree(uri: str, local_dir: str) -> None:

@@ -271,8 +271,9 @@ def maybe_fail(cfg: PretrainConfig, state: TrainState, w: Worker) -> None:
 
 
 def log_window(stats: WindowStats, w: Worker, state: TrainState, engine, peak_total: float,
-               writer: MetricsWriter | None) -> dict:
-    """All-reduce the window's sums and let rank 0 write one metrics record."""
+               writer: MetricsWriter | None, prec: str = "fp32") -> dict:
+    """All-reduce the window's sums and let rank 0 write one metrics record (``prec``: the engine's resolved
+    precision, which the MFU's peak is for)."""
     import torch.distributed as dist
 
     packed = stats.packed().to(w.device)
@@ -280,7 +281,8 @@ def log_window(stats: WindowStats, w: Worker, state: TrainState, engine, peak_to
     summary = stats.summary(packed.cpu(), w.world)
     flops = summary.pop("flops")
     summary.update(step=state.step, lr=engine.get_lr()[0], epoch=state.epoch,
-                   mfu=flops / summary["window_s"] / peak_total if peak_total > 0 else float("nan"))
+                   mfu=flops / summary["window_s"] / peak_total if peak_total > 0 else float("nan"),
+                   peak_flops=peak_total, precision=prec)
     if writer is not None:
         writer.log(state.step, summary)
     stats.reset()
@@ -357,7 +359,7 @@ def train_loop_per_worker(config: dict) -> None:
         pending_tokens += sum(tokens)
         bar.update(1)
         if state.step % cfg.metrics.every_steps == 0 or state.step == cfg.optim.max_steps:
-            last = log_window(stats, w, state, engine, peak_total, writer)
+            last = log_window(stats, w, state, engine, peak_total, writer, precision(cfg, w.on_gpu))
             bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{last['tokens_per_s']:.0f}")
         if state.step % cfg.checkpoint.every_steps == 0 or state.step == cfg.optim.max_steps:
             if writer is not None:
