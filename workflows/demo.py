@@ -359,9 +359,10 @@ def make_stills(tmp: Path, plan: DemoPlan, tokenizer: Path, seed: int) -> dict:
 def pretrain_overrides(plan: DemoPlan, stills: Path) -> list[str]:
     """The model's codebook follows from the shards' tokenizer (``workflows.training.finetune.adopt_shard_codebook``).
     No ``engine.compile``: for the demo's few minutes of a 1.2 M-parameter model the ~40 s of compilation per stage
-    costs about what the ~10 % faster steps win back."""
+    costs about what the ~10 % faster steps win back. No bf16 autocast (``engine.precision=auto``: fp32 on CPU): at
+    dim 128 it runs 8 % slower than fp32 (docs/results.md)."""
     return [f"data.shards={stills}", f"checkpoint.every_steps={plan.checkpoint_every}", "checkpoint.name=pretrain",
-            "engine.compile=false", *plan.model]
+            "engine.compile=false", "engine.precision=auto", *plan.model]
 
 
 def curriculum(plan: DemoPlan, shards: Path) -> list:

@@ -20,6 +20,7 @@ from workflows.training.engine import (
     cpu_has_native_bf16,
     param_groups,
     precision,
+    precision_warning,
 )
 from workflows.training.shard_data import (
     bucket_batches,
@@ -162,8 +163,7 @@ def test_deepspeed_config_cpu_and_gpu():
     assert cpu["train_batch_size"] == cfg.data.micro_batch_size * 3 * 2
     assert cpu["gradient_clipping"] == 4.0 and cpu["zero_optimization"]["stage"] == 3
     assert cpu["bf16"]["enabled"] is False and "optimizer" not in cpu
-    # auto on CPU: bf16 autocast where the CPU multiplies bf16 natively, fp32 elsewhere
-    assert cpu["torch_autocast"]["enabled"] is cpu_has_native_bf16()
+    assert cpu["torch_autocast"]["enabled"] is False  # auto on CPU: fp32 (bf16 autocast pays only for wide models)
     fp32 = build_ds_config(load_pretrain_config(DEBUG, ["engine.precision=fp32"]), world_size=1, on_gpu=False)
     assert fp32["torch_autocast"]["enabled"] is False and fp32["bf16"]["enabled"] is False
     amp = build_ds_config(load_pretrain_config(DEBUG, ["engine.precision=amp_bf16"]), world_size=1, on_gpu=False)
@@ -181,8 +181,16 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
     assert cpu("fpu avx2 avx512f avx512_bf16 avx512_vnni") and cpu("avx512f amx_bf16 amx_tile")
     assert not cpu("fpu avx2 avx512f avx512bw avx512_vnni") and not cpu_has_native_bf16(str(tmp_path / "missing"))
     cfg = load_pretrain_config(DEBUG)
-    assert precision(cfg, on_gpu=True) == "bf16"
-    assert precision(cfg, on_gpu=False) == ("amp_bf16" if cpu_has_native_bf16() else "fp32")
+    assert precision(cfg, on_gpu=True) == "bf16" and precision(cfg, on_gpu=False) == "fp32"
+    amp = load_pretrain_config(DEBUG, ["engine.precision=amp_bf16"])
+    assert precision(amp, on_gpu=False) == "amp_bf16" and precision_warning(cfg, on_gpu=False) is None
+    warning = precision_warning(amp, on_gpu=False)
+    assert (warning is None) is cpu_has_native_bf16() and precision_warning(amp, on_gpu=True) is None
+    if warning:
+        assert "engine.precision=fp32" in warning
+    native = load_pretrain_config(DEBUG, ["engine.precision=amp_bf16_if_native"])
+    assert precision(native, on_gpu=False) == ("amp_bf16" if cpu_has_native_bf16() else "fp32")
+    assert precision(native, on_gpu=True) == "bf16" and precision_warning(native, on_gpu=False) is None
 
 
 def test_lr_schedule_warmup_then_cosine_or_constant():

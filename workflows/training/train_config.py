@@ -20,7 +20,7 @@ from workflows.config_io import ConfigError, load_config
 
 STAGES = ("image", "joint")
 SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("auto", "bf16", "amp_bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "amp_bf16", "amp_bf16_if_native", "fp32")
 ZERO_STAGES = (0, 1, 2, 3)
 
 
@@ -192,9 +192,10 @@ class EngineSection:
 
     zero_stage: int = 2
     precision: str = "auto"
-    """``auto`` = bf16 on GPU; on CPU ``amp_bf16`` where the CPU multiplies bf16 natively, else fp32; or force ``bf16`` (DeepSpeed's: bf16 weights, fp32 master copy in the
+    """``auto`` = bf16 on GPU, fp32 on CPU; or force ``bf16`` (DeepSpeed's: bf16 weights, fp32 master copy in the
     optimizer), ``amp_bf16`` (fp32 weights and optimizer, the forward under ``torch.autocast`` to bf16: matmuls in
-    bf16, softmax and loss in fp32 — on CPUs with native bf16 dot products, avx512_bf16 or AMX, the fast CPU path)
+    bf16, softmax and loss in fp32 — on CPUs with native bf16 dot products, avx512_bf16 or AMX, the fast CPU path
+    for models of dim >= 256), ``amp_bf16_if_native`` (``amp_bf16`` on such a CPU, fp32 on other CPUs, bf16 on GPU)
     or ``fp32``."""
     zero_init: bool = True
     """ZeRO-3 on GPU: build the model partitioned (``deepspeed.zero.Init``) so no rank holds it whole."""

@@ -40,6 +40,7 @@ from workflows.training.engine import (
     gathered_params,
     model_init_context,
     precision,
+    precision_warning,
 )
 from workflows.training.run_metrics import MetricsWriter, WindowStats, device_peak_flops, download_tree
 from workflows.training.shard_data import batch_tokens, epoch_batches, sample_batches
@@ -132,6 +133,9 @@ def build_model_engine(cfg: PretrainConfig, w: Worker, init_from: str | None = N
     if cfg.engine.compile:
         compile_blocks(model, w.on_gpu)
     engine = build_engine(model, loss_function(cfg, code_counts), cfg, w.world, w.on_gpu)
+    warning = precision_warning(cfg, w.on_gpu)
+    if warning and w.local_rank == 0:
+        log.warning(warning)
     return model_cfg, model, engine
 
 
