@@ -12,8 +12,9 @@ AR-DF batches (:func:`lumos.ardf.make_batch`), same AdamW:
 MFU for both against the fp32 matmul peak (2 threads) the training runs divide by: the best this machine has shown
 (:func:`workflows.training.run_metrics.cpu_peak_flops`), this run's 2-second measurement included; the table's header
 gives both. ``--amp-bf16`` also runs every path in bf16 autocast with fp32 weights (``engine.precision=amp_bf16``;
-the bare loop under ``torch.autocast("cpu", bf16)``), whose MFU divides by the bf16 matmul peak, measured alike. Rounds alternate (bare, ray, bare, ray, ...) so that load from other processes hits both alike; the
-1-minute load average is recorded per point.
+the bare loop under ``torch.autocast("cpu", bf16)``), whose MFU divides by the bf16 matmul peak, measured alike.
+Rounds alternate (bare, ray, bare, ray, ...) so that load from other processes hits both alike; the 1-minute load
+average is recorded per point.
 
     .venv/bin/python bench/train.py                   # ~10-20 min on 2 busy cores
     .venv/bin/python bench/train.py --rounds 1 --steps 4 --variants 2
@@ -43,7 +44,6 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 CONFIG = str(ROOT / "workflows" / "configs" / "pretrain_small.yaml")
-DTYPES = {"fp32": "float32", "amp_bf16": "bfloat16"}  # engine.precision -> the matmul peak's dtype (torch attr)
 
 
 def parse_args() -> argparse.Namespace:
@@ -137,10 +137,9 @@ def flops_per_token(cfg, tokens_per_seq: float) -> float:
 def main() -> None:
     args = parse_args()
     import ray
-    import torch
 
     from tokenize_jobs.ray_runtime import DEEPSPEED_ENV, start_ray
-    from workflows.training.run_metrics import cpu_peak_flops, measure_matmul_peak
+    from workflows.training.run_metrics import cpu_peak_flops, measure_matmul_peak, peak_dtype
 
     stages = [int(s) for s in args.variants.split(",") if s]
     layouts = [v for v in args.layouts.split(",") if v]
@@ -150,8 +149,8 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="lumos-bench-train-")
     shards = make_shards(root, args.clips)
     precisions = ("fp32", "amp_bf16") if args.amp_bf16 else ("fp32",)
-    peaks_now = {p: measure_matmul_peak(threads=2, seconds=2.0, dtype=getattr(torch, DTYPES[p])) for p in precisions}
-    peaks = {p: cpu_peak_flops(threads=2, measured=peaks_now[p], dtype=getattr(torch, DTYPES[p])) for p in precisions}
+    peaks_now = {p: measure_matmul_peak(threads=2, seconds=2.0, dtype=peak_dtype(p)) for p in precisions}
+    peaks = {p: cpu_peak_flops(threads=2, measured=peaks_now[p], dtype=peak_dtype(p)) for p in precisions}
     start_ray(num_cpus=4, include_dashboard=False, object_store_memory=600 * 2**20,
               env_vars={k: os.environ[k] for k in DEEPSPEED_ENV})
     points = []

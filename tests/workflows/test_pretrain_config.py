@@ -174,9 +174,10 @@ def test_deepspeed_config_cpu_and_gpu():
 
 
 def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
-    def cpu(flags):
-        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nmodel name\t: X\nflags\t\t: {flags}\n\n")
-        return cpu_has_native_bf16(str(tmp_path / "cpuinfo"))
+    def cpu(flags):  # one file per CPU: the answer is cached per path (read once per process)
+        path = tmp_path / f"cpuinfo-{abs(hash(flags))}"
+        path.write_text(f"processor\t: 0\nmodel name\t: X\nflags\t\t: {flags}\n\n")
+        return cpu_has_native_bf16(str(path))
 
     assert cpu("fpu avx2 avx512f avx512_bf16 avx512_vnni") and cpu("avx512f amx_bf16 amx_tile")
     assert not cpu("fpu avx2 avx512f avx512bw avx512_vnni") and not cpu_has_native_bf16(str(tmp_path / "missing"))

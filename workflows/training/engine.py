@@ -1,8 +1,8 @@
 """DeepSpeed wrapping: the one place where the single-device model becomes a data-parallel ZeRO engine.
 
 Builds the DeepSpeed config from :class:`workflows.training.train_config.PretrainConfig` (ZeRO stage 0–3, bf16 on GPU,
-bf16 autocast or fp32 on CPU (:func:`precision`), gradient clipping, gradient accumulation), the AdamW optimizer of the released recipes (LUMOS_SPEC
-§9.2: betas (0.9, 0.95), weight decay 0.1 on matrices only — norms, biases and embeddings are not decayed) and
+bf16 autocast or fp32 on CPU (:func:`precision`), gradient clipping, gradient accumulation), the AdamW optimizer of
+the released recipes (LUMOS_SPEC §9.2: betas (0.9, 0.95), weight decay 0.1 on matrices only — norms, biases and embeddings are not decayed) and
 the LR schedule (linear warm-up, then constant or half-cosine down to ``min_lr_ratio · lr``, as xllmx ``lr_sched``).
 
 CPU facts this module works around (STACK_NOTES, DeepSpeed section):
@@ -17,6 +17,7 @@ CPU facts this module works around (STACK_NOTES, DeepSpeed section):
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import shutil
@@ -48,9 +49,11 @@ class LRSchedule:
         return self.min_ratio + 0.5 * (1.0 - self.min_ratio) * (1.0 + math.cos(math.pi * progress))
 
 
+@functools.lru_cache(maxsize=8)
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether this CPU multiplies bf16 natively (the ``avx512_bf16`` or ``amx_bf16`` flag): there oneDNN's bf16
-    matmuls run about twice as fast as fp32 ones (bench/README.md); elsewhere they are emulated, no faster."""
+    matmuls run about twice as fast as fp32 ones (bench/README.md); elsewhere they are emulated, no faster. Read once
+    per process."""
     try:
         with open(cpuinfo) as f:
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
@@ -91,6 +94,7 @@ def build_ds_config(cfg: PretrainConfig, world_size: int, on_gpu: bool) -> dict[
         A dict for ``deepspeed.initialize(config=...)``.
     """
     eng, opt = cfg.engine, cfg.optim
+    prec = precision(cfg, on_gpu)
     zero: dict[str, Any] = {"stage": eng.zero_stage}
     if eng.zero_stage > 0:
         zero.update(overlap_comm=eng.overlap_comm and on_gpu, contiguous_gradients=True,
@@ -109,9 +113,9 @@ def build_ds_config(cfg: PretrainConfig, world_size: int, on_gpu: bool) -> dict[
         "gradient_clipping": opt.grad_clip,
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,
-        "bf16": {"enabled": precision(cfg, on_gpu) == "bf16"},
+        "bf16": {"enabled": prec == "bf16"},
         # amp_bf16: DeepSpeed runs the forward under torch.autocast(<accelerator>, bf16); weights stay fp32.
-        "torch_autocast": {"enabled": precision(cfg, on_gpu) == "amp_bf16", "dtype": "bfloat16"},
+        "torch_autocast": {"enabled": prec == "amp_bf16", "dtype": "bfloat16"},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
@@ -264,5 +268,5 @@ def gathered_params(engine) -> contextlib.AbstractContextManager:
 
 
 __all__ = ["LRSchedule", "LossModule", "build_ds_config", "build_engine", "build_optimizer", "compile_blocks",
-           "cxx_compiler", "external_parameters", "gathered_params", "model_init_context", "param_groups", "precision",
-           "skip_shm_op_build"]
+           "cpu_has_native_bf16", "cxx_compiler", "external_parameters", "gathered_params", "model_init_context",
+           "param_groups", "precision", "precision_warning", "skip_shm_op_build"]

@@ -110,6 +110,11 @@ def cpu_peak_flops(threads: int | None = None, measured: float | None = None,
     return best
 
 
+def peak_dtype(precision: str) -> torch.dtype:
+    """The dtype the matmuls of a run with this resolved ``engine.precision`` multiply in."""
+    return torch.float32 if precision == "fp32" else torch.bfloat16
+
+
 def device_peak_flops(device: torch.device, precision: str, threads: int | None = None) -> float:
     """Peak FLOP/s of one worker's device: datasheet for known GPUs, the matmul peak on CPU
     (:func:`cpu_peak_flops`; a bf16 one for the precisions that multiply in bf16)."""
@@ -119,7 +124,7 @@ def device_peak_flops(device: torch.device, precision: str, threads: int | None 
             if key in name:
                 return (fp32 if precision == "fp32" else bf16) * 1e12
         return measure_matmul_peak(size=4096) if precision == "fp32" else float("nan")
-    return cpu_peak_flops(threads, dtype=torch.float32 if precision == "fp32" else torch.bfloat16)
+    return cpu_peak_flops(threads, dtype=peak_dtype(precision))
 
 
 def download_tree(uri: str, local_dir: str) -> None:
@@ -318,5 +323,5 @@ def plot_metrics(run_uri: str) -> list[str]:
 
 
 __all__ = ["GPU_PEAK_TFLOPS", "METRICS_FILE", "MetricsWriter", "WindowStats", "cpu_name", "cpu_peak_flops",
-           "device_peak_flops", "download_tree", "measure_matmul_peak", "peak_cache_path", "plot_metrics",
-           "read_metrics"]
+           "device_peak_flops", "download_tree", "measure_matmul_peak", "peak_cache_path", "peak_dtype",
+           "plot_metrics", "read_metrics"]

@@ -340,7 +340,7 @@ def train_loop_per_worker(config: dict) -> None:
     run_uri = storage.join(cfg.checkpoint.storage, cfg.checkpoint.name)
     writer = (MetricsWriter(run_uri, state.step if resumed else None, cfg.metrics.tensorboard)
               if w.rank == 0 else None)
-    peak_total = measure_peak(cfg, w)
+    peak_total, prec = measure_peak(cfg, w), precision(cfg, w.on_gpu)
     shard = ray.train.get_dataset_shard("train")
     stream = micro_batches(shard, cfg, state, w, model_cfg.temporal_compression)
     stats = WindowStats()
@@ -363,7 +363,7 @@ def train_loop_per_worker(config: dict) -> None:
         pending_tokens += sum(tokens)
         bar.update(1)
         if state.step % cfg.metrics.every_steps == 0 or state.step == cfg.optim.max_steps:
-            last = log_window(stats, w, state, engine, peak_total, writer, precision(cfg, w.on_gpu))
+            last = log_window(stats, w, state, engine, peak_total, writer, prec)
             bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{last['tokens_per_s']:.0f}")
         if state.step % cfg.checkpoint.every_steps == 0 or state.step == cfg.optim.max_steps:
             if writer is not None:
