@@ -238,6 +238,13 @@ def evaluate_suite(bundle: GenerationBundle, suite: str, settings: EvalSettings,
               "items": [{"index": it.index, "prompt": it.prompt, "num_objects": it.num_objects, "scores": r}
                         for it, r in zip(items, rows)],
               "videos": videos, "reference_videos": {}}
+    if suite != "t2i":
+        from workflows.evaluation.motion import breakdown, item_outcomes
+
+        outcomes = item_outcomes(videos, items)
+        for item, got in zip(result["items"], outcomes):
+            item["motion_outcomes"] = got
+        result["motion_breakdown"] = breakdown(outcomes)
     if settings.references:
         refs = references(bundle, suite, items, settings, size, clip_frames(plan.num_frames))
         result["references"] = {k: aggregate(suite, score_media(suite, v, items)) for k, v in refs.items()}
@@ -325,6 +332,12 @@ def markdown_report(report: dict) -> str:
     for suite, res in report["suites"].items():
         out.append(f"## {suite} ({res['n']} prompts, {res['seconds']:.0f} s)\n")
         out.append(suite_table(suite, res))
+        if res.get("motion_breakdown"):
+            from workflows.evaluation.motion import breakdown_table
+
+            out.append("\nWhat became of the prompted objects (share per prompted motion; `ok` is what "
+                       "`motion_direction` credits):\n")
+            out.append(breakdown_table(res["motion_breakdown"]))
         if res.get("sheet"):
             out.append(f"\n![{suite} contact sheet]({res['sheet']}) — left: ground truth, right: generated; "
                        f"first prompt: \"{res['items'][0]['prompt']}\"\n")

@@ -442,10 +442,45 @@ def vbench_scores(frames, scene: Scene | None = None) -> dict[str, float]:
     scores = {"subject_consistency": _subject_consistency(readings),
               "background_stability": _background_stability(f, readings)}
     if scene is not None:
-        got = {(o["color"], o["shape"]): o["motion"] for o in _recover(readings[0].objects, readings[-1].objects)}
-        scores["motion_direction"] = float(np.mean([got.get((o.color, o.shape)) == o.motion
-                                                    for o in scene.objects]))
+        outcomes = _motion_outcomes(readings[0], readings[-1], scene)
+        scores["motion_direction"] = float(np.mean([o == "ok" for o in outcomes]))
     return scores
+
+
+MOTION_OUTCOMES = ("ok", "missing", "wrong_shape", "lost", "not_moving", "moving", "wrong_direction")
+"""What became of a gt object in a clip, in the order :func:`motion_outcomes` checks: ``ok`` (its motion matches,
+the one outcome ``motion_direction`` credits); ``missing`` (no object of its colour in the first frame);
+``wrong_shape`` (its colour there, another shape); ``lost`` (its colour gone by the last frame); ``not_moving``
+(prompted to move, displaced less than ``STILL_TOL``); ``moving`` (prompted to stay still, displaced more);
+``wrong_direction`` (moved, the wrong way)."""
+
+
+def _motion_outcomes(first: FrameReading, last: FrameReading, scene: Scene) -> list[str]:
+    start, end = {}, {}
+    for d in first.objects:
+        start.setdefault(d.color, d)
+    for d in last.objects:
+        end.setdefault(d.color, d)
+    out = []
+    for o in scene.objects:
+        s = start.get(o.color)
+        if s is None or s.shape != o.shape:
+            out.append("missing" if s is None else "wrong_shape")
+        elif o.color not in end:
+            out.append("lost")
+        else:
+            got = motion_direction(s, end[o.color])
+            out.append("ok" if got == o.motion else "moving" if o.motion == "still" else
+                       "not_moving" if got == "still" else "wrong_direction")
+    return out
+
+
+def motion_outcomes(frames, scene: Scene) -> list[str]:
+    """Why each gt object of ``scene`` did or did not move as prompted in a generated clip (one of
+    :data:`MOTION_OUTCOMES` per object, in the scene's order; reads the first and last frames, as
+    ``motion_direction`` does)."""
+    f = _check_frames(frames)
+    return _motion_outcomes(read_frame(f[0]), read_frame(f[-1]), scene)
 
 
 def summarize(rows: list[dict[str, float]]) -> dict[str, float]:

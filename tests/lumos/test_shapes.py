@@ -224,3 +224,42 @@ def test_noise_like_coverage_is_not_read_as_objects():
         frame = np.where(mask[..., None], np.array(COLORS["red"], np.uint8), palette[0]).astype(np.uint8)
         reading = metrics.read_frame(frame)
         assert reading.objects == [] and reading.clutter == 1
+
+
+def _scene_of_three() -> Scene:
+    """A still red circle in the centre, a green square moving right from the top left, a blue triangle moving up
+    from the bottom right (no contacts, no bounces in 2 s, nor in the variants the test draws)."""
+    from lumos.shapes.world import ShapeObject, region_of
+
+    objs = [("circle", "red", "still", 0.5, 0.5, 0.0, 0.0), ("square", "green", "right", 0.17, 0.17, 0.12, 0.0),
+            ("triangle", "blue", "up", 0.83, 0.83, 0.0, -0.12)]
+    return Scene(objects=[ShapeObject(shape=sh, color=c, size="small", region=region_of(x, y), motion=m, x=x, y=y,
+                                      vx=vx, vy=vy) for sh, c, m, x, y, vx, vy in objs], seconds=2.0)
+
+
+def test_motion_outcomes_name_why_an_object_did_not_move_as_prompted():
+    scene = _scene_of_three()
+    clip = render_clip(scene, 64, fps=4)
+    assert metrics.motion_outcomes(clip, scene) == ["ok"] * 3
+
+    drawn = _scene_of_three()
+    drawn.objects[0].vy = 0.1  # the still circle drifts down by 0.2 of the frame
+    drawn.objects[1].vx, drawn.objects[1].vy = 0.0, 0.12  # the square goes down, not right
+    assert metrics.motion_outcomes(render_clip(drawn, 64, fps=4), scene) == ["moving", "wrong_direction", "ok"]
+
+    frozen = _scene_of_three()
+    for o in frozen.objects:
+        o.vx = o.vy = 0.0
+    assert metrics.motion_outcomes(render_clip(frozen, 64, fps=4), scene) == ["ok", "not_moving", "not_moving"]
+
+    other = _scene_of_three()
+    other.objects[1].shape, other.objects[2].color = "circle", "yellow"
+    assert metrics.motion_outcomes(render_clip(other, 64, fps=4), scene) == ["ok", "wrong_shape", "missing"]
+
+    gone = render_clip(scene, 64, fps=4)
+    gone[-1] = render_frame(Scene(objects=scene.objects[1:], seconds=2.0), 2.0, 64)
+    assert metrics.motion_outcomes(gone, scene) == ["lost", "ok", "ok"]
+    # motion_direction credits exactly the "ok" objects
+    for frames in (clip, render_clip(drawn, 64, fps=4), gone, render_clip(frozen, 64, fps=4)):
+        got = metrics.motion_outcomes(frames, scene)
+        assert metrics.vbench_scores(frames, scene)["motion_direction"] == pytest.approx(got.count("ok") / 3)

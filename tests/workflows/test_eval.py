@@ -79,6 +79,23 @@ def test_ground_truth_renders_score_one(suite):
         assert scores["background_stability"] > 0.95
 
 
+def test_motion_breakdown_of_ground_truth_is_all_ok_and_counts_each_prompted_motion():
+    from workflows.evaluation.motion import breakdown, breakdown_table, item_outcomes
+
+    items = prompt_set("t2v", 12, seed=0)
+    outcomes = item_outcomes(reference_videos(items, "ground_truth", 64, 8, 17), items)
+    assert [len(o) for o in outcomes] == [it.num_objects for it in items]
+    assert [[want for want, _ in o] for o in outcomes] == [[x.motion for x in it.scene.objects] for it in items]
+    counts = breakdown(outcomes)
+    assert counts["all"] == {"ok": sum(it.num_objects for it in items)}
+    assert sum(sum(c.values()) for m, c in counts.items() if m != "all") == counts["all"]["ok"]
+    table = breakdown_table(counts)
+    assert table.startswith("| prompted motion | objects | ok |") and "| all | " in table and "1.00" in table
+    mixed = breakdown([[["still", "moving"], ["left", "ok"]], [["still", "ok"]]])
+    assert mixed == {"left": {"ok": 1}, "still": {"ok": 1, "moving": 1}, "all": {"ok": 2, "moving": 1}}
+    assert "| still | 2 | 0.50 | 0.50 |" in breakdown_table(mixed)
+
+
 @pytest.mark.parametrize("suite", SUITES)
 def test_slightly_noisy_ground_truth_still_scores_one(suite):
     """Decoded generations are never pixel-exact: mild noise on the renders must not move the scores."""
@@ -204,6 +221,12 @@ def test_cli_end_to_end_writes_json_markdown_and_contact_sheets(checkpoint, tmp_
         assert res["references"]["ground_truth"]["overall" if suite == "t2i" else "motion_direction"] == 1.0
         assert [it["index"] for it in res["items"]] == [0, 1, 2] and all(is_heldout_prompt(it["prompt"])
                                                                             for it in res["items"])
+        if suite != "t2i":  # why each prompted object did (not) move: one outcome per object, counted per motion
+            outcomes = [p for it in res["items"] for p in it["motion_outcomes"]]
+            assert len(outcomes) == sum(it["num_objects"] for it in res["items"])
+            assert sum(res["motion_breakdown"]["all"].values()) == len(outcomes)
+            ok = sum(got == "ok" for _, got in outcomes)
+            assert res["motion_breakdown"]["all"].get("ok", 0) == ok
         sheet = out / res["sheet"]
         assert sheet.stat().st_size > 0
         w, h = Image.open(sheet).size
@@ -211,6 +234,7 @@ def test_cli_end_to_end_writes_json_markdown_and_contact_sheets(checkpoint, tmp_
     md = (out / "eval.md").read_text()
     assert md.count("| metric | model [95 % CI] | ground_truth | tokenizer | chance | noise |") == 3
     assert "| overall | **" in md and "| motion_direction | **" in md and md in printed
+    assert md.count("| prompted motion | objects |") == 2  # t2v and i2v
     text = doc.read_text()
     assert "<!-- eval begin -->" in text and "<!-- eval end -->" in text and "img/eval_t2i_sheet.png" in text
     assert (tmp_path / "img" / "eval_t2i_sheet.png").stat().st_size > 0
@@ -384,6 +408,11 @@ def test_pool_scores_the_union_of_prompt_sets_and_refuses_runs_that_differ(check
         assert all(lo <= res["scores"][k] <= hi for k, (lo, hi) in res["ci95"].items())
         assert f"## {suite} (6 prompts)" in printed
     assert "| metric | pooled [95 % CI] | seed 0 (3) | seed 1 (3) |" in printed
+    for suite in ("t2v", "i2v"):  # the outcome counts of the pooled runs add up
+        counts = [rep["suites"][suite]["motion_breakdown"]["all"] for rep in reports]
+        assert pooled["suites"][suite]["motion_breakdown"]["all"] == {
+            k: sum(c.get(k, 0) for c in counts) for k in set().union(*counts)}
+    assert printed.count("| prompted motion | objects |") == 2
     # another sampler setting, or one prompt set twice, does not pool: one line naming why
     other = str(tmp_path / "steps3")
     assert main(["--checkpoint", checkpoint, "--suite", "t2i", "--num", "3", "--frames", "2", "--seed", "2", "--out", other,

@@ -70,6 +70,7 @@ def suite_rows(reports: list[dict], suite: str) -> list[dict[str, float]]:
 def pool(reports: list[dict], runs: list[str]) -> dict:
     """Pooled ``{suite: {"n", "scores", "ci95", "runs": [{"seed", "n", "scores"}]}}`` of the suites every run has."""
     from workflows.eval import aggregate, bootstrap_ci
+    from workflows.evaluation.motion import breakdown
 
     if not reports:
         raise ValueError("nothing to pool: give two or more eval run directories")
@@ -80,6 +81,9 @@ def pool(reports: list[dict], runs: list[str]) -> dict:
         out[suite] = {"n": len(rows), "scores": aggregate(suite, rows), "ci95": bootstrap_ci(suite, rows),
                       "runs": [{"seed": r["settings"].get("seed"), "n": r["suites"][suite]["n"],
                                 "scores": r["suites"][suite]["scores"]} for r in reports]}
+        items = [item for r in reports for item in r["suites"][suite]["items"]]
+        if suite != "t2i" and all("motion_outcomes" in item for item in items):
+            out[suite]["motion_breakdown"] = breakdown([item["motion_outcomes"] for item in items])
     return {"checkpoint": reports[0].get("checkpoint"), "runs": list(runs), "suites": out}
 
 
@@ -117,6 +121,11 @@ def pooled_markdown(pooled: dict) -> str:
             runs = " | ".join(f"{r['scores'].get(key, float('nan')):.3f}" for r in res["runs"])
             lines.append(f"| {key} | {value:.3f} [{lo:.2f}, {hi:.2f}] | {runs} |")
         lines.append("")
+        if res.get("motion_breakdown"):
+            from workflows.evaluation.motion import breakdown_table
+
+            lines += ["What became of the prompted objects (share per prompted motion):", "",
+                      breakdown_table(res["motion_breakdown"])]
     if pooled.get("against"):
         differs = ", ".join(pooled["against"]["differs"]) or "nothing but the runs"
         lines += [f"# Paired against `{pooled['against']['checkpoint']}` (same prompts; differs: {differs})", ""]
