@@ -50,9 +50,10 @@ HISTORY_MODES = ("even", "random")
 VIDEO_CFG, IMAGE_CFG = 15.0, 16.0
 """Upstream guidance scales (spec §8.1). Small, briefly trained CPU models often do better with much lower scales
 (2–5): large g amplifies the noise of a weak conditional model."""
-UPSTREAM_DEFAULTS = {"steps": 50, "temperature": 1.0}
-"""What an unset ``SamplerConfig.steps`` / ``temperature`` means when nothing else fills it (spec §8.1)."""
-RECORDED_KEYS = ("steps", "cfg_scale", "temperature")
+UPSTREAM_DEFAULTS = {"steps": 50, "temperature": 1.0, "mask_given_frames": False}
+"""What an unset ``SamplerConfig.steps`` / ``temperature`` / ``mask_given_frames`` means when nothing else fills it
+(spec §8.1, §8.2 step 6)."""
+RECORDED_KEYS = ("steps", "cfg_scale", "temperature", "mask_given_frames")
 """The settings that may be left unset (``None``) and filled by :meth:`SamplerConfig.with_defaults` (a
 checkpoint records them in its ``sampling`` entry)."""
 
@@ -86,9 +87,10 @@ class SamplerConfig:
     """Fraction of a committed frame's content span replaced by MASK in the cache (0 = no history masking)."""
     history_mode: str = "even"
     """``even`` (evenly spaced, upstream) or ``random`` (a random subset per row); fixed for the whole video."""
-    mask_given_frames: bool = False
-    """I2V: also commit the GIVEN frames with the history mask. Default (upstream, spec §8.2 step 6): the given
-    frames enter both KV caches unmasked; only generated frames are committed with the history mask."""
+    mask_given_frames: bool | None = None
+    """I2V: also commit the GIVEN frames with the history mask. Unset (``None``): a checkpoint's recorded choice,
+    else upstream's (spec §8.2 step 6): the given frames enter both KV caches unmasked; only generated frames are
+    committed with the history mask."""
     use_kv_cache: bool = True
     """``False`` recomputes the whole sequence at every step (same logits, for checking and benchmarks)."""
     fuse_branches: bool = True
@@ -111,9 +113,10 @@ class SamplerConfig:
             raise ValueError(f"history_mode={self.history_mode!r} must be one of {HISTORY_MODES}")
 
     def with_defaults(self, *layers: Mapping | None) -> SamplerConfig:
-        """A copy whose unset (``None``) ``steps`` / ``cfg_scale`` / ``temperature`` take the first value found in
-        ``layers`` (e.g. a checkpoint's ``sampling`` entry, then a tool's own fallbacks), else upstream's steps and
-        temperature (``cfg_scale`` then stays ``None``: upstream's per-mode guidance)."""
+        """A copy whose unset (``None``) ``steps`` / ``cfg_scale`` / ``temperature`` / ``mask_given_frames`` take
+        the first value found in ``layers`` (e.g. a checkpoint's ``sampling`` entry, then a tool's own fallbacks),
+        else upstream's steps, temperature and unmasked given frames (``cfg_scale`` then stays ``None``: upstream's
+        per-mode guidance)."""
         filled = {}
         for key in RECORDED_KEYS:
             if getattr(self, key) is None:
@@ -297,7 +300,7 @@ class ARDFRun:
         """Yield (frame index, codes int64 [B, h, w]) for every frame as it is committed (given frames first)."""
         for f in range(self.plan.given):
             self.branches.queue(self.committed_frame(frame_template(self.layout, self.plan.grid, f),
-                                                     self.given[:, f], self.cfg.mask_given_frames))
+                                                     self.given[:, f], bool(self.cfg.mask_given_frames)))
             yield f, self.given[:, f].clone()
         for f in range(self.plan.given, self.plan.num_frames):
             t0 = time.perf_counter()

@@ -110,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="upstream's exact tau: decayed before each step's confidence, never reset")
     p.add_argument("--history-ratio", type=float, default=0.7, help="history mask ratio (default 0.7)")
     p.add_argument("--history-mode", choices=("even", "random"), default="even")
-    p.add_argument("--mask-given-frames", action="store_true",
-                   help="i2v: commit the given frames with the history mask too (default: unmasked, as upstream)")
+    p.add_argument("--mask-given-frames", action=argparse.BooleanOptionalAction, default=None,
+                   help="i2v: commit the given frames with the history mask too (default: the checkpoint's "
+                        "sampling.mask_given_frames, else unmasked, as upstream)")
     p.add_argument("--no-kv-cache", action="store_true", help="recompute the whole sequence every step")
     p.add_argument("--tokenizer", default=None, help="video tokenizer URI (default: the checkpoint's)")
     p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")

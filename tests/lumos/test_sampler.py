@@ -518,6 +518,9 @@ def test_unset_sampler_settings_take_recorded_then_upstream_defaults():
     assert (cfg.steps, cfg.cfg_scale, cfg.temperature) == (4, 6.0, 1.5)  # set values win
     cfg = SamplerConfig().with_defaults(None, {})
     assert (cfg.steps, cfg.cfg_scale, cfg.temperature) == (50, None, 1.0)  # upstream's; guidance stays per mode
+    assert cfg.mask_given_frames is False  # upstream's I2V: the given frames enter the caches unmasked
+    assert SamplerConfig().with_defaults({"mask_given_frames": True}).mask_given_frames is True  # a recorded choice
+    assert SamplerConfig(mask_given_frames=False).with_defaults({"mask_given_frames": True}).mask_given_frames is False
 
 
 def test_bad_generation_arguments(model):

@@ -176,9 +176,10 @@ def test_sampler_flags_reach_the_sampler_config():
 
     base = ["--checkpoint", "c", "--prompt", "p", "--out", "x.gif"]
     default = sampler_config(build_parser().parse_args(base))
-    assert not default.upstream_tau_decay and not default.mask_given_frames  # upstream's I2V, our tau reset
+    assert not default.upstream_tau_decay and default.mask_given_frames is None  # our tau reset; I2V: recorded
     cfg = sampler_config(build_parser().parse_args([*base, "--upstream-tau-decay", "--mask-given-frames"]))
-    assert cfg.upstream_tau_decay and cfg.mask_given_frames
+    assert cfg.upstream_tau_decay and cfg.mask_given_frames is True
+    assert sampler_config(build_parser().parse_args([*base, "--no-mask-given-frames"])).mask_given_frames is False
 
 
 def test_unset_sampler_flags_come_from_the_checkpoint_then_the_builtin_defaults(checkpoint):
@@ -190,15 +191,18 @@ def test_unset_sampler_flags_come_from_the_checkpoint_then_the_builtin_defaults(
     base = ["--checkpoint", "c", "--prompt", "p", "--out", "x.gif"]
     cfg = gen.sampler_config(sampler_config(build_parser().parse_args(base)))
     assert (cfg.steps, cfg.cfg_scale, cfg.temperature) == (50, None, 1.0)  # no checkpoint entry: upstream's defaults
-    gen.meta["sampling"] = {"steps": 12, "cfg_scale": 2.5, "temperature": 0.8}
+    assert cfg.mask_given_frames is False
+    gen.meta["sampling"] = {"steps": 12, "cfg_scale": 2.5, "temperature": 0.8, "mask_given_frames": True}
     cfg = gen.sampler_config(sampler_config(build_parser().parse_args(base)))
-    assert (cfg.steps, cfg.cfg_scale, cfg.temperature) == (12, 2.5, 0.8)
+    assert (cfg.steps, cfg.cfg_scale, cfg.temperature, cfg.mask_given_frames) == (12, 2.5, 0.8, True)
+    no_mask = gen.sampler_config(sampler_config(build_parser().parse_args([*base, "--no-mask-given-frames"])))
+    assert no_mask.mask_given_frames is False  # the flag wins over the recorded choice
     flags = ["--steps", "4", "--cfg", "6", "--temperature", "1.5"]
     cfg = gen.sampler_config(sampler_config(build_parser().parse_args([*base, *flags])))
     assert (cfg.steps, cfg.cfg_scale, cfg.temperature) == (4, 6.0, 1.5)  # flags win
 
     s = EvalSettings().resolved(gen.meta).sampler
-    assert (s.steps, s.cfg_scale, s.temperature) == (12, 2.5, 0.8)
+    assert (s.steps, s.cfg_scale, s.temperature, s.mask_given_frames) == (12, 2.5, 0.8, True)
 
     size = gen.size(None, None)
     assert gen.plan(VideoSpec("t2v", *size)).fps == 12  # no recorded fps: the sampler's 12 fps x 2 s
@@ -255,7 +259,8 @@ def test_committed_small_checkpoint_loads_by_name_and_draws_the_prompt(tmp_path)
     assert "small" in named_checkpoints()
     gen = load_generator("small", "cpu")
     assert gen.meta["sampling"] == {"steps": 16, "cfg_scale": 3.0, "temperature": 1.0,
-                                   "fps": 8, "duration": 2}
+                                   "fps": 8, "duration": 2, "mask_given_frames": True}
+    assert gen.sampler_config(SamplerConfig()).mask_given_frames is True  # its i2v commits given frames masked
     items = [it for it in prompt_set("t2i", 12, seed=5) if it.num_objects == 1]  # 4 held-out prompts
     argv = ["--checkpoint", "small", "--mode", "t2i", "--out", str(tmp_path / "x.png"), "--quiet", "--threads", "2"]
     for it in items:

@@ -61,7 +61,8 @@ class ModelInfo:
     max_number: int
     """Largest fps / duration the vocabulary's number tokens can say."""
     sampling: dict = field(default_factory=dict)
-    """The checkpoint's sampler defaults (config.json ``sampling``: steps, cfg_scale, temperature, fps, duration)."""
+    """The checkpoint's sampler defaults (config.json ``sampling``: steps, cfg_scale, temperature, fps, duration,
+    mask_given_frames)."""
 
 
 def preset_name(cfg: ModelConfig) -> str:

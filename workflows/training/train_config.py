@@ -302,6 +302,8 @@ class SamplingSection:
     """fps token of t2v / i2v prompts (the clips' rate in training), when a request leaves it out."""
     duration: int | None = None
     """Seconds token of t2v / i2v prompts, when a request leaves it out (latent frames follow from fps·duration)."""
+    mask_given_frames: bool | None = None
+    """I2V: commit the given frames to the KV caches with the history mask too (unset: unmasked, as upstream)."""
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
