@@ -21,11 +21,16 @@ IGNORE_INDEX = -100
 
 def frame_token_mask(num_frames: int, tokens_per_frame: int, ardf_cfg: ARDFConfig,
                      generator: torch.Generator) -> torch.Tensor:
-    """bool [F, N] masked positions of one sample under ``ardf_cfg.mask_type``."""
-    if ardf_cfg.mask_type == "diffusion_forcing":
+    """bool [F, N] masked positions of one sample under ``ardf_cfg.mask_type`` (``mask_mix_type`` for a
+    ``mask_mix`` share of the samples; the draw that picks it is taken only when ``mask_mix`` > 0, so runs without a
+    mix keep their random stream)."""
+    mask_type = ardf_cfg.mask_type
+    if ardf_cfg.mask_mix > 0 and float(torch.rand((), generator=generator)) < ardf_cfg.mask_mix:
+        mask_type = ardf_cfg.mask_mix_type
+    if mask_type == "diffusion_forcing":
         return diffusion_forcing_mask(num_frames, tokens_per_frame, ardf_cfg.min_mask_ratio, generator)
     ratio = sample_mask_ratio(generator, ardf_cfg.min_mask_ratio)
-    fn = tube_mask if ardf_cfg.mask_type == "tube" else random_mask
+    fn = tube_mask if mask_type == "tube" else random_mask
     return fn(num_frames, tokens_per_frame, ratio, generator)
 
 

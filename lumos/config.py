@@ -99,6 +99,12 @@ class ARDFConfig:
     mask_type: str = "tube"
     """``tube`` (AR-DF temporal tube), ``random`` (one ratio, independent positions over the whole video) or
     ``diffusion_forcing`` (independent ratio and positions per frame)."""
+    mask_mix: float = 0.0
+    """Share of samples masked by ``mask_mix_type`` instead of ``mask_type`` (0: every sample by ``mask_type``, the
+    paper). Tube masks never show a position's earlier frames where it is masked, so a model trained only on them
+    never learns to keep what it can see in the history; a share of per-frame masks teaches that."""
+    mask_mix_type: str = "diffusion_forcing"
+    """The mask type of the ``mask_mix`` share (one of ``mask_type``'s values)."""
     min_mask_ratio: float = 0.7
     """Per-sample ratio = max(cos(pi*U/2), min_mask_ratio)."""
     text_drop_prob: float = 0.1
@@ -117,8 +123,11 @@ class ARDFConfig:
             raise ValueError(f"ardf.loss_weighting={self.loss_weighting!r} not in {LOSS_WEIGHTINGS}")
         if self.loss_weight_power < 0 or self.loss_weight_max < 1:
             raise ValueError("ardf.loss_weight_power must be >= 0 and ardf.loss_weight_max >= 1")
-        if self.mask_type not in MASK_TYPES:
-            raise ValueError(f"ardf.mask_type={self.mask_type!r} not in {MASK_TYPES}")
+        for key in ("mask_type", "mask_mix_type"):
+            if getattr(self, key) not in MASK_TYPES:
+                raise ValueError(f"ardf.{key}={getattr(self, key)!r} not in {MASK_TYPES}")
+        if not 0.0 <= self.mask_mix <= 1.0:
+            raise ValueError("ardf.mask_mix must be in [0, 1]")
         if not 0.0 < self.min_mask_ratio <= 1.0:
             raise ValueError("ardf.min_mask_ratio must be in (0, 1]")
         if not 0.0 <= self.text_drop_prob < 1.0:

@@ -83,6 +83,21 @@ def test_make_batch_other_mask_types(mask_type):
     assert masked.any() and not (masked == masked[0]).all()
 
 
+def test_mask_mix_masks_that_share_of_samples_per_frame():
+    from lumos.ardf import frame_token_mask
+    gen = torch.Generator().manual_seed(0)
+    tube_only = [frame_token_mask(4, 20, ARDFConfig(), gen) for _ in range(200)]
+    assert all((m == m[0]).all() for m in tube_only)
+    mixed = [frame_token_mask(4, 20, ARDFConfig(mask_mix=0.25), gen) for _ in range(400)]
+    per_frame = sum(not bool((m == m[0]).all()) for m in mixed) / len(mixed)
+    assert 0.12 < per_frame < 0.35  # diffusion forcing: independent positions per frame (ratio 1 in both: same)
+    every = [frame_token_mask(4, 20, ARDFConfig(mask_mix=1.0, mask_mix_type="random"), gen) for _ in range(50)]
+    assert sum(not bool((m == m[0]).all()) for m in every) > 35  # (ratios near 1 mask every position)
+    # without a mix the generator's stream is the paper's tube draw alone (runs before the option reproduce)
+    a, b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(frame_token_mask(3, 12, ARDFConfig(), a), frame_token_mask(3, 12, ARDFConfig(mask_mix=0.0), b))
+
+
 def test_make_batch_rejects_bad_samples():
     cfg = model_preset("debug")
     with pytest.raises(ValueError, match="codes"):

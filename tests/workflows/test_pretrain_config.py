@@ -54,6 +54,8 @@ def test_overrides_resolve_and_round_trip():
     ("data.stage=video", "data.stage"),
     ("data.micro_batch_size=two", "data.micro_batch_size"),
     ("ardf.mask_type=checkerboard", "ardf.mask_type"),
+    ("ardf.mask_mix_type=checkerboard", "ardf.mask_mix_type"),
+    ("ardf.mask_mix=1.5", "ardf.mask_mix"),
     ("fault.exit_at_step=3", "fault.marker"),
 ])
 def test_bad_keys_and_values_name_the_key(override, key):
