@@ -101,8 +101,9 @@ class ARDFConfig:
     ``diffusion_forcing`` (independent ratio and positions per frame)."""
     mask_mix: float = 0.0
     """Share of samples masked by ``mask_mix_type`` instead of ``mask_type`` (0: every sample by ``mask_type``, the
-    paper). Tube masks never show a position's earlier frames where it is masked, so a model trained only on them
-    never learns to keep what it can see in the history; a share of per-frame masks teaches that."""
+    paper). Tube masks hide a masked position in every earlier frame too, so a model trained only on them never
+    predicts a position whose history it can see; a share of per-frame masks trains that case (0.25 did not change
+    the ``small`` model's motion scores, docs/results.md)."""
     mask_mix_type: str = "diffusion_forcing"
     """The mask type of the ``mask_mix`` share (one of ``mask_type``'s values)."""
     min_mask_ratio: float = 0.7
