@@ -197,6 +197,28 @@ def test_rope_study_trains_with_the_recipe_and_reports_the_spread_over_seeds(dat
     assert "](img/ablate_rope-long_rope_loss.png)" in text and "## Ablation: rope-long\n" in text
 
 
+@pytest.mark.slow  # 3 pre-training runs (Ray Train), two of them at once in their own processes, + scoring
+def test_parallel_runs_train_in_their_own_processes_and_match_a_sequential_run(data, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="workflows.ablate")
+    out, seq = tmp_path / "par", tmp_path / "seq"
+    argv = ["--study", "rope", *FAST, "--variants", "mm", "--parallel", "2"]
+    assert main([*argv, *_args(data, out)]) == 0
+    assert "(run 2/2, " in caplog.text and "trained and measured" in caplog.text
+    for seed in (0, 1):
+        log_text = (out / "rope" / "logs" / f"mm-s{seed}.log").read_text()
+        assert f"rope mm seed {seed}: val loss" in log_text  # trained and measured by the child process
+        cfg = json.loads((out / "rope" / "runs" / f"mm-s{seed}" / "final" / "config.json").read_text())
+        assert cfg["model"]["rope_variant"] == "mm"
+    report = _report(out, "rope")
+    assert sorted(report["variants"]["mm"]["runs"]) == ["0", "1"]
+    # the same run trained the sequential way (2 threads in one worker) gives the same losses
+    assert main(["--study", "rope", *FAST, "--variants", "mm", "--seeds", "0", *_args(data, seq)]) == 0
+    one = _report(seq, "rope")["variants"]["mm"]["runs"]["0"]
+    par = report["variants"]["mm"]["runs"]["0"]
+    assert [c["loss"] for c in par["curve"]] == pytest.approx([c["loss"] for c in one["curve"]], rel=1e-4)
+    assert par["val_loss"] == pytest.approx(one["val_loss"], rel=1e-4)
+
+
 @pytest.mark.slow  # 2 curriculum runs of 2 stages each (Ray Train) + scoring
 def test_mask_study_runs_a_curriculum_and_reports_per_frame_losses(data, tmp_path):
     recipe = tmp_path / "recipe.yaml"
@@ -247,6 +269,8 @@ def test_bad_arguments_exit_with_one_line(tmp_path, capsys):
              (["--study", "history"], "--study history needs --checkpoint"),
              (["--study", "rope", "--shards", "x"], "--shards and --val-shards go together"),
              (["--study", "rope", "--results-section", "ablate:x"], "give --results-doc too"),
+             (["--study", "rope", "--parallel", "0"], "--parallel must be >= 1"),
+             (["--study", "rope", "seconds=0"], "seconds must be > 0"),
              (["--study", "rope", "--train", "optim.nope=1"], "unknown key: optim.nope"),
              (["--study", "rope", "--recipe", str(tmp_path / "none.yaml")], "config file not found"),
              (["--study", "rope", "--shards", str(tmp_path), "--val-shards", str(tmp_path)], "no _manifest.json")]
