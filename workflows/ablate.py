@@ -358,7 +358,10 @@ def run_parallel(cfg: AblationConfig, root: str, shards: str | None, val_shards:
     with ThreadPoolExecutor(parallel) as pool:
         futures = {pool.submit(launch, v, s): (v, s) for v, s in pairs}
         for fut in as_completed(futures):
-            fut.result()
+            if fut.exception() is not None:
+                for other in futures:  # runs not started yet are not started; running ones finish (resumable)
+                    other.cancel()
+                fut.result()
             v, s = futures[fut]
             log.info("%s %s seed %d: trained and measured (%s)", cfg.study, v, s, eta.tick())
 

@@ -198,7 +198,7 @@ def test_rope_study_trains_with_the_recipe_and_reports_the_spread_over_seeds(dat
 
 
 @pytest.mark.slow  # 3 pre-training runs (Ray Train), two of them at once in their own processes, + scoring
-def test_parallel_runs_train_in_their_own_processes_and_match_a_sequential_run(data, tmp_path, caplog):
+def test_parallel_runs_train_in_their_own_processes_and_match_a_sequential_run(data, tmp_path, caplog, capsys):
     caplog.set_level(logging.INFO, logger="workflows.ablate")
     out, seq = tmp_path / "par", tmp_path / "seq"
     argv = ["--study", "rope", *FAST, "--variants", "mm", "--parallel", "2"]
@@ -217,6 +217,13 @@ def test_parallel_runs_train_in_their_own_processes_and_match_a_sequential_run(d
     par = report["variants"]["mm"]["runs"]["0"]
     assert [c["loss"] for c in par["curve"]] == pytest.approx([c["loss"] for c in one["curve"]], rel=1e-4)
     assert par["val_loss"] == pytest.approx(one["val_loss"], rel=1e-4)
+    # a run that fails in its process stops the study with one line naming the run's log
+    bad = tmp_path / "bad"
+    capsys.readouterr()
+    assert main([*argv, *_args(data, bad), "--train", f"model.init_from={tmp_path / 'no-such-checkpoint'}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "rope run mm-s" in err and "failed" in err and str(bad / "rope" / "logs") in err
+    assert not (bad / "rope" / "results.json").exists()
 
 
 @pytest.mark.slow  # 2 curriculum runs of 2 stages each (Ray Train) + scoring
