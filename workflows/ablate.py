@@ -325,7 +325,7 @@ def run_parallel(cfg: AblationConfig, root: str, shards: str | None, val_shards:
                  threads: int) -> None:
     """Train and measure every run of the study, ``parallel`` at a time, each in its own process
     (``python -m workflows.ablate --study S --run-one SPEC``) that joins this process's Ray, so Ray places the runs' training
-    workers (on 2 cores, two runs of one thread each: +26 % tokens/s in all over one run of two threads,
+    workers (on 2 cores, two runs of one thread each: +24-26 % tokens/s in all over one run of two threads,
     bench/README.md). Each run's torch threads (scoring, and its workers' ``ray.threads_per_worker``) are
     ``threads // parallel``; its log is ``<out>/<study>/logs/<variant>-s<seed>.log`` (a temporary directory when
     ``--out`` is in S3). Finished runs return at once; a failed run stops the study with its log's name."""
@@ -459,7 +459,7 @@ def run_study(cfg: AblationConfig, out: str, shards: str | None = None, val_shar
         res["summary"] = summarize(res["runs"])
     report = {"study": cfg.study, "config": asdict(cfg), "variants": variants, "checkpoint": checkpoint,
               "shards": shards, "val_shards": val_shards, "seconds": time.perf_counter() - t0,
-              "train_seconds": train_s}
+              "train_seconds": train_s, "parallel": parallel}
     report["plots"] = plot_study(report, root)
     storage.write_text(storage.join(root, "results.json"), json.dumps(report, indent=1))
     md = study_markdown(report)
@@ -532,12 +532,13 @@ def study_markdown(report: dict, title: str | None = None) -> str:
                    f"CFG {sampler['cfg_scale'] or 'recorded'}. Wall time {report['seconds']:.0f} s.\n")
     else:
         train = [t for t in cfg["train"] if t != QUIET_TRAIN]
+        at_once = f" with {report['parallel']} runs at a time" if report.get("parallel", 1) > 1 else ""
         setting = (f"Recipe `{Path(cfg['recipe']).name}`{' with ' + ', '.join(train) if train else ''}, "
                    f"trained by `workflows.pretrain` with seeds {seeds} per variant (only `{KNOBS[study]}` and the seed "
                    f"differ); validation: fixed tube masks of ratio {cfg['val_ratio']} on held-out clips; scores: "
                    f"{cfg['eval_num']} held-out prompts per suite. Mean ± std over the seeds. Training time "
                    f"{report.get('train_seconds', 0.0) / 60:.0f} min summed over the runs' metric windows; this "
-                   f"invocation's wall time {report['seconds']:.0f} s (runs trained before were reused).\n")
+                   f"invocation's wall time {report['seconds']:.0f} s{at_once} (runs trained before were reused).\n")
     keys = _score_keys(report)
     head = ["variant", *(["val loss", "val loss per frame", "train loss per frame (own masks)"]
                          if study != "history" else []), *[k.replace(".", " ").replace("_", " ") for k in keys]]
@@ -583,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads of measuring and scoring (default 2)")
     p.add_argument("--parallel", type=int, default=1,
                    help="training studies: runs trained and measured at once, each in its own process on the same "
-                        "Ray, sharing --threads (default 1; 2 on 2 cores: +26 %% tokens/s in all)")
+                        "Ray, sharing --threads (default 1; 2 on 2 cores: +24-26 %% tokens/s in all)")
     p.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     p.add_argument("--results-doc", default=None, help="also write the summary into this Markdown file")
     p.add_argument("--results-section", default=None,

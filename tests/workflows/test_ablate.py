@@ -210,7 +210,8 @@ def test_parallel_runs_train_in_their_own_processes_and_match_a_sequential_run(d
         cfg = json.loads((out / "rope" / "runs" / f"mm-s{seed}" / "final" / "config.json").read_text())
         assert cfg["model"]["rope_variant"] == "mm"
     report = _report(out, "rope")
-    assert sorted(report["variants"]["mm"]["runs"]) == ["0", "1"]
+    assert sorted(report["variants"]["mm"]["runs"]) == ["0", "1"] and report["parallel"] == 2
+    assert "wall time" in (md := (out / "rope" / "results.md").read_text()) and "with 2 runs at a time" in md
     # the same run trained the sequential way (2 threads in one worker) gives the same losses
     assert main(["--study", "rope", *FAST, "--variants", "mm", "--seeds", "0", *_args(data, seq)]) == 0
     one = _report(seq, "rope")["variants"]["mm"]["runs"]["0"]
