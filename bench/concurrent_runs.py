@@ -64,9 +64,9 @@ def launch(name: str, shards: str, root: str, workers: int, threads: int, args, 
                  "optim.warmup_steps=20", f"ray.num_workers={workers}", f"ray.threads_per_worker={threads}",
                  f"checkpoint.storage={root}/runs", f"checkpoint.name={name}", "checkpoint.every_steps=100000",
                  "metrics.every_steps=25", "metrics.plots=false", "metrics.progress=false", "engine.precision=fp32"]
-    log = open(f"{root}/{name}.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "workflows.pretrain", "--config", RECIPE, *overrides],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(f"{root}/{name}.log", "w") as log:  # the child keeps its own handle
+        return subprocess.Popen([sys.executable, "-m", "workflows.pretrain", "--config", RECIPE, *overrides],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def run_tokens_per_s(root: str, name: str, warmup: int) -> float:

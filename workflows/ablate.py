@@ -51,7 +51,7 @@ from lumos import storage
 from lumos.sampler import SamplerConfig
 from tokenize_jobs.cli import OneLineParser, first_line
 from tokenize_jobs.shards import ShardManifest
-from workflows.config_io import ConfigError, given_flags, load_config
+from workflows.config_io import ConfigError, build_dataclass, given_flags, load_config
 from workflows.evaluation.reports import (
     fmt_spread,
     save_figure,
@@ -309,18 +309,6 @@ def validation_samples(val_shards: str) -> list[dict]:
     return val
 
 
-def run_one(cfg: AblationConfig, variant: str, seed: int, root: str, shards: str | None, val_shards: str,
-            threads_per_worker: int) -> dict:
-    """Train and measure one run of a training study (one process of :func:`run_parallel`), its training workers
-    with ``threads_per_worker`` threads; the result is kept where :func:`measure_run` keeps it."""
-    cfg = dataclasses.replace(cfg, train=[*cfg.train, f"ray.threads_per_worker={threads_per_worker}", QUIET_TRAIN])
-    pcfg = run_config(cfg, variant, seed, root, shards)
-    from workflows.pretrain import init_ray
-
-    init_ray(pcfg)
-    return measure_run(cfg, train_run(pcfg), validation_samples(val_shards), val_shards, progress=False)
-
-
 def run_parallel(cfg: AblationConfig, root: str, shards: str | None, val_shards: str, parallel: int,
                  threads: int) -> None:
     """Train and measure every run of the study, ``parallel`` at a time, each in its own process
@@ -366,16 +354,21 @@ def run_parallel(cfg: AblationConfig, root: str, shards: str | None, val_shards:
             log.info("%s %s seed %d: trained and measured (%s)", cfg.study, v, s, eta.tick())
 
 
-def run_one_main(spec_path: str) -> int:
-    """``--run-one SPEC``: the process of one run of :func:`run_parallel`."""
+def run_one(spec_path: str) -> int:
+    """``--run-one SPEC``: the process of one run of :func:`run_parallel`. Trains and measures it (the result is kept
+    where :func:`measure_run` keeps it) with the spec's ``threads`` torch threads, here and in its training workers."""
     import torch
 
+    from workflows.pretrain import init_ray
+
     spec = json.loads(Path(spec_path).read_text())
-    raw = spec["cfg"]
-    cfg = AblationConfig(**{**raw, "sampler": SamplerConfig(**raw["sampler"])})
+    cfg = build_dataclass(AblationConfig, spec["cfg"])
+    cfg.train = [*cfg.train, f"ray.threads_per_worker={spec['threads']}", QUIET_TRAIN]
     torch.set_num_threads(spec["threads"])
-    res = run_one(cfg, spec["variant"], spec["seed"], spec["root"], spec["shards"], spec["val_shards"],
-                  spec["threads"])
+    pcfg = run_config(cfg, spec["variant"], spec["seed"], spec["root"], spec["shards"])
+    init_ray(pcfg)
+    res = measure_run(cfg, train_run(pcfg), validation_samples(spec["val_shards"]), spec["val_shards"],
+                      progress=False)
     log.info("%s %s seed %d: val loss %.4f", cfg.study, spec["variant"], spec["seed"], res["val_loss"])
     return 0
 
@@ -645,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.run_one:
-        return run_one_main(args.run_one)
+        return run_one(args.run_one)
     try:
         cfg = config_from_args(args)
         if args.threads < 1:
