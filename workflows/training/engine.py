@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from workflows.training.optimizers import MuonAdamW, muon_params
 from workflows.training.train_config import OptimSection, PretrainConfig
 
 
@@ -149,10 +150,19 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 
 
 def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig, on_gpu: bool) -> torch.optim.Optimizer | None:
-    """Client optimizer: torch AdamW (fused on GPU); ``None`` when DeepSpeed builds CPU-Adam for offload."""
+    """Client optimizer: torch AdamW (fused on GPU), or with ``optim.name: muon`` Muon on the decoder's matrices and
+    AdamW on the rest (:class:`~workflows.training.optimizers.MuonAdamW`); ``None`` when DeepSpeed builds CPU-Adam
+    for offload."""
     if cfg.engine.offload_optimizer:
         return None
     opt = cfg.optim
+    if opt.name == "muon":
+        matrices = muon_params(model)
+        taken = {id(p) for p in matrices}
+        rest = [{**g, "params": [p for p in g["params"] if id(p) not in taken]}
+                for g in param_groups(model, opt.weight_decay)]
+        return MuonAdamW(matrices, rest, lr=opt.lr, weight_decay=opt.weight_decay, betas=tuple(opt.betas),
+                         eps=opt.eps, momentum=opt.muon_momentum, fused=on_gpu)
     return torch.optim.AdamW(param_groups(model, opt.weight_decay), lr=opt.lr, betas=tuple(opt.betas),
                              eps=opt.eps, fused=on_gpu)
 

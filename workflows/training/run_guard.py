@@ -30,7 +30,7 @@ RESUME_FILE = "_resume.json"
 NOT_RESUMABLE = (
     "seed", "data.shards", "data.stage", "data.video_first_frame_as_image", "data.max_latent_frames",
     "data.micro_batch_size", "data.bucket_window", "data.shuffle", "data.video_tokenizer", "data.text_tokenizer",
-    "ray.num_workers", "ray.use_gpu", "engine.zero_stage", "engine.precision", "engine.offload_optimizer",
+    "ray.num_workers", "ray.use_gpu", "engine.zero_stage", "engine.precision", "optim.name", "engine.offload_optimizer",
 )
 """Config keys (besides the resolved model) whose change a checkpoint cannot follow: the weights' shape and
 vocabulary, which rows the data position counts (data, split over workers, batching), the DeepSpeed state layout."""

@@ -20,6 +20,7 @@ from workflows.config_io import ConfigError, load_config
 
 STAGES = ("image", "joint")
 SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("adamw", "muon")
 PRECISIONS = ("auto", "bf16", "amp_bf16", "amp_bf16_if_native", "fp32")
 ZERO_STAGES = (0, 1, 2, 3)
 
@@ -153,8 +154,13 @@ class DataSection:
 
 @dataclass(kw_only=True)
 class OptimSection:
-    """AdamW + LR schedule (spec §9.2)."""
+    """Optimizer + LR schedule (spec §9.2: AdamW)."""
 
+    name: str = "adamw"
+    """``adamw`` (the paper's) or ``muon``: Muon on the decoder blocks' matrices, AdamW on embeddings, head, norms
+    and biases, one LR for both (:mod:`workflows.training.optimizers`; needs ``engine.zero_stage: 0``)."""
+    muon_momentum: float = 0.95
+    """Muon's (Nesterov) momentum; only with ``name: muon``."""
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
     """Final LR of the cosine schedule as a fraction of ``lr`` (ignored by ``constant``)."""
@@ -172,6 +178,10 @@ class OptimSection:
     """Micro-batches per optimizer step (DeepSpeed ``gradient_accumulation_steps``)."""
 
     def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ConfigError(f"optim.name={self.name!r} not in {OPTIMIZERS}")
+        if not 0 <= self.muon_momentum < 1:
+            raise ConfigError(f"optim.muon_momentum must be in [0, 1), got {self.muon_momentum}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"optim.schedule={self.schedule!r} not in {SCHEDULES}")
         if self.lr <= 0:
@@ -354,8 +364,23 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if self.engine.offload_optimizer and not self.ray.use_gpu:
             raise ConfigError("engine.offload_optimizer needs ray.use_gpu=true (CPU-Adam JIT-compiles on CPU)")
+        if self.optim.name == "muon":
+            self._check_muon()
         if self.fault.exit_at_step is not None and self.fault.exit_rank >= self.ray.num_workers:
             raise ConfigError(f"fault.exit_rank={self.fault.exit_rank} >= ray.num_workers")
+
+    def _check_muon(self) -> None:
+        """Muon orthogonalises whole matrices: DeepSpeed must hand the client optimizer the model's own tensors,
+        which it does under ZeRO-0 in fp32 or bf16 autocast, not under ZeRO 1–3, optimizer offload or its bf16
+        optimizer (flat partitions)."""
+        if self.engine.zero_stage != 0 or self.engine.offload_optimizer:
+            raise ConfigError("optim.name=muon needs engine.zero_stage=0 and no engine.offload_optimizer (Muon needs "
+                              f"whole matrices), got zero_stage={self.engine.zero_stage}")
+        bf16_weights = self.engine.precision == "bf16" or (
+            self.ray.use_gpu and self.engine.precision in ("auto", "amp_bf16_if_native"))
+        if bf16_weights:
+            raise ConfigError("optim.name=muon needs fp32 weights: set engine.precision=amp_bf16 (bf16 autocast) or "
+                              f"fp32, not {self.engine.precision!r} (DeepSpeed's bf16 optimizer flattens the matrices)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
