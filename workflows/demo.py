@@ -84,6 +84,9 @@ class DemoPlan:
     joint_lr: float | None
     """Peak LR of the joint stage: lower than the image stage's, which a short joint stage would otherwise undo."""
     checkpoint_every: int
+    optimizer: str
+    """``optim.name`` of both stages: ``muon`` in the full demo (its image stage reached t2i 0.82 against AdamW's 0.31
+    at the same 2,400 steps, docs/results.md), the recipe's own in the quick one."""
     model: tuple[str, ...]
     """Dotted overrides of the recipe's model: a quarter-hour budget pays best with a smaller model than the goal's."""
     sample_steps: int
@@ -95,11 +98,11 @@ PLANS = {
     "full": DemoPlan(name="full", size=64, shapes_videos=256, shapes_stills=2000, real_max_clips=4,
                      tokenizer="small", tokenizer_steps=150, stills=8000, pretrain_recipe="pretrain_small_goal.yaml",
                      image_steps=2400, joint_steps=300, image_lr=4e-3, joint_lr=1e-3, checkpoint_every=500,
-                     sample_steps=16, sample_cfg=3.0, eval_prompts=12,
+                     optimizer="muon", sample_steps=16, sample_cfg=3.0, eval_prompts=12,
                      model=("model.overrides.dim=128", "model.overrides.n_layers=4", "model.overrides.ffn_dim=352")),
     "quick": DemoPlan(name="quick", size=32, shapes_videos=16, shapes_stills=4, real_max_clips=1, tokenizer="debug",
                       tokenizer_steps=40, stills=64, pretrain_recipe="pretrain_debug.yaml", image_steps=10,
-                      joint_steps=10, image_lr=None, joint_lr=None, checkpoint_every=10, model=(), sample_steps=4,
+                      joint_steps=10, image_lr=None, joint_lr=None, checkpoint_every=10, optimizer="adamw", model=(), sample_steps=4,
                       sample_cfg=3.0, eval_prompts=2),
 }
 FPS, SECONDS = 8, 2
@@ -360,9 +363,9 @@ def pretrain_overrides(plan: DemoPlan, stills: Path) -> list[str]:
     """The model's codebook follows from the shards' tokenizer (``workflows.training.finetune.adopt_shard_codebook``).
     No ``engine.compile``: for the demo's few minutes of a 1.2 M-parameter model the ~40 s of compilation per stage
     costs about what the ~10 % faster steps win back. No bf16 autocast (``engine.precision=auto``: fp32 on CPU): at
-    dim 128 it runs 8 % slower than fp32 (docs/results.md)."""
+    dim 128 it runs 8 % slower than fp32 (docs/results.md). ``optim.name`` is the plan's (Muon in the full demo)."""
     return [f"data.shards={stills}", f"checkpoint.every_steps={plan.checkpoint_every}", "checkpoint.name=pretrain",
-            "engine.compile=false", "engine.precision=auto", *plan.model]
+            "engine.compile=false", "engine.precision=auto", f"optim.name={plan.optimizer}", *plan.model]
 
 
 def curriculum(plan: DemoPlan, shards: Path) -> list:

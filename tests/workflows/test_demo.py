@@ -112,6 +112,10 @@ def test_curriculum_stages_take_the_plan_s_learning_rates(tmp_path):
     assert [(c.optim.lr, c.optim.max_steps, c.data.stage) for c in stage_configs(cfg)] == [
         (4e-3, full.image_steps, "image"), (1e-3, full.joint_steps, "joint")]
     assert not any(c.engine.compile for c in stage_configs(cfg))  # the goal recipe compiles; the demo does not
+    assert [c.optim.name for c in stage_configs(cfg)] == ["muon", "muon"]  # the quick demo keeps its recipe's AdamW
+    quick_cfg = load_pretrain_config(str(demo.CONFIGS / quick.pretrain_recipe),
+                                     demo.pretrain_overrides(quick, tmp_path / "stills"))
+    assert quick_cfg.optim.name == "adamw"
 
 
 def test_bad_arguments_exit_with_one_line(tmp_path, capsys):
