@@ -376,9 +376,9 @@ class PretrainConfig:
         if self.engine.zero_stage != 0 or self.engine.offload_optimizer:
             raise ConfigError("optim.name=muon needs engine.zero_stage=0 and no engine.offload_optimizer (Muon needs "
                               f"whole matrices), got zero_stage={self.engine.zero_stage}")
-        bf16_weights = self.engine.precision == "bf16" or (
-            self.ray.use_gpu and self.engine.precision in ("auto", "amp_bf16_if_native"))
-        if bf16_weights:
+        from workflows.training.engine import precision  # lazy: engine imports this module
+
+        if precision(self, on_gpu=self.ray.use_gpu) == "bf16":
             raise ConfigError("optim.name=muon needs fp32 weights: set engine.precision=amp_bf16 (bf16 autocast) or "
                               f"fp32, not {self.engine.precision!r} (DeepSpeed's bf16 optimizer flattens the matrices)")
 
