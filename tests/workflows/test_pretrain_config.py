@@ -17,6 +17,7 @@ from workflows.config_io import ConfigError, dump_config
 from workflows.training.engine import (
     LRSchedule,
     build_ds_config,
+    cpu_bf16_pays,
     cpu_has_native_bf16,
     param_groups,
     precision,
@@ -187,13 +188,41 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
     assert precision(cfg, on_gpu=True) == "bf16" and precision(cfg, on_gpu=False) == "fp32"
     amp = load_pretrain_config(DEBUG, ["engine.precision=amp_bf16"])
     assert precision(amp, on_gpu=False) == "amp_bf16" and precision_warning(cfg, on_gpu=False) is None
+    threads = amp.ray.threads_per_worker
     warning = precision_warning(amp, on_gpu=False)
-    assert (warning is None) is cpu_has_native_bf16() and precision_warning(amp, on_gpu=True) is None
+    assert (warning is None) is cpu_bf16_pays(threads) and precision_warning(amp, on_gpu=True) is None
     if warning:
         assert "engine.precision=fp32" in warning
-    native = load_pretrain_config(DEBUG, ["engine.precision=amp_bf16_if_native"])
-    assert precision(native, on_gpu=False) == ("amp_bf16" if cpu_has_native_bf16() else "fp32")
-    assert precision(native, on_gpu=True) == "bf16" and precision_warning(native, on_gpu=False) is None
+    for name in ("amp_bf16_if_faster", "amp_bf16_if_native"):  # the older name means the same
+        faster = load_pretrain_config(DEBUG, [f"engine.precision={name}"])
+        assert precision(faster, on_gpu=False) == ("amp_bf16" if cpu_bf16_pays(threads) else "fp32")
+        assert precision(faster, on_gpu=True) == "bf16" and precision_warning(faster, on_gpu=False) is None
+
+
+def test_bf16_autocast_pays_only_where_bf16_matmuls_are_clearly_faster(tmp_path, monkeypatch):
+    """The flag is necessary, not sufficient: the measured peaks (the best this machine has shown, kept in the
+    peak cache) decide — a Xeon with avx512_bf16 multiplies bf16 at half its fp32 rate."""
+    from workflows.training.run_metrics import cpu_name
+
+    flagged = tmp_path / "cpuinfo-bf16"
+    flagged.write_text("processor\t: 0\nmodel name\t: X\nflags\t\t: avx512f avx512_bf16\n\n")
+    plain = tmp_path / "cpuinfo-plain"
+    plain.write_text("processor\t: 0\nmodel name\t: X\nflags\t\t: avx512f avx2\n\n")
+    key = f"{cpu_name()} | 2 threads"
+
+    def pays(cache: dict, cpuinfo) -> bool:
+        path = tmp_path / f"peaks-{len(list(tmp_path.iterdir()))}.json"
+        path.write_text(json.dumps(cache))
+        monkeypatch.setenv("LUMOS_PEAK_CACHE", str(path))
+        cpu_bf16_pays.cache_clear()
+        return cpu_bf16_pays(2, str(cpuinfo))
+
+    try:
+        assert not pays({key: 1e15}, flagged)  # fp32 has been seen far faster than bf16 can be measured now
+        assert pays({key + " | bfloat16": 1e16}, flagged)  # bf16 seen far faster than fp32 measures
+        assert not pays({key + " | bfloat16": 1e16}, plain)  # no flag: emulated, whatever a cache says
+    finally:
+        cpu_bf16_pays.cache_clear()
 
 
 def test_lr_schedule_warmup_then_cosine_or_constant():

@@ -52,9 +52,9 @@ class LRSchedule:
 
 @functools.lru_cache(maxsize=8)
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether this CPU multiplies bf16 natively (the ``avx512_bf16`` or ``amx_bf16`` flag): there oneDNN's bf16
-    matmuls run about twice as fast as fp32 ones (bench/README.md); elsewhere they are emulated, no faster. Read once
-    per process."""
+    """Whether this CPU multiplies bf16 natively (the ``avx512_bf16`` or ``amx_bf16`` flag); elsewhere oneDNN
+    emulates bf16, no faster than fp32. Native is not always faster (:func:`cpu_bf16_pays` measures). Read once per
+    process."""
     try:
         with open(cpuinfo) as f:
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
@@ -63,24 +63,47 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+BF16_PAYS_RATIO = 1.5
+"""How much faster than fp32 this CPU's bf16 matmuls must be for bf16 autocast to pay (the casts cost the rest)."""
+
+
+@functools.lru_cache(maxsize=8)
+def cpu_bf16_pays(threads: int | None = None, cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether bf16 autocast should pay on this CPU: it multiplies bf16 natively (:func:`cpu_has_native_bf16`) and
+    its bf16 matmul peak is at least :data:`BF16_PAYS_RATIO` times its fp32 one, both as
+    :func:`~workflows.training.run_metrics.cpu_peak_flops` gives them (measured now with ``threads``, or the best
+    this machine has shown). The flag alone does not tell: an AMD EPYC with ``avx512_bf16`` multiplies bf16 at
+    2.2× its fp32 rate (405 against 180 GFLOP/s on 2 threads), an Intel Xeon with the same flag at about half
+    (190 against 366). Decided once per process and thread count."""
+    if not cpu_has_native_bf16(cpuinfo):
+        return False
+    from workflows.training.run_metrics import cpu_peak_flops
+
+    bf16 = cpu_peak_flops(threads, dtype=torch.bfloat16)
+    return bf16 >= BF16_PAYS_RATIO * cpu_peak_flops(threads, dtype=torch.float32)
+
+
 def precision(cfg: PretrainConfig, on_gpu: bool) -> str:
     """``bf16``, ``amp_bf16`` or ``fp32``: ``auto`` means bf16 on GPU and fp32 on CPU, where bf16 autocast pays
     only for models wide enough (bench/README.md: +38 % tokens/s at dim 256, −8 % at dim 128), so recipes ask
-    for it by name; ``amp_bf16_if_native`` means bf16 on GPU, and on CPU ``amp_bf16`` where the CPU multiplies bf16
-    natively (:func:`cpu_has_native_bf16`), else fp32."""
+    for it by name; ``amp_bf16_if_faster`` (and its older name ``amp_bf16_if_native``) means bf16 on GPU, and on
+    CPU ``amp_bf16`` where bf16 matmuls are clearly faster than fp32 ones (:func:`cpu_bf16_pays`), else fp32."""
     if cfg.engine.precision == "auto":
         return "bf16" if on_gpu else "fp32"
-    if cfg.engine.precision == "amp_bf16_if_native":  # a recipe whose model is wide enough for bf16 to pay
-        return "bf16" if on_gpu else ("amp_bf16" if cpu_has_native_bf16() else "fp32")
+    if cfg.engine.precision in ("amp_bf16_if_faster", "amp_bf16_if_native"):  # a model wide enough for bf16 to pay
+        return "bf16" if on_gpu else ("amp_bf16" if cpu_bf16_pays(cfg.ray.threads_per_worker) else "fp32")
     return cfg.engine.precision
 
 
 def precision_warning(cfg: PretrainConfig, on_gpu: bool) -> str | None:
-    """A line to log when ``amp_bf16`` runs on a CPU without native bf16 (emulated: likely slower than fp32)."""
-    if not on_gpu and precision(cfg, on_gpu) == "amp_bf16" and not cpu_has_native_bf16():
+    """A line to log when ``amp_bf16`` runs on a CPU whose bf16 matmuls are no faster than fp32 ones."""
+    if on_gpu or precision(cfg, on_gpu) != "amp_bf16" or cpu_bf16_pays(cfg.ray.threads_per_worker):
+        return None
+    if not cpu_has_native_bf16():
         return ("engine.precision=amp_bf16 on a CPU without native bf16 (no avx512_bf16 / amx_bf16 flag): its bf16 "
                 "matmuls are emulated and likely slower than fp32; set engine.precision=fp32")
-    return None
+    return ("engine.precision=amp_bf16 on a CPU whose bf16 matmuls are not clearly faster than its fp32 ones "
+            "(measured peaks): likely slower than fp32; set engine.precision=fp32 or amp_bf16_if_faster")
 
 
 def build_ds_config(cfg: PretrainConfig, world_size: int, on_gpu: bool) -> dict[str, Any]:
@@ -277,6 +300,7 @@ def gathered_params(engine) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-__all__ = ["LRSchedule", "LossModule", "build_ds_config", "build_engine", "build_optimizer", "compile_blocks",
-           "cpu_has_native_bf16", "cxx_compiler", "external_parameters", "gathered_params", "model_init_context",
-           "param_groups", "precision", "precision_warning", "skip_shm_op_build"]
+__all__ = ["BF16_PAYS_RATIO", "LRSchedule", "LossModule", "build_ds_config", "build_engine", "build_optimizer",
+           "compile_blocks", "cpu_bf16_pays", "cpu_has_native_bf16", "cxx_compiler", "external_parameters",
+           "gathered_params", "model_init_context", "param_groups", "precision", "precision_warning",
+           "skip_shm_op_build"]

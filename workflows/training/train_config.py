@@ -21,7 +21,7 @@ from workflows.config_io import ConfigError, load_config
 STAGES = ("image", "joint")
 SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = ("adamw", "muon")
-PRECISIONS = ("auto", "bf16", "amp_bf16", "amp_bf16_if_native", "fp32")
+PRECISIONS = ("auto", "bf16", "amp_bf16", "amp_bf16_if_faster", "amp_bf16_if_native", "fp32")
 ZERO_STAGES = (0, 1, 2, 3)
 
 
@@ -205,8 +205,9 @@ class EngineSection:
     """``auto`` = bf16 on GPU, fp32 on CPU; or force ``bf16`` (DeepSpeed's: bf16 weights, fp32 master copy in the
     optimizer), ``amp_bf16`` (fp32 weights and optimizer, the forward under ``torch.autocast`` to bf16: matmuls in
     bf16, softmax and loss in fp32 — on CPUs with native bf16 dot products, avx512_bf16 or AMX, the fast CPU path
-    for models of dim >= 256), ``amp_bf16_if_native`` (``amp_bf16`` on such a CPU, fp32 on other CPUs, bf16 on GPU)
-    or ``fp32``."""
+    for models of dim >= 256, where bf16 matmuls are clearly faster than fp32 ones: not on every CPU with the flag),
+    ``amp_bf16_if_faster`` (``amp_bf16`` on a CPU whose measured bf16 matmul peak is >= 1.5x its fp32 one, fp32 on
+    other CPUs, bf16 on GPU; ``amp_bf16_if_native`` is its older name) or ``fp32``."""
     zero_init: bool = True
     """ZeRO-3 on GPU: build the model partitioned (``deepspeed.zero.Init``) so no rank holds it whole."""
     offload_optimizer: bool = False
