@@ -5,9 +5,11 @@ latent frame of 8×8 per row; clips: five), one process with ``torch.set_num_thr
 
 * ``fwd+bwd`` — :func:`lumos.loss.ardf_loss` forward and backward on one AR-DF batch of ``--batch`` rows
   (:func:`lumos.ardf.make_batch`, random codes, a 12-word caption), fp32 or bf16 autocast (``--amp-bf16``);
-* ``adamw`` / ``muon`` — one ``optimizer.step()`` of the optimizer ``workflows.pretrain`` builds for
-  ``optim.name`` (``engine.build_optimizer``: Muon's Newton–Schulz on every 2-D weight of the decoder blocks, in
-  bf16 as ``torch.optim.Muon`` does, AdamW on the rest) on those gradients.
+* one ``optimizer.step()`` on those gradients of the optimizer ``workflows.pretrain`` builds
+  (``engine.build_optimizer``): ``adamw``; ``muon-bf16`` / ``muon-fp32`` (``optim.name=muon`` with
+  ``optim.muon_ns_dtype``: Muon on every 2-D weight of the decoder blocks, its Newton–Schulz iteration batched per
+  matrix shape, AdamW on the rest); ``muon-torch``, the same with ``torch.optim.Muon`` itself (one bf16 iteration per
+  matrix), the reference.
 
 The table gives the median seconds of each, the optimizer's share of a whole step and the tokens/s a training step
 would reach with each optimizer (forward + backward + step; no data loading, no DeepSpeed). Rounds alternate the
@@ -39,7 +41,7 @@ MODELS = {
 }
 """Model name → overrides of the ``small`` preset."""
 FRAMES = {"stills": 1, "clips": 5}
-OPTIMIZERS = ("adamw", "muon")
+OPTIMIZERS = ("adamw", "muon-torch", "muon-bf16", "muon-fp32")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,6 +85,25 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def optimizer(model, name: str):
+    """The optimizer of one row: ``engine.build_optimizer`` for its config (``muon-torch``: with torch's Muon)."""
+    from workflows.training.engine import build_optimizer
+    from workflows.training.optimizers import MuonAdamW
+    from workflows.training.train_config import load_pretrain_config
+
+    kind, _, ns = name.partition("-")
+    overrides = [f"optim.name={kind}", "engine.zero_stage=0"] + ([f"optim.muon_ns_dtype={ns}"] if ns in (
+        "bf16", "fp32") else [])
+    cfg = load_pretrain_config(CONFIG, overrides)
+    opt = build_optimizer(model, cfg, on_gpu=False)
+    if ns == "torch":
+        opt = MuonAdamW([p for g in opt.muon.param_groups for p in g["params"]],
+                        [{k: v for k, v in g.items() if k != "kind"} for g in opt.adamw.param_groups],
+                        lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=tuple(cfg.optim.betas),
+                        eps=cfg.optim.eps, momentum=cfg.optim.muon_momentum, ns_dtype=None)
+    return opt
+
+
 def measure(model_name: str, shape: str, args: argparse.Namespace, order: tuple[str, ...]) -> list[dict]:
     """One round of one (model, shape) point: forward + backward, then each optimizer's step in ``order``."""
     import torch
@@ -91,8 +112,6 @@ def measure(model_name: str, shape: str, args: argparse.Namespace, order: tuple[
     from lumos.flops import flops_per_token
     from lumos.loss import ardf_loss
     from lumos.model import LumosModel
-    from workflows.training.engine import build_optimizer
-    from workflows.training.train_config import load_pretrain_config
 
     torch.manual_seed(0)
     model = LumosModel(model_preset("small", **MODELS[model_name]))
@@ -111,8 +130,7 @@ def measure(model_name: str, shape: str, args: argparse.Namespace, order: tuple[
     flops = flops_per_token(model, int(seq)) * tokens
     points = []
     for name in order:
-        cfg = load_pretrain_config(CONFIG, [f"optim.name={name}", "engine.zero_stage=0"])
-        opt = build_optimizer(model, cfg, on_gpu=False)
+        opt = optimizer(model, name)
         t_opt = timed(opt.step, args.repeats)
         step = t_fb + t_opt
         points.append({"model": model_name, "shape": shape, "optimizer": name, "dim": model.cfg.dim,

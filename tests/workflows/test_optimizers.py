@@ -12,8 +12,8 @@ from pretrain_helpers import debug_overrides, shared_shards
 from lumos.config import model_preset
 from lumos.model import LumosModel
 from workflows.config_io import ConfigError
-from workflows.training.engine import LRSchedule, build_optimizer
-from workflows.training.optimizers import MuonAdamW
+from workflows.training.engine import LRSchedule, build_optimizer, muon_ns_dtype
+from workflows.training.optimizers import BatchedMuon, MuonAdamW, newton_schulz
 from workflows.training.train_config import PretrainConfig, load_pretrain_config
 
 DEBUG = str(Path(__file__).resolve().parents[2] / "workflows" / "configs" / "pretrain_debug.yaml")
@@ -101,12 +101,69 @@ def test_state_round_trips_and_resumes_the_same_trajectory():
         opt_b.load_state_dict(torch.optim.AdamW(a.parameters()).state_dict())
 
 
+def _muon_adamw(model: LumosModel, ns_dtype: torch.dtype | None) -> MuonAdamW:
+    """The optimizer ``build_optimizer`` makes, with the Newton-Schulz dtype (``None``: torch.optim.Muon) chosen."""
+    built = build_optimizer(model, _cfg(), on_gpu=False)
+    return MuonAdamW([p for g in built.muon.param_groups for p in g["params"]],
+                     [{k: v for k, v in g.items() if k != "kind"} for g in built.adamw.param_groups], lr=1e-2,
+                     weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8, ns_dtype=ns_dtype)
+
+
+def test_batched_muon_in_bf16_is_torch_muon_to_the_bit():
+    # the debug model has several matrices of each shape, square, tall and wide: one batched iteration per shape
+    (ref, ours), opts = (_model(), _model()), []
+    for model, ns_dtype in ((ref, None), (ours, torch.bfloat16)):
+        opts.append(_muon_adamw(model, ns_dtype))
+        for s in range(3):
+            _step(model, opts[-1], s)
+    assert isinstance(opts[1].muon, BatchedMuon) and type(opts[0].muon) is torch.optim.Muon
+    for (n, a), b in zip(ref.state_dict().items(), ours.state_dict().values(), strict=True):
+        assert torch.equal(a, b), n
+    # the same state: torch.optim.Muon's checkpoint resumes in the batched one, on the same trajectory
+    resumed = _model(1)
+    resumed.load_state_dict(ref.state_dict())
+    opt = _muon_adamw(resumed, torch.bfloat16)
+    opt.load_state_dict(copy.deepcopy(opts[0].state_dict()))
+    for s in range(3, 5):
+        _step(ref, opts[0], s)
+        _step(resumed, opt, s)
+    for (n, a), b in zip(ref.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), n
+
+
+def test_newton_schulz_in_fp32_orthogonalises_like_bf16():
+    g = torch.Generator().manual_seed(0)
+    stack = torch.randn(3, 24, 40, generator=g) * torch.tensor([1e-3, 1.0, 1e3]).view(3, 1, 1)
+    coeffs = torch.optim._muon.DEFAULT_A, torch.optim._muon.DEFAULT_B, torch.optim._muon.DEFAULT_C
+    fp32 = newton_schulz(stack, coeffs, 5, torch.float32)
+    bf16 = newton_schulz(stack, coeffs, 5, torch.bfloat16)
+    assert fp32.dtype == torch.float32 and bf16.dtype == torch.bfloat16
+    for m in fp32:  # singular values pushed into about [0.7, 1.2] whatever the scale (Muon's S' ~ U(0.5, 1.5))
+        s = torch.linalg.svdvals(m)
+        assert 0.5 < s.min() and s.max() < 1.3
+    assert (fp32 - bf16.float()).abs().max() < 0.05  # bf16 rounding apart, the same matrices
+    for i in range(3):  # each matrix of the stack as if alone: torch's own per-matrix iteration, in bf16
+        alone = torch.optim._muon._zeropower_via_newtonschulz(stack[i], coeffs, 5, torch.optim._muon.EPS)
+        assert torch.equal(alone, bf16[i])
+
+
+def test_muon_ns_dtype_resolves_per_device():
+    assert muon_ns_dtype(_cfg(muon_ns_dtype="fp32"), on_gpu=True) == "fp32"
+    assert muon_ns_dtype(_cfg(muon_ns_dtype="bf16"), on_gpu=False) == "bf16"
+    assert muon_ns_dtype(_cfg(), on_gpu=True) == "bf16"
+    from workflows.training.engine import cpu_bf16_pays
+    cfg = _cfg()
+    assert muon_ns_dtype(cfg, on_gpu=False) == ("bf16" if cpu_bf16_pays(cfg.ray.threads_per_worker) else "fp32")
+    assert build_optimizer(_model(), _cfg(muon_ns_dtype="fp32"), on_gpu=False).muon.ns_dtype == torch.float32
+
+
 @pytest.mark.parametrize("override, message", [
     ({"optim": {"name": "lion"}}, "optim.name='lion'"),
     ({"optim": {"name": "muon"}, "engine": {"zero_stage": 2}}, "engine.zero_stage=0"),
     ({"optim": {"name": "muon"}, "engine": {"zero_stage": 0, "precision": "bf16"}}, "engine.precision=amp_bf16"),
     ({"optim": {"name": "muon"}, "engine": {"zero_stage": 0}, "ray": {"use_gpu": True}}, "fp32 weights"),
     ({"optim": {"name": "muon", "muon_momentum": 1.0}, "engine": {"zero_stage": 0}}, "optim.muon_momentum"),
+    ({"optim": {"name": "muon", "muon_ns_dtype": "fp16"}, "engine": {"zero_stage": 0}}, "optim.muon_ns_dtype"),
 ])
 def test_bad_optimizer_settings_are_one_line_errors(override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")) as err:

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from workflows.training.optimizers import MuonAdamW, muon_params
+from workflows.training.optimizers import NS_DTYPES, MuonAdamW, muon_params
 from workflows.training.train_config import OptimSection, PretrainConfig
 
 
@@ -81,6 +81,14 @@ def cpu_bf16_pays(threads: int | None = None, cpuinfo: str = "/proc/cpuinfo") ->
 
     bf16 = cpu_peak_flops(threads, dtype=torch.bfloat16)
     return bf16 >= BF16_PAYS_RATIO * cpu_peak_flops(threads, dtype=torch.float32)
+
+
+def muon_ns_dtype(cfg: PretrainConfig, on_gpu: bool) -> str:
+    """``bf16`` or ``fp32``: ``optim.muon_ns_dtype``, with ``auto`` resolved as bf16 on GPU and on CPUs where bf16
+    matmuls are clearly faster (:func:`cpu_bf16_pays`), fp32 elsewhere (bench/README.md, optimizer step)."""
+    if cfg.optim.muon_ns_dtype != "auto":
+        return cfg.optim.muon_ns_dtype
+    return "bf16" if on_gpu or cpu_bf16_pays(cfg.ray.threads_per_worker) else "fp32"
 
 
 def precision(cfg: PretrainConfig, on_gpu: bool) -> str:
@@ -185,7 +193,8 @@ def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig, on_gpu: bool) -
         rest = [{**g, "params": [p for p in g["params"] if id(p) not in taken]}
                 for g in param_groups(model, opt.weight_decay)]
         return MuonAdamW(matrices, rest, lr=opt.lr, weight_decay=opt.weight_decay, betas=tuple(opt.betas),
-                         eps=opt.eps, momentum=opt.muon_momentum, fused=on_gpu)
+                         eps=opt.eps, momentum=opt.muon_momentum, fused=on_gpu,
+                         ns_dtype=NS_DTYPES[muon_ns_dtype(cfg, on_gpu)])
     return torch.optim.AdamW(param_groups(model, opt.weight_decay), lr=opt.lr, betas=tuple(opt.betas),
                              eps=opt.eps, fused=on_gpu)
 
@@ -302,5 +311,5 @@ def gathered_params(engine) -> contextlib.AbstractContextManager:
 
 __all__ = ["BF16_PAYS_RATIO", "LRSchedule", "LossModule", "build_ds_config", "build_engine", "build_optimizer",
            "compile_blocks", "cpu_bf16_pays", "cpu_has_native_bf16", "cxx_compiler", "external_parameters",
-           "gathered_params", "model_init_context", "param_groups", "precision", "precision_warning",
+           "gathered_params", "model_init_context", "muon_ns_dtype", "param_groups", "precision", "precision_warning",
            "skip_shm_op_build"]

@@ -6,7 +6,10 @@ its size matched to AdamW's RMS (``adjust_lr_fn="match_rms_adamw"``, Moonlight's
 serve both — and the embedding table, the output head, norms and biases with AdamW, as Muon's authors do. It is
 one ``torch.optim.Optimizer`` whose parameter groups are the two inner optimizers' own group dicts: the LR
 schedule (``LambdaLR``), gradient clipping and DeepSpeed's ZeRO-0 engine see one optimizer, the state dict holds
-both. Muon needs each matrix whole, so it runs with ``engine.zero_stage: 0`` only (ZeRO 1–3 and DeepSpeed's bf16
+both. The Muon part is :class:`BatchedMuon`: ``torch.optim.Muon``'s update, state and hyperparameters, with the
+Newton–Schulz iteration run once per matrix shape on the stacked matrices (one batched matmul instead of one per
+matrix) and in a chosen dtype — bf16 as torch's where bf16 matmuls are the fast ones (GPUs, some CPUs), fp32 on CPUs
+that multiply bf16 no faster (``optim.muon_ns_dtype``). Muon needs each matrix whole, so it runs with ``engine.zero_stage: 0`` only (ZeRO 1–3 and DeepSpeed's bf16
 optimizer hand the optimizer flat partitions); the config check says so.
 """
 
@@ -15,6 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.optim._muon import EPS, _adjust_lr
+
+NS_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def muon_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -23,6 +29,54 @@ def muon_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     if layers is None:
         raise ValueError("optim.name=muon needs a model with decoder blocks under .layers")
     return [p for p in layers.parameters() if p.requires_grad and p.ndim == 2]
+
+
+def newton_schulz(updates: torch.Tensor, coefficients: tuple[float, float, float], steps: int,
+                  dtype: torch.dtype = torch.bfloat16, eps: float = EPS) -> torch.Tensor:
+    """``torch.optim.Muon``'s quintic Newton–Schulz orthogonalisation of a stack of matrices ``[n, rows, cols]``
+    (``rows <= cols``), each scaled to Frobenius norm 1 first, computed in ``dtype``; returns ``dtype``."""
+    a, b, c = coefficients
+    x = updates.to(dtype)
+    x = x / x.flatten(1).norm(dim=1).clamp(min=eps).view(-1, 1, 1)
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x
+
+
+class BatchedMuon(torch.optim.Muon):
+    """``torch.optim.Muon`` (same momentum, update, LR adjustment, weight decay, state and group keys, so its
+    checkpoints load either way) whose Newton–Schulz step runs once per matrix shape on the stacked updates, in
+    ``ns_dtype`` (torch's: bf16 per matrix)."""
+
+    def __init__(self, params, *, ns_dtype: torch.dtype = torch.bfloat16, **kwargs):
+        super().__init__(params, **kwargs)
+        self.ns_dtype = ns_dtype
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, bufs = [], [], []
+            self._init_group(group, params, grads, bufs)
+            momentum, lr = group["momentum"], float(group["lr"])
+            by_shape: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor, bool]]] = {}
+            for p, g, buf in zip(params, grads, bufs, strict=True):
+                buf.lerp_(g, 1 - momentum)
+                update = g.lerp(buf, momentum) if group["nesterov"] else buf
+                tall = update.size(0) > update.size(1)
+                update = update.mT if tall else update
+                by_shape.setdefault(tuple(update.shape), []).append((p, update, tall))
+            for items in by_shape.values():
+                ortho = newton_schulz(torch.stack([u for _, u, _ in items]), group["ns_coefficients"],
+                                      group["ns_steps"], self.ns_dtype, group["eps"])
+                for (p, _, tall), o in zip(items, ortho, strict=True):
+                    p.mul_(1 - lr * group["weight_decay"])
+                    p.add_(o.mT if tall else o, alpha=-_adjust_lr(lr, group["adjust_lr_fn"], p.shape))
+        return loss
 
 
 class MuonAdamW(torch.optim.Optimizer):
@@ -36,20 +90,24 @@ class MuonAdamW(torch.optim.Optimizer):
         betas, eps: AdamW's.
         momentum: Muon's (Nesterov).
         fused: AdamW's fused kernel (CUDA).
+        ns_dtype: the dtype of Muon's Newton–Schulz matmuls (:class:`BatchedMuon`); ``None``: ``torch.optim.Muon``
+            itself (one bf16 iteration per matrix), the reference the batched one is tested against.
     """
 
     def __init__(self, muon: list[torch.nn.Parameter], adamw: list[dict[str, Any]], *, lr: float,
                  weight_decay: float, betas: tuple[float, float], eps: float, momentum: float = 0.95,
-                 fused: bool = False):
+                 fused: bool = False, ns_dtype: torch.dtype | None = torch.bfloat16):
         if not muon:
             raise ValueError("MuonAdamW: no matrices for Muon")
         groups = [{"params": list(muon), "kind": "muon", "weight_decay": weight_decay},
                   *({**g, "kind": "adamw"} for g in adamw if g["params"])]
         super().__init__(groups, {"lr": lr})
         # The inner optimizers adopt these very group dicts, so an LR written here (LambdaLR) reaches them.
-        self.muon = torch.optim.Muon([g for g in self.param_groups if g["kind"] == "muon"], lr=lr,
-                                     weight_decay=weight_decay, momentum=momentum, nesterov=True,
-                                     adjust_lr_fn="match_rms_adamw")
+        muon_groups = [g for g in self.param_groups if g["kind"] == "muon"]
+        kwargs = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=True,
+                      adjust_lr_fn="match_rms_adamw")
+        self.muon = (torch.optim.Muon(muon_groups, **kwargs) if ns_dtype is None
+                     else BatchedMuon(muon_groups, ns_dtype=ns_dtype, **kwargs))
         self.adamw = torch.optim.AdamW([g for g in self.param_groups if g["kind"] == "adamw"], lr=lr,
                                        betas=betas, eps=eps, fused=fused)
 
@@ -76,4 +134,4 @@ class MuonAdamW(torch.optim.Optimizer):
         self.param_groups = [*self.muon.param_groups, *self.adamw.param_groups]
 
 
-__all__ = ["MuonAdamW", "muon_params"]
+__all__ = ["NS_DTYPES", "BatchedMuon", "MuonAdamW", "muon_params", "newton_schulz"]

@@ -21,6 +21,7 @@ from workflows.config_io import ConfigError, load_config
 STAGES = ("image", "joint")
 SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = ("adamw", "muon")
+MUON_NS_DTYPES = ("auto", "bf16", "fp32")
 PRECISIONS = ("auto", "bf16", "amp_bf16", "amp_bf16_if_faster", "amp_bf16_if_native", "fp32")
 ZERO_STAGES = (0, 1, 2, 3)
 
@@ -161,6 +162,9 @@ class OptimSection:
     and biases, one LR for both (:mod:`workflows.training.optimizers`; needs ``engine.zero_stage: 0``)."""
     muon_momentum: float = 0.95
     """Muon's (Nesterov) momentum; only with ``name: muon``."""
+    muon_ns_dtype: str = "auto"
+    """The dtype of Muon's Newton–Schulz matmuls: ``bf16`` (torch's), ``fp32``, or ``auto``: bf16 on GPU and on
+    CPUs whose bf16 matmuls are clearly faster (the ``amp_bf16_if_faster`` test), else fp32."""
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
     """Final LR of the cosine schedule as a fraction of ``lr`` (ignored by ``constant``)."""
@@ -182,6 +186,8 @@ class OptimSection:
             raise ConfigError(f"optim.name={self.name!r} not in {OPTIMIZERS}")
         if not 0 <= self.muon_momentum < 1:
             raise ConfigError(f"optim.muon_momentum must be in [0, 1), got {self.muon_momentum}")
+        if self.muon_ns_dtype not in MUON_NS_DTYPES:
+            raise ConfigError(f"optim.muon_ns_dtype={self.muon_ns_dtype!r} not in {MUON_NS_DTYPES}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"optim.schedule={self.schedule!r} not in {SCHEDULES}")
         if self.lr <= 0:
