@@ -150,10 +150,9 @@ def test_newton_schulz_in_fp32_orthogonalises_like_bf16():
 def test_muon_ns_dtype_resolves_per_device():
     assert muon_ns_dtype(_cfg(muon_ns_dtype="fp32"), on_gpu=True) == "fp32"
     assert muon_ns_dtype(_cfg(muon_ns_dtype="bf16"), on_gpu=False) == "bf16"
-    assert muon_ns_dtype(_cfg(), on_gpu=False) == "bf16"  # the default: torch's
-    assert muon_ns_dtype(_cfg(muon_ns_dtype="auto"), on_gpu=True) == "bf16"
+    assert muon_ns_dtype(_cfg(), on_gpu=True) == "bf16"  # auto
     from workflows.training.engine import cpu_bf16_pays
-    cfg = _cfg(muon_ns_dtype="auto")
+    cfg = _cfg()
     assert muon_ns_dtype(cfg, on_gpu=False) == ("bf16" if cpu_bf16_pays(cfg.ray.threads_per_worker) else "fp32")
     assert build_optimizer(_model(), _cfg(muon_ns_dtype="fp32"), on_gpu=False).muon.ns_dtype == torch.float32
 

@@ -162,10 +162,10 @@ class OptimSection:
     and biases, one LR for both (:mod:`workflows.training.optimizers`; needs ``engine.zero_stage: 0``)."""
     muon_momentum: float = 0.95
     """Muon's (Nesterov) momentum; only with ``name: muon``."""
-    muon_ns_dtype: str = "bf16"
-    """The dtype of Muon's Newton–Schulz matmuls: ``bf16`` (torch's, bit for bit; the default, so every measured
-    Muon recipe reproduces), ``fp32``, or ``auto``: bf16 on GPU and on CPUs whose bf16 matmuls are clearly faster
-    (the ``amp_bf16_if_faster`` test), else fp32 — the fast choice on CPUs that multiply bf16 no faster."""
+    muon_ns_dtype: str = "auto"
+    """The dtype of Muon's Newton–Schulz matmuls: ``auto`` (default) is bf16 on GPU and on CPUs whose bf16 matmuls
+    are clearly faster (the ``amp_bf16_if_faster`` test), else fp32 — same loss and t2i at equal steps, up to 1.8x
+    faster iterations where bf16 is slow (bench/README.md); or ``bf16`` (torch's, bit for bit) or ``fp32``."""
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
     """Final LR of the cosine schedule as a fraction of ``lr`` (ignored by ``constant``)."""
