@@ -31,6 +31,14 @@ def muon_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in layers.parameters() if p.requires_grad and p.ndim == 2]
 
 
+def _closure_loss(closure):
+    """``Optimizer.step``'s closure protocol: the loss the closure recomputes, with gradients on, or ``None``."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 def newton_schulz(updates: torch.Tensor, coefficients: tuple[float, float, float], steps: int,
                   dtype: torch.dtype = torch.bfloat16, eps: float = EPS) -> torch.Tensor:
     """``torch.optim.Muon``'s quintic Newton–Schulz orthogonalisation of a stack of matrices ``[n, rows, cols]``
@@ -55,10 +63,7 @@ class BatchedMuon(torch.optim.Muon):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             params, grads, bufs = [], [], []
             self._init_group(group, params, grads, bufs)
@@ -113,10 +118,7 @@ class MuonAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         self.muon.step()
         self.adamw.step()
         return loss
