@@ -86,22 +86,16 @@ def timed(fn, repeats: int) -> float:
 
 
 def optimizer(model, name: str):
-    """The optimizer of one row: ``engine.build_optimizer`` for its config (``muon-torch``: with torch's Muon)."""
-    from workflows.training.engine import build_optimizer
-    from workflows.training.optimizers import MuonAdamW
+    """The optimizer of one row, as ``engine.build_optimizer`` makes it (``muon-torch``: with torch's Muon)."""
+    from workflows.training.engine import build_optimizer, muon_adamw
+    from workflows.training.optimizers import NS_DTYPES
     from workflows.training.train_config import load_pretrain_config
 
     kind, _, ns = name.partition("-")
-    overrides = [f"optim.name={kind}", "engine.zero_stage=0"] + ([f"optim.muon_ns_dtype={ns}"] if ns in (
-        "bf16", "fp32") else [])
-    cfg = load_pretrain_config(CONFIG, overrides)
-    opt = build_optimizer(model, cfg, on_gpu=False)
-    if ns == "torch":
-        opt = MuonAdamW([p for g in opt.muon.param_groups for p in g["params"]],
-                        [{k: v for k, v in g.items() if k != "kind"} for g in opt.adamw.param_groups],
-                        lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=tuple(cfg.optim.betas),
-                        eps=cfg.optim.eps, momentum=cfg.optim.muon_momentum, ns_dtype=None)
-    return opt
+    cfg = load_pretrain_config(CONFIG, [f"optim.name={kind}", "engine.zero_stage=0"])
+    if kind == "adamw":
+        return build_optimizer(model, cfg, on_gpu=False)
+    return muon_adamw(model, cfg, on_gpu=False, ns_dtype=NS_DTYPES.get(ns))
 
 
 def measure(model_name: str, shape: str, args: argparse.Namespace, order: tuple[str, ...]) -> list[dict]:

@@ -12,7 +12,7 @@ from pretrain_helpers import debug_overrides, shared_shards
 from lumos.config import model_preset
 from lumos.model import LumosModel
 from workflows.config_io import ConfigError
-from workflows.training.engine import LRSchedule, build_optimizer, muon_ns_dtype
+from workflows.training.engine import LRSchedule, build_optimizer, muon_adamw, muon_ns_dtype
 from workflows.training.optimizers import BatchedMuon, MuonAdamW, newton_schulz
 from workflows.training.train_config import PretrainConfig, load_pretrain_config
 
@@ -103,10 +103,7 @@ def test_state_round_trips_and_resumes_the_same_trajectory():
 
 def _muon_adamw(model: LumosModel, ns_dtype: torch.dtype | None) -> MuonAdamW:
     """The optimizer ``build_optimizer`` makes, with the Newton-Schulz dtype (``None``: torch.optim.Muon) chosen."""
-    built = build_optimizer(model, _cfg(), on_gpu=False)
-    return MuonAdamW([p for g in built.muon.param_groups for p in g["params"]],
-                     [{k: v for k, v in g.items() if k != "kind"} for g in built.adamw.param_groups], lr=1e-2,
-                     weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8, ns_dtype=ns_dtype)
+    return muon_adamw(model, _cfg(), on_gpu=False, ns_dtype=ns_dtype)
 
 
 def test_batched_muon_in_bf16_is_torch_muon_to_the_bit():

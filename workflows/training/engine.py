@@ -188,15 +188,22 @@ def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig, on_gpu: bool) -
         return None
     opt = cfg.optim
     if opt.name == "muon":
-        matrices = muon_params(model)
-        taken = {id(p) for p in matrices}
-        rest = [{**g, "params": [p for p in g["params"] if id(p) not in taken]}
-                for g in param_groups(model, opt.weight_decay)]
-        return MuonAdamW(matrices, rest, lr=opt.lr, weight_decay=opt.weight_decay, betas=tuple(opt.betas),
-                         eps=opt.eps, momentum=opt.muon_momentum, fused=on_gpu,
-                         ns_dtype=NS_DTYPES[muon_ns_dtype(cfg, on_gpu)])
+        return muon_adamw(model, cfg, on_gpu, NS_DTYPES[muon_ns_dtype(cfg, on_gpu)])
     return torch.optim.AdamW(param_groups(model, opt.weight_decay), lr=opt.lr, betas=tuple(opt.betas),
                              eps=opt.eps, fused=on_gpu)
+
+
+def muon_adamw(model: torch.nn.Module, cfg: PretrainConfig, on_gpu: bool,
+               ns_dtype: torch.dtype | None) -> MuonAdamW:
+    """``optim.name: muon``'s optimizer with the Newton–Schulz dtype given (``None``: ``torch.optim.Muon`` itself,
+    the reference the tests and ``bench/optimizer.py`` compare against)."""
+    opt = cfg.optim
+    matrices = muon_params(model)
+    taken = {id(p) for p in matrices}
+    rest = [{**g, "params": [p for p in g["params"] if id(p) not in taken]}
+            for g in param_groups(model, opt.weight_decay)]
+    return MuonAdamW(matrices, rest, lr=opt.lr, weight_decay=opt.weight_decay, betas=tuple(opt.betas), eps=opt.eps,
+                     momentum=opt.muon_momentum, fused=on_gpu, ns_dtype=ns_dtype)
 
 
 def skip_shm_op_build() -> None:
@@ -311,5 +318,5 @@ def gathered_params(engine) -> contextlib.AbstractContextManager:
 
 __all__ = ["BF16_PAYS_RATIO", "LRSchedule", "LossModule", "build_ds_config", "build_engine", "build_optimizer",
            "compile_blocks", "cpu_bf16_pays", "cpu_has_native_bf16", "cxx_compiler", "external_parameters",
-           "gathered_params", "model_init_context", "muon_ns_dtype", "param_groups", "precision", "precision_warning",
+           "gathered_params", "model_init_context", "muon_adamw", "muon_ns_dtype", "param_groups", "precision", "precision_warning",
            "skip_shm_op_build"]

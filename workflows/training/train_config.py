@@ -386,7 +386,8 @@ class PretrainConfig:
                               f"whole matrices), got zero_stage={self.engine.zero_stage}")
         from workflows.training.engine import precision  # lazy: engine imports this module
 
-        if precision(self, on_gpu=self.ray.use_gpu) == "bf16":
+        # On CPU only an explicit bf16 means bf16 weights; asking precision() there would measure matmul peaks.
+        if self.engine.precision == "bf16" or (self.ray.use_gpu and precision(self, on_gpu=True) == "bf16"):
             raise ConfigError("optim.name=muon needs fp32 weights: set engine.precision=amp_bf16 (bf16 autocast) or "
                               f"fp32, not {self.engine.precision!r} (DeepSpeed's bf16 optimizer flattens the matrices)")
 
